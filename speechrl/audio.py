@@ -7,7 +7,6 @@ crash mid-run: they skip bad files and record them (``rejected.jsonl``) with the
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -32,15 +31,16 @@ class AudioError(ValueError):
 
 
 def resample(wav: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndarray:
-    """Polyphase resampling of a mono float signal; scaled by 0.95 first when it would clip."""
+    """Polyphase resampling of a mono float signal; rescaled rather than clipped when it overshoots."""
     wav = np.asarray(wav, dtype=np.float32)
     if sr_in == sr_out or wav.size == 0:
         return wav
-    peak = float(np.max(np.abs(wav)))
-    if peak > 0.95:  # polyphase filters overshoot near full scale (Piper/eSpeak output)
-        wav = wav * (0.95 / peak)
     ratio = Fraction(sr_out, sr_in).limit_denominator(1000)
-    return resample_poly(wav, ratio.numerator, ratio.denominator).astype(np.float32)
+    out = resample_poly(wav, ratio.numerator, ratio.denominator).astype(np.float32)
+    peak = float(np.max(np.abs(out))) if out.size else 0.0
+    if peak > 0.99:  # the filter overshoots near full scale (Piper/eSpeak output): rescale, never clip
+        out *= 0.99 / peak
+    return out
 
 
 def to_mono(wav: np.ndarray) -> np.ndarray:
@@ -154,7 +154,3 @@ def audio_files(folder: str | Path) -> list[Path]:
     """Files under ``folder`` (recursively) that look like audio by name, sorted."""
     return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
 
-
-def rms_db(wav: np.ndarray) -> float:
-    rms = math.sqrt(float(np.mean(np.square(wav)))) if wav.size else 0.0
-    return 20 * math.log10(max(rms, 1e-10))

@@ -1,0 +1,195 @@
+"""Build the offline spoken corpus: story grammar → several voices and speeds → 16 kHz WAVs + manifest.
+
+Splits hold out whole stories (train/dev/test) **and** one voice that only the test split uses. The
+manifest (``manifest.jsonl``, one row per utterance, loadable with 🤗 ``datasets``) is byte-identical
+for a seed. Synthesis runs on a process pool; an utterance that fails to synthesize is recorded in
+``rejected.jsonl`` and left out of the manifest, the rest goes on. Re-running into the same folder
+reuses the WAVs already there (the stage is cached).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from speechrl.audio import AudioError, RejectLog, duration, load_audio, save_audio
+from speechrl.config import doc
+from speechrl.corpus.grammar import Story, generate_stories
+from speechrl.runlog import atomic_write_text, write_json
+
+SPLITS = ("train", "dev", "test")
+SENTENCES_PER_STORY = 5  # the grammar's mean story length; sizes the corpus
+
+
+@dataclass
+class CorpusConfig:
+    size: int = doc("approximate total number of utterances (sentences × voices)", 200)
+    seed: int = doc("seed for stories, splits, voice and speed choices", 1)
+    voices: list[str] = doc(
+        "voices used in train/dev (and test); names from speechrl.speech.synthesize.VOICES",
+        default_factory=lambda: ["piper-joe", "hibari", "espeak-us-m3", "espeak-us-f2"])
+    test_voice: str = doc("voice heard only in the test split", "espeak-gb-m1")
+    voices_per_sentence: int = doc("each sentence is spoken by this many distinct voices", 2)
+    speeds: list[float] = doc("speaking-rate multipliers drawn per utterance", default_factory=lambda: [0.9, 1.0, 1.1])
+    dev_fraction: float = doc("share of stories in the dev split", 0.1)
+    test_fraction: float = doc("share of stories in the test split", 0.2)
+    workers: int = doc("synthesis processes", 2)
+    transcriber: str = doc("ASR used to measure the corpus (asr_wer)", "whisper-tiny")
+    evaluate: bool = doc("measure asr_wer and unit_roundtrip_wer on the test split", True)
+    roundtrip_utterances: int = doc("test utterances used for unit_roundtrip_wer", 16)
+
+
+def split_stories(stories: list[Story], cfg: CorpusConfig) -> dict[str, str]:
+    """Story id → split, shuffled with the seed; dev and test get at least one story each."""
+    ids = [s.id for s in stories]
+    random.Random(cfg.seed * 7919 + 1).shuffle(ids)
+    n_test = max(1, round(len(ids) * cfg.test_fraction))
+    n_dev = max(1, round(len(ids) * cfg.dev_fraction))
+    return {sid: "test" if i < n_test else "dev" if i < n_test + n_dev else "train" for i, sid in enumerate(ids)}
+
+
+def plan(cfg: CorpusConfig) -> tuple[list[Story], list[dict[str, Any]]]:
+    """Stories and the manifest rows to synthesize (without durations), deterministic per seed."""
+    if cfg.voices_per_sentence < 1 or cfg.voices_per_sentence > len(cfg.voices):
+        raise ValueError(f"voices_per_sentence must be in 1..{len(cfg.voices)}")
+    if cfg.test_voice in cfg.voices:
+        raise ValueError(f"test_voice {cfg.test_voice!r} must not be one of the training voices")
+    sentences_needed = max(3, -(-cfg.size // cfg.voices_per_sentence))
+    rng = random.Random(cfg.seed)
+    stories = generate_stories(max(3, -(-sentences_needed // SENTENCES_PER_STORY)), cfg.seed)
+    splits = split_stories(stories, cfg)
+    rows = []
+    for story in stories:
+        split = splits[story.id]
+        for k, sent in enumerate(story.sentences):
+            voices = rng.sample(cfg.voices, cfg.voices_per_sentence)
+            if split == "test":  # the held-out voice speaks every test sentence once
+                voices[0] = cfg.test_voice
+            for voice in voices:
+                rows.append({
+                    "id": f"{story.id}-{k:02d}-{voice}",
+                    "audio": f"audio/{story.id}-{k:02d}-{voice}.wav",
+                    "text": sent.text,
+                    "voice": voice,
+                    "speed": rng.choice(cfg.speeds),
+                    "split": split,
+                    "story_id": story.id,
+                    "sentence_index": k,
+                    "translation": sent.translation,
+                    "keywords": list(sent.keywords),
+                    "questions": [{"question": q.question, "answer": q.answer} for q in sent.questions],
+                })
+    return stories, rows
+
+
+def _synthesize_row(job: tuple[str, dict[str, Any], int]) -> tuple[str, float | None, str | None]:
+    """Worker: synthesize one row into its WAV (reused when already there); (id, seconds, error)."""
+    from speechrl.speech.synthesize import get_voice, synthesize
+
+    out, row, seed = job
+    path = Path(out) / row["audio"]
+    try:
+        if path.is_file():
+            return row["id"], duration(load_audio(path)), None
+    except AudioError:
+        pass  # a half-written file from an interrupted run: synthesize it again
+    try:
+        wav = synthesize(row["text"], get_voice(row["voice"]), speed=row["speed"], seed=seed)
+        save_audio(path, wav)
+        return row["id"], duration(load_audio(path)), None
+    except Exception as err:  # one bad utterance must not stop the corpus
+        return row["id"], None, f"{type(err).__name__}: {err}"
+
+
+def synthesize_rows(out: Path, rows: list[dict[str, Any]], cfg: CorpusConfig, rejects: RejectLog) -> list[dict]:
+    """Fill in ``duration`` for every row that synthesized; failures go to ``rejects``."""
+    jobs = [(str(out), row, cfg.seed) for row in rows]
+    by_id = {row["id"]: row for row in rows}
+    kept = []
+    ctx = mp.get_context("spawn")  # engines hold threads/ONNX sessions: never fork them
+    with ctx.Pool(max(1, cfg.workers)) as pool:
+        results = pool.imap(_synthesize_row, jobs, chunksize=4)
+        for rid, seconds, error in tqdm(results, total=len(jobs), desc="synthesize", unit="utt"):
+            if error is not None:
+                rejects.add(by_id[rid]["audio"], error, stage="synthesize")
+                continue
+            kept.append({**by_id[rid], "duration": seconds})
+    return kept
+
+
+def measure(out: Path, rows: list[dict[str, Any]], cfg: CorpusConfig) -> dict[str, float]:
+    """ASR WER of the test split and the text → speech → units → vocoder → ASR round-trip WER."""
+    from speechrl.speech.transcribe import make_transcriber
+    from speechrl.speech.units import unit_roundtrip
+    from speechrl.text import wer
+
+    test = [r for r in rows if r["split"] == "test"]
+    if not test:
+        return {}
+    asr = make_transcriber(cfg.transcriber)
+    wavs = [load_audio(out / r["audio"]) for r in tqdm(test, desc="load test", unit="utt", leave=False)]
+    hyps = asr.transcribe(wavs)
+    sub = list(range(min(cfg.roundtrip_utterances, len(test))))
+    rt_wavs = [unit_roundtrip(wavs[i]) for i in tqdm(sub, desc="unit round-trip", unit="utt")]
+    rt_hyps = asr.transcribe(rt_wavs)
+    return {
+        "asr_wer": round(wer([r["text"] for r in test], hyps), 4),
+        "unit_roundtrip_wer": round(wer([test[i]["text"] for i in sub], rt_hyps), 4),
+        "roundtrip_utterances": len(sub),
+    }
+
+
+def write_manifest(path: Path, rows: list[dict[str, Any]]) -> None:
+    lines = [json.dumps(r, sort_keys=True, ensure_ascii=False) for r in sorted(rows, key=lambda r: r["id"])]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def build_corpus(cfg: CorpusConfig, out: str | Path) -> dict[str, Any]:
+    """Build (or finish building) the corpus in ``out``; returns the summary also saved there."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    stories, planned = plan(cfg)
+    rejects = RejectLog(out)
+    rows = synthesize_rows(out, planned, cfg, rejects)
+    write_manifest(out / "manifest.jsonl", rows)
+    story_rows = [json.dumps(asdict(s), sort_keys=True, ensure_ascii=False) for s in stories]
+    atomic_write_text(out / "stories.jsonl", "\n".join(story_rows) + "\n")
+    summary: dict[str, Any] = {
+        "num_utterances": len(rows),
+        "num_stories": len(stories),
+        "voices": sorted({r["voice"] for r in rows}),
+        "test_voice": cfg.test_voice,
+        "splits": {s: sum(r["split"] == s for r in rows) for s in SPLITS},
+        "hours": round(sum(r["duration"] for r in rows) / 3600, 4),
+        "rejected": len(rejects),
+        "synthesis_s": round(time.time() - start, 1),
+    }
+    if cfg.evaluate:
+        summary.update(measure(out, rows, cfg))
+    summary["wall_s"] = round(time.time() - start, 1)
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def load_manifest(corpus_dir: str | Path, split: str | None = None) -> list[dict[str, Any]]:
+    """Manifest rows (optionally one split) with ``audio`` made absolute."""
+    corpus_dir = Path(corpus_dir)
+    path = corpus_dir / "manifest.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no corpus here; build one with `speechrl corpus build --out {corpus_dir}`")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if split is not None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
+        rows = [r for r in rows if r["split"] == split]
+    for r in rows:
+        r["audio"] = str(corpus_dir / r["audio"])
+    return rows
