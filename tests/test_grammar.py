@@ -1,0 +1,273 @@
+"""The story grammar: determinism, QA spans, entity consistency, Spanish translations, minimal pairs."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+
+import pytest
+
+from speechrl.corpus import grammar
+from speechrl.corpus.grammar import (
+    BLIMP_PHENOMENA,
+    blimp_pairs,
+    english_content_words,
+    generate_stories,
+    story_cloze_pairs,
+    vocabulary,
+    wuggy_pairs,
+)
+from speechrl.text import normalize
+
+ENGLISH_FUNCTION_WORDS = {"the", "and", "with", "she", "he", "they", "was", "were", "to", "of"}
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-záéíóúñü]+", text.lower())
+
+
+@pytest.fixture(scope="module")
+def stories() -> list[grammar.Story]:
+    return generate_stories(300, seed=0)
+
+
+def test_same_seed_same_stories_and_ids() -> None:
+    a, b = generate_stories(40, seed=7), generate_stories(40, seed=7)
+    assert a == b
+    assert [s.id for s in a[:3]] == ["s0001", "s0002", "s0003"]
+    assert generate_stories(10, seed=7) == a[:10]  # a prefix does not depend on n
+
+
+def test_different_seed_different_stories() -> None:
+    a, b = generate_stories(40, seed=7), generate_stories(40, seed=8)
+    assert [s.text for s in a] != [s.text for s in b]
+
+
+def test_global_random_state_is_untouched() -> None:
+    random.seed(123)
+    expected = random.random()
+    random.seed(123)
+    generate_stories(20, seed=1)
+    blimp_pairs(20, seed=1)
+    wuggy_pairs(20, seed=1)
+    assert random.random() == expected
+
+
+def test_story_shape_and_sentence_lengths(stories: list[grammar.Story]) -> None:
+    assert len({s.text for s in stories}) == len(stories)
+    for story in stories:
+        assert 4 <= len(story.sentences) <= 6
+        assert story.sentences[0].role == "opening" and story.sentences[-1].role == "ending"
+        for sentence in story.sentences:
+            assert 4 <= len(sentence.text.split()) <= 12, sentence.text
+            assert sentence.text[0].isupper() and sentence.text.endswith(".")
+            assert not re.search(r"\d", sentence.text)  # numbers are spelled out
+
+
+def test_enough_distinct_sentences(stories: list[grammar.Story]) -> None:
+    assert len({s.text for story in stories for s in story.sentences}) >= 500
+
+
+def test_every_answer_is_a_span_of_its_own_sentence(stories: list[grammar.Story]) -> None:
+    for story in stories:
+        for sentence in story.sentences:
+            assert sentence.questions, sentence.text
+            for qa in sentence.questions:
+                assert qa.question.endswith("?")
+                assert 1 <= len(qa.answer.split()) <= 4, qa
+                assert qa.answer.lower() in sentence.text.lower(), (qa, sentence.text)
+
+
+def test_keywords_occur_in_their_sentence(stories: list[grammar.Story]) -> None:
+    for story in stories:
+        for sentence in story.sentences:
+            for keyword in sentence.keywords:
+                assert keyword in words(sentence.text) or keyword in sentence.text, (keyword, sentence.text)
+        assert story.entities["name"] in story.sentences[0].keywords
+
+
+def test_entities_are_consistent_within_a_story(stories: list[grammar.Story]) -> None:
+    for story in stories:
+        e = story.entities
+        first, last = story.sentences[0].text, story.sentences[-1].text
+        assert e["name"] in first.split() and e["name"] in last.replace(",", "").split()
+        assert e["companion"] != e["name"]
+        meet = next(s for s in story.sentences if s.role == "meet")
+        assert e["companion"] in meet.text and e["relation"] in meet.text
+        acquire = next(s for s in story.sentences if s.role == "acquire")
+        noun = grammar.THINGS[e["object"]].noun.en_form(e["number"] == "plural")
+        assert f"{e['adjective']} {noun}." in acquire.text
+        assert e["object"] in grammar.PLACES[e["place"]].things
+        # every pronoun refers to the protagonist, so it must match the protagonist's gender
+        tokens = set(words(story.text))
+        other = {"he", "him", "his"} if e["pronoun"] == "she" else {"she", "her", "hers"}
+        assert not tokens & other, story.text
+        assert not set(words(" ".join(s.translation for s in story.sentences))) & (
+            {"él"} if e["pronoun"] == "she" else {"ella"}
+        )
+
+
+def test_translations_are_spanish(stories: list[grammar.Story]) -> None:
+    content = english_content_words()
+    assert {"apples", "market", "bought", "walked", "red"} <= content
+    names = {n for group in grammar.NAMES.values() for n in group}
+    for story in stories:
+        for sentence in story.sentences:
+            es = sentence.translation
+            assert es and es != sentence.text and es.endswith(".")
+            tokens = set(words(es))
+            assert not tokens & content, (sentence.text, es)
+            assert not tokens & ENGLISH_FUNCTION_WORDS, (sentence.text, es)
+            assert not re.search(r"\b(a|de) el\b", es)  # contracted to al / del
+            assert set(sentence.text.replace(",", " ").replace(".", " ").split()) & names <= set(
+                es.replace(",", " ").replace(".", " ").split()
+            )
+
+
+def _cast(**changes: str) -> grammar._Cast:
+    base = grammar._Cast("Anna", "f", "Tom", "m", "friend", "market", "apple", "three", "red")
+    return grammar._Cast(**{**base.__dict__, **changes})
+
+
+@pytest.mark.parametrize(
+    ("cast", "plan", "english", "spanish"),
+    [
+        (_cast(), grammar._EndingPlan("eat", "in the evening", True),
+         "In the evening, Anna ate the red apples with Tom at home.",
+         "Por la noche, Anna comió las manzanas rojas con Tom en casa."),
+        (_cast(place="library", thing="map", quantity="a", adjective="old"),
+         grammar._EndingPlan("give", "that evening", True),
+         "That evening, Anna gave the old map to Tom.", "Esa noche, Anna le dio el mapa viejo a Tom."),
+        (_cast(), grammar._EndingPlan("return", "the next day", False),
+         "The next day, Anna went back to the market with Tom.",
+         "Al día siguiente, Anna volvió al mercado con Tom."),
+        (_cast(gender="m", name="Max", thing="egg", quantity="five", adjective="brown"),
+         grammar._EndingPlan("cook", "later that day", True),
+         "Later that day, Max cooked the brown eggs for Tom.",
+         "Más tarde ese día, Max cocinó los huevos marrones para Tom."),
+    ],
+)
+def test_ending_translation_golden(cast: grammar._Cast, plan: grammar._EndingPlan, english: str,
+                                   spanish: str) -> None:
+    sentence = grammar._finish(grammar._ending(cast, plan))
+    assert (sentence.text, sentence.translation) == (english, spanish)
+
+
+@pytest.mark.parametrize(
+    ("cast", "english_end", "spanish_end"),
+    [
+        (_cast(), "she bought three red apples.", "ella compró tres manzanas rojas."),
+        (_cast(gender="m", name="Max", place="library", thing="book", adjective="old"),
+         "he borrowed three old books.", "él tomó prestados tres libros viejos."),
+        (_cast(place="library", thing="map", quantity="a", adjective="old"),
+         "she borrowed an old map.", "ella tomó prestado un mapa viejo."),
+        (_cast(place="beach", thing="shell", quantity="ten", adjective="white"),
+         "she found ten white shells.", "ella encontró diez conchas blancas."),
+        (_cast(place="shop", thing="cup", quantity="a", adjective="blue"),
+         "she bought a blue cup.", "ella compró una taza azul."),
+    ],
+)
+def test_acquisition_agreement_golden(cast: grammar._Cast, english_end: str, spanish_end: str) -> None:
+    sentence = grammar._finish(grammar._acquire(cast, random.Random(0)))
+    assert sentence.text.lower().endswith(english_end)
+    assert sentence.translation.lower().endswith(spanish_end)
+
+
+def test_gustar_agrees_with_its_object() -> None:
+    singular = grammar._finish(grammar._like(_cast(quantity="a"), random.Random(0)))
+    plural = grammar._finish(grammar._like(_cast(), random.Random(0)))
+    assert singular.translation == "A Tom le gustó mucho la manzana."
+    assert plural.translation == "A Tom le gustaron mucho las manzanas."
+
+
+def test_vocabulary_covers_everything_emitted(stories: list[grammar.Story]) -> None:
+    vocab = vocabulary()
+    assert 150 <= len(vocab) <= 300
+    assert all(w == w.lower() and w.isalpha() for w in vocab)
+    assert not vocab & {"two", "four", "eight", "one", "read", "sea", "by", "son", "sun", "flour"}
+    texts = [s.text for story in stories for s in story.sentences]
+    qas = [qa for story in stories for s in story.sentences for qa in s.questions]
+    texts += [qa.question for qa in qas] + [qa.answer for qa in qas]
+    texts += [p.wrong for p in story_cloze_pairs(stories, seed=0)]
+    texts += [t for p in blimp_pairs(300, seed=0) for t in (p.good, p.bad)]
+    emitted = {w for t in texts for w in normalize(t).split()}
+    assert emitted <= vocab, emitted - vocab
+    assert len(emitted) >= 0.95 * len(vocab)
+
+
+def test_vocabulary_is_in_the_cmu_dictionary() -> None:
+    cmu = grammar._known_english_words()
+    if not cmu:
+        pytest.skip("pocketsphinx's CMU dictionary is not installed")
+    assert vocabulary() <= cmu, vocabulary() - cmu
+
+
+def test_story_cloze_pairs(stories: list[grammar.Story]) -> None:
+    pairs = story_cloze_pairs(stories, seed=3)
+    assert pairs == story_cloze_pairs(stories, seed=3)
+    by_id = {s.id: s for s in stories}
+    assert Counter(p.kind for p in pairs) == {"ssc": len(stories), "tsc": len(stories)}
+    assert {p.perturbation for p in pairs if p.kind == "ssc"} == {"name", "companion", "object", "place"}
+    for p in pairs:
+        story = by_id[p.story_id]
+        assert p.context == tuple(s.text for s in story.sentences[:-1])
+        assert p.correct == story.sentences[-1].text
+        assert p.wrong != p.correct
+        if p.kind == "tsc":
+            assert p.wrong_from != p.story_id
+            assert p.wrong == by_id[p.wrong_from].sentences[-1].text
+        else:
+            # same production, one entity swapped: fluent words, same length, a contradiction
+            assert len(p.wrong.split()) == len(p.correct.split())
+            assert set(words(p.wrong)) <= vocabulary()
+            if p.perturbation in ("name", "companion"):
+                names = {story.entities["name"], story.entities["companion"]}
+                assert set(p.wrong.replace(",", " ").replace(".", " ").split()) & (
+                    {n for g in grammar.NAMES.values() for n in g} - names
+                )
+
+
+def test_blimp_pairs() -> None:
+    pairs = blimp_pairs(120, seed=5)
+    assert pairs == blimp_pairs(120, seed=5)
+    assert len(pairs) == 120 and len({p.bad for p in pairs}) == 120
+    assert Counter(p.phenomenon for p in pairs) == {ph: 20 for ph in BLIMP_PHENOMENA}
+    for p in pairs:
+        good, bad = words(p.good), words(p.bad)
+        assert good != bad and len(good) == len(bad)  # a minimal pair
+        changed = [i for i, (g, b) in enumerate(zip(good, bad)) if g != b]
+        assert len(changed) == (2 if p.phenomenon == "word_order" else 1), p
+        if p.phenomenon == "word_order":
+            assert sorted(good) == sorted(bad)
+    examples = {p.phenomenon: p for p in pairs}
+    assert re.search(r"\b(they was|(he|she|[A-Z][a-z]+|it|weather|\w+) were)\b",
+                     examples["subject_verb_agreement"].bad)
+    assert re.search(r"\b(her|him|them)\b", examples["pronoun_case"].bad.lower())
+
+
+def test_blimp_pairs_beyond_one_phenomenon_capacity() -> None:
+    pairs = blimp_pairs(1500, seed=0)
+    assert len({p.bad for p in pairs}) == len(pairs) >= 1200
+
+
+def test_wuggy_pairs() -> None:
+    pairs = wuggy_pairs(300, seed=2)
+    assert pairs == wuggy_pairs(300, seed=2)
+    assert len(pairs) == 300 and len({p.nonword for p in pairs}) == 300
+    vocab, cmu = vocabulary(), grammar._known_english_words()
+    for p in pairs:
+        assert p.word in vocab and p.nonword not in vocab and p.nonword not in cmu
+        assert p.nonword.isalpha() and p.nonword.islower()
+        assert len(p.nonword) == len(p.word)
+        assert 1 <= sum(a != b for a, b in zip(p.word, p.nonword)) <= 4
+        assert re.search(r"[aeiouy]", p.nonword)  # keeps a vowel: still pronounceable
+
+
+def test_wuggy_substitutions_keep_the_syllable_shape() -> None:
+    units = grammar._graphemes("market")
+    assert units == ["m", "a", "r", "k", "e", "t"]
+    assert set(grammar._substitutes(units, 3)) == {"p", "t"}  # a voiceless stop stays one
+    assert grammar._substitutes(grammar._graphemes("black"), 0) == ("g",)  # not "dlack"
+    assert grammar._substitutes(grammar._graphemes("three"), 0) == ()  # digraph "th" is kept
+    assert grammar._substitutes(grammar._graphemes("vase"), 3) == ()  # silent final e
