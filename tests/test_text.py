@@ -1,0 +1,100 @@
+"""speechrl.text: normalisation rules and WER/CER values computed by hand."""
+
+import math
+
+import pytest
+
+from speechrl.text import (ErrorCounts, cer, char_errors, normalize, number_to_words,
+                           sentence_cer, sentence_wer, wer, word_errors)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("Hello,   World!", "hello world"),
+    ("  tabs\tand\nnewlines  ", "tabs and newlines"),
+    ("Don’t stop — it's fine.", "don't stop it's fine"),       # curly apostrophe, em dash
+    ("'quoted' the dogs' bones", "quoted the dogs bones"),      # edge apostrophes dropped
+    ("ＦＵＬＬ width ﬁne", "full width fine"),                    # NFKC
+    ("Café ÜBER", "café über"),                                 # accents kept, lowercased
+    ("twenty-one", "twenty one"),
+    ("21", "twenty one"),
+    ("I have 3 cats and 0 dogs", "i have three cats and zero dogs"),
+    ("100 and 101", "one hundred and 101"),                     # only 0..100 spelled out
+    ("the 1st, 2nd, 3rd and 12th", "the first second third and twelfth"),
+    ("20th 21st 100th", "twentieth twenty first one hundredth"),
+    ("50% off", "fifty percent off"),
+    ("3.5 kilos", "three point five kilos"),
+    ("1,000 people", "1000 people"),
+    ("at 7pm", "at seven pm"),
+    ("mp3 covid19 007", "mp3 covid19 007"),                     # glued digits, leading zeros
+    ("soft\u00adhyphen zero\u200bwidth", "softhyphen zero width"),
+    ("?!...", ""),
+    ("", ""),
+])
+def test_normalize(raw, expected):
+    assert normalize(raw) == expected
+
+
+def test_normalize_is_idempotent_and_can_keep_digits():
+    s = "He said: “Meet me at 3:30, room 12B!”"
+    assert normalize(normalize(s)) == normalize(s) == "he said meet me at three thirty room 12b"
+    assert normalize("3 cats", spell_numbers=False) == "3 cats"
+    with pytest.raises(TypeError):
+        normalize(None)
+
+
+def test_number_to_words():
+    assert [number_to_words(n) for n in (0, 13, 40, 42, 99, 100)] == [
+        "zero", "thirteen", "forty", "forty two", "ninety nine", "one hundred"]
+    with pytest.raises(ValueError):
+        number_to_words(101)
+
+
+def test_wer_hand_computed():
+    # "a b c" vs "a x c": 1 substitution; "d e" vs "d e f": 1 insertion -> 2 / 5 words
+    assert wer(["a b c", "d e"], ["a x c", "d e f"]) == pytest.approx(0.4)
+    c = word_errors(["a b c", "d e"], ["a x c", "d e f"])
+    assert c == ErrorCounts(substitutions=1, deletions=0, insertions=1, hits=4, ref_units=5)
+    # corpus-level: 1 deletion / 5 words = 0.2, not the mean of sentence rates (1/4 + 0) / 2
+    assert wer(["one two three four", "five"], ["one two three", "five"]) == pytest.approx(0.2)
+    assert sentence_wer("the cat sat", "the cat sat") == 0.0
+    assert sentence_wer("the cat sat", "") == 1.0                       # 3 deletions / 3
+    assert sentence_wer("the cat", "a dog barked") == pytest.approx(1.5)  # 2 sub + 1 ins / 2
+
+
+def test_wer_uses_normalisation():
+    assert sentence_wer("She bought 3 apples.", "she bought three Apples") == 0.0
+    assert sentence_wer("She bought 3 apples.", "she bought three Apples", norm=False) > 0
+
+
+def test_cer_hand_computed():
+    # "abc" vs "abd": 1 substitution of 3 chars
+    assert sentence_cer("abc", "abd") == pytest.approx(1 / 3)
+    # spaces count: "ab c" (4 chars) vs "ab" -> 2 deletions; "d" vs "d" -> 0 -> 2 / 5
+    assert cer(["ab c", "d"], ["ab", "d"]) == pytest.approx(0.4)
+    c = char_errors(["ab c", "d"], ["ab", "d"])
+    assert (c.deletions, c.ref_units, c.hits) == (2, 5, 3)
+    assert sentence_cer("Hello!", "hello") == 0.0
+
+
+def test_empty_reference_rule():
+    # an empty reference contributes its hypothesis words as insertions and nothing to N
+    assert sentence_wer("", "") == 0.0
+    assert sentence_wer("", "uh huh") == 2.0
+    assert sentence_wer("...", "?") == 0.0                                 # both normalise to ""
+    assert wer(["", "a b"], ["x", "a b"]) == pytest.approx(0.5)           # 1 ins / 2 words
+    assert wer(["", ""], ["x", "y z"]) == 3.0                              # no ref words: N := 1
+    assert sentence_cer("", "ab") == 2.0
+    assert cer(["", "abcd"], ["x", "abcd"]) == pytest.approx(0.25)
+    c = word_errors(["", "a"], ["b c", ""])
+    assert (c.insertions, c.deletions, c.ref_units) == (2, 1, 1)
+    assert wer([], []) == 0.0 and cer([], []) == 0.0
+    assert all(math.isfinite(x) for x in (wer([""], ["a"]), cer([""], ["a"])))
+
+
+def test_empty_hypothesis_and_input_checks():
+    assert wer(["a b", "c"], ["", ""]) == 1.0
+    assert sentence_wer("a", "a") == wer("a", "a") == 0.0    # bare strings accepted
+    with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
+        wer(["a", "b"], ["a"])
+    with pytest.raises(TypeError):
+        wer(["a"], [None])
