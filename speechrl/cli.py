@@ -1,6 +1,7 @@
 """The ``speechrl`` command line.
 
     speechrl corpus build --out DIR [--size N] [--seed S] [--set key=value ...]
+    speechrl run RECIPE.yaml --out DIR [--set key=value ...]
     speechrl demo --out DIR
 
 Every command writes into ``--out``: the resolved ``config.yaml``, ``metrics.jsonl`` and
@@ -10,10 +11,12 @@ Every command writes into ``--out``: the resolved ``config.yaml``, ``metrics.jso
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from speechrl import config as C
 from speechrl.runlog import MetricsLogger
@@ -36,6 +39,32 @@ def cmd_corpus_build(args: argparse.Namespace) -> dict:
     summary = build_corpus(cfg, args.out)
     MetricsLogger(args.out, tensorboard=False).log(summary, step=0, stage="corpus")
     return summary
+
+
+PIPELINES = {"speech_grpo": "speechrl.pipelines.speech_grpo:SpeechGRPORecipe"}
+
+
+def _import(spec: str) -> Any:
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_recipe(path: Path, overrides: list[str]) -> tuple[str, Any]:
+    """A recipe YAML names its ``pipeline``; the rest are that pipeline's typed config keys."""
+    data = C.read_yaml(path)
+    pipeline = data.pop("pipeline", None)
+    if pipeline not in PIPELINES:
+        raise C.ConfigError(f"{path}: 'pipeline' must be one of {sorted(PIPELINES)}, got {pipeline!r}")
+    cls = _import(PIPELINES[pipeline])
+    return pipeline, C.load(cls, None, overrides, base=data)
+
+
+def cmd_run(args: argparse.Namespace) -> dict:
+    pipeline, recipe = load_recipe(args.recipe, args.overrides)
+    args.out.mkdir(parents=True, exist_ok=True)
+    C.save(recipe, args.out / "config.yaml")
+    module = importlib.import_module(PIPELINES[pipeline].split(":")[0])
+    return module.run(recipe, args.out)
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:
@@ -69,15 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--config", type=Path, help="YAML file with corpus config keys")
     build.set_defaults(func=cmd_corpus_build, config_name="corpus build")
 
+    run = sub.add_parser("run", help="run a recipe end to end")
+    run.add_argument("recipe", type=Path, help="recipe YAML (see recipes/)")
+    _add_common(run)
+    run.set_defaults(func=cmd_run, config_name="run")
+
     demo = sub.add_parser("demo", help="run the offline end-to-end demo")
     _add_common(demo)
     demo.set_defaults(func=cmd_demo, config_name="demo")
     return parser
 
 
-def _config_class(name: str) -> type:
-    module, cls = CONFIGS[name].split(":")
-    return getattr(__import__(module, fromlist=[cls]), cls)
+def _config_class(args: argparse.Namespace) -> type:
+    if args.config_name == "run":
+        pipeline = C.read_yaml(args.recipe).get("pipeline")
+        return _import(PIPELINES[pipeline])
+    return _import(CONFIGS[args.config_name])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--help-config" in argv:
         args, _ = build_parser().parse_known_args([a for a in argv if a != "--help-config"] + ["--out", "."])
-        print("\n".join(C.describe(_config_class(args.config_name))))
+        print("\n".join(C.describe(_config_class(args))))
         return 0
     args = build_parser().parse_args(argv)
     try:

@@ -34,8 +34,8 @@ class CorpusConfig:
     seed: int = doc("seed for stories, splits, voice and speed choices", 1)
     voices: list[str] = doc(
         "voices used in train/dev (and test); names from speechrl.speech.synthesize.VOICES",
-        default_factory=lambda: ["piper-joe", "hibari", "espeak-us-m3", "espeak-us-f2"])
-    test_voice: str = doc("voice heard only in the test split", "espeak-gb-m1")
+        default_factory=lambda: ["piper-joe", "espeak-us-m6", "espeak-us-m1", "espeak-gb-m6"])
+    test_voice: str = doc("voice heard only in the test split", "hibari")
     voices_per_sentence: int = doc("each sentence is spoken by this many distinct voices", 2)
     speeds: list[float] = doc("speaking-rate multipliers drawn per utterance", default_factory=lambda: [0.9, 1.0, 1.1])
     dev_fraction: float = doc("share of stories in the dev split", 0.1)
@@ -127,7 +127,7 @@ def synthesize_rows(out: Path, rows: list[dict[str, Any]], cfg: CorpusConfig, re
 def measure(out: Path, rows: list[dict[str, Any]], cfg: CorpusConfig) -> dict[str, float]:
     """ASR WER of the test split and the text → speech → units → vocoder → ASR round-trip WER."""
     from speechrl.speech.transcribe import make_transcriber
-    from speechrl.speech.units import unit_roundtrip
+    from speechrl.speech.vocoder import unit_roundtrip
     from speechrl.text import wer
 
     test = [r for r in rows if r["split"] == "test"]

@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 
 
@@ -53,6 +52,11 @@ class Encoded:
         if n == 1:
             return self
         return Encoded({k: None if t is None else t.repeat_interleave(n, dim=0) for k, t in self.tensors.items()},
+                       dict(self.extra))
+
+    def select(self, index: torch.Tensor) -> "Encoded":
+        """The rows ``index`` (e.g. the samples kept after dynamic sampling)."""
+        return Encoded({k: None if t is None else t[index.to(t.device)] for k, t in self.tensors.items()},
                        dict(self.extra))
 
     def detach(self) -> "Encoded":
@@ -96,6 +100,3 @@ def decode(tokenizer: Any, ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
     return [tokenizer.decode(row[m.bool()].tolist(), skip_special_tokens=True).strip()
             for row, m in zip(ids, mask)]
 
-
-def as_float_audio(x: Any) -> np.ndarray:
-    return np.asarray(x, dtype=np.float32)

@@ -101,16 +101,20 @@ class SpeechLM(nn.Module):
                                eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id, **kw)
         return out[:, -max_new_tokens:] if out.shape[1] > max_new_tokens else out
 
+    def forward(self, enc: Encoded, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+        """Same as :meth:`completion_logps` (so DDP-wrapped training goes through ``forward``)."""
+        return self.completion_logps(enc, completion_ids, completion_mask)
+
     def completion_logps(self, enc: Encoded, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
         """log π(o_t | prompt, o_<t) for every completion token [N, T] (teacher forcing)."""
         embeds, mask = enc["embeds"], enc["mask"]
         comp = self.lm.get_input_embeddings()(completion_ids)
         full_mask = torch.cat([mask, completion_mask.to(mask.dtype)], dim=1)
         positions = (full_mask.cumsum(-1) - 1).clamp(min=0)
+        t = completion_ids.shape[1]
         logits = self.lm(inputs_embeds=torch.cat([embeds, comp], dim=1), attention_mask=full_mask,
-                         position_ids=positions).logits
-        p = embeds.shape[1]
-        return token_logps(logits[:, p - 1: -1], completion_ids)
+                         position_ids=positions, logits_to_keep=t + 1).logits  # the LM head only where scored
+        return token_logps(logits[:, :-1], completion_ids)
 
     # -- persistence ----------------------------------------------------------------------------
     def save_pretrained(self, folder: str | Path) -> Path:

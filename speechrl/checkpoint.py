@@ -1,0 +1,161 @@
+"""Resumable, atomic training checkpoints — safetensors and JSON only, no pickles.
+
+A checkpoint is a folder ``<run>/checkpoints/step-0000012/`` holding
+
+* ``model.safetensors``      — the trainable parameters (the frozen rest is rebuilt from the recipe),
+* ``optimizer.safetensors``  — every tensor of the optimizer state, ``optimizer.json`` the rest,
+* ``rng.safetensors``        — torch CPU (and CUDA) generator states,
+* ``state.json``             — step, data position, scheduler, Python/NumPy RNG and trainer state
+  (curriculum round and thresholds, reward normaliser …).
+
+It is written into a hidden temp folder and renamed into place, so a folder under ``checkpoints/``
+is always complete; older ones are pruned only after the new one exists. ``latest(run)`` finds the
+newest complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def _optimizer_split(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_join(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in list(tensors.items()) + list(meta["scalars"].items()):
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = v
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda{i}"] = s
+    np_state = np.random.get_state()
+    py = random.getstate()
+    return tensors, {"python": [py[0], list(py[1]), py[2]],
+                     "numpy": [np_state[0], np_state[1].tolist(), *[float(x) if isinstance(x, float) else int(x)
+                                                                    for x in np_state[2:]]]}
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["torch"])
+    if torch.cuda.is_available():
+        states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda"))]
+        if states:
+            torch.cuda.set_rng_state_all(states)
+    v, st, g = meta["python"]
+    random.setstate((v, tuple(st), g))
+    n = meta["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_weights(path: str | Path, model: torch.nn.Module) -> Path:
+    """The trainable parameters alone, written atomically (e.g. the best-on-dev weights)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(trainable_state(model), str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def load_weights(path: str | Path, model: torch.nn.Module) -> None:
+    """Copy saved parameters into ``model`` by name; a name the model lacks is an error."""
+    weights = load_file(str(path))
+    params = dict(model.named_parameters())
+    missing = [k for k in weights if k not in params]
+    if missing:
+        raise ValueError(f"{path}: saved parameters the model lacks: {missing[:5]}")
+    with torch.no_grad():
+        for k, v in weights.items():
+            params[k].copy_(v.to(params[k].device))
+
+
+def save(run_dir: str | Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+         scheduler: Any = None, state: dict[str, Any] | None = None, keep: int = 2) -> Path:
+    """Write checkpoint ``step`` atomically; keep the ``keep`` newest."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:07d}"
+    tmp = root / f".step-{step:07d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        save_file(trainable_state(model), str(tmp / "model.safetensors"))
+        meta: dict[str, Any] = {"step": step, "state": state or {}}
+        if optimizer is not None:
+            tensors, opt_meta = _optimizer_split(optimizer)
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
+            (tmp / "optimizer.json").write_text(json.dumps(opt_meta))
+        if scheduler is not None:
+            meta["scheduler"] = scheduler.state_dict()
+        rng_tensors, meta["rng"] = rng_state()
+        save_file(rng_tensors, str(tmp / "rng.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(meta, indent=1))
+        for f in tmp.iterdir():  # durable before it becomes visible
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # the previous checkpoint stays intact
+        raise
+    for old in complete(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def complete(run_dir: str | Path) -> list[Path]:
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-")
+                  and (p / "state.json").is_file())
+
+
+def latest(run_dir: str | Path) -> Path | None:
+    found = complete(run_dir)
+    return found[-1] if found else None
+
+
+def load(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+         scheduler: Any = None, restore_rng: bool = True) -> dict[str, Any]:
+    """Restore a checkpoint into ``model``/``optimizer``/``scheduler``; returns ``{"step", "state"}``."""
+    path = Path(path)
+    load_weights(path / "model.safetensors", model)
+    meta = json.loads((path / "state.json").read_text())
+    if optimizer is not None and (path / "optimizer.safetensors").is_file():
+        opt_meta = json.loads((path / "optimizer.json").read_text())
+        optimizer.load_state_dict(_optimizer_join(load_file(str(path / "optimizer.safetensors")), opt_meta))
+    if scheduler is not None and "scheduler" in meta:
+        scheduler.load_state_dict(meta["scheduler"])
+    if restore_rng:
+        set_rng_state(load_file(str(path / "rng.safetensors")), meta["rng"])
+    return {"step": meta["step"], "state": meta["state"]}

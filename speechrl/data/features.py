@@ -1,0 +1,94 @@
+"""Audio features computed once per utterance and cached next to the corpus.
+
+``features(corpus_dir, rows, kind)`` returns ``{utterance id: {name: array}}`` for a front end kind
+(``units``: hama phoneme units with durations; ``mel``: log-mel). The cache is one safetensors file
+per kind (``<corpus>/features/<kind>.safetensors``); only utterances missing from it are computed,
+on a process pool with a progress bar. An utterance whose audio cannot be loaded is recorded in
+``<corpus>/features/rejected.jsonl`` and left out — callers drop examples without features.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+from tqdm import tqdm
+
+from speechrl.audio import AudioError, RejectLog, load_audio
+
+KINDS = ("units", "mel")
+
+
+def featurize_wav(kind: str, wav: np.ndarray) -> dict[str, np.ndarray]:
+    """One 16 kHz waveform → the arrays the ``kind`` front end consumes."""
+    if kind == "units":
+        from speechrl.models.frontends import UnitFrontEnd
+
+        return UnitFrontEnd.featurize(_unit_tokenizer().encode(wav))
+    if kind == "mel":
+        return {"mel": _mel_front_end().featurize(wav)["mel"]}
+    raise ValueError(f"no cached features for front end {kind!r}; choose one of {list(KINDS)}")
+
+
+_CACHE: dict[str, Any] = {}
+
+
+def _unit_tokenizer():
+    if "units" not in _CACHE:
+        from speechrl.speech.units import make_unit_tokenizer
+
+        _CACHE["units"] = make_unit_tokenizer("phoneme")
+    return _CACHE["units"]
+
+
+def _mel_front_end():
+    if "mel" not in _CACHE:
+        from speechrl.models.frontends import MelFrontEnd
+
+        _CACHE["mel"] = MelFrontEnd(out_dim=8)  # only its feature extractor is used
+    return _CACHE["mel"]
+
+
+def _job(args: tuple[str, str, str]) -> tuple[str, dict[str, np.ndarray] | None, str | None]:
+    kind, uid, path = args
+    try:
+        return uid, featurize_wav(kind, load_audio(path)), None
+    except AudioError as err:
+        return uid, None, err.reason
+    except Exception as err:  # a featurizer failure on one file must not stop the batch
+        return uid, None, f"{type(err).__name__}: {err}"
+
+
+def features(corpus_dir: str | Path, rows: list[dict[str, Any]], kind: str, workers: int = 2) -> dict[str, dict[str, np.ndarray]]:
+    """Cached features for ``rows`` (manifest rows with ``id`` and absolute ``audio``)."""
+    if kind not in KINDS:
+        raise ValueError(f"no cached features for front end {kind!r}; choose one of {list(KINDS)}")
+    folder = Path(corpus_dir) / "features"
+    path = folder / f"{kind}.safetensors"
+    flat = load_file(str(path)) if path.is_file() else {}
+    have = {k.rsplit("/", 1)[0] for k in flat}
+    todo = [(kind, r["id"], r["audio"]) for r in rows if r["id"] not in have]
+    if todo:
+        rejects = RejectLog(folder)
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(max(1, min(workers, len(todo)))) as pool:
+            for uid, feats, error in tqdm(pool.imap(_job, todo, chunksize=8), total=len(todo),
+                                          desc=f"features:{kind}", unit="utt"):
+                if feats is None:
+                    rejects.add(uid, error or "unknown error", stage=f"features:{kind}")
+                    continue
+                for name, arr in feats.items():
+                    flat[f"{uid}/{name}"] = np.ascontiguousarray(arr)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file(flat, str(tmp))
+        tmp.replace(path)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for key, arr in flat.items():
+        uid, name = key.rsplit("/", 1)
+        out.setdefault(uid, {})[name] = arr
+    wanted = {r["id"] for r in rows}
+    return {uid: f for uid, f in out.items() if uid in wanted}

@@ -1,0 +1,72 @@
+"""Held-out evaluation of speech-to-text policies: greedy decoding, then task metrics.
+
+ASR: corpus ``wer``/``cer`` (jiwer, normalised text). Spoken QA / translation: corpus ``bleu``
+(sacreBLEU, 13a), mean sentence ``rouge_l``, ``meteor`` and ``semantic_similarity`` (MiniLM cosine).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sacrebleu
+import torch
+from tqdm import tqdm
+
+from speechrl.data.tasks import Example
+from speechrl.models.policy import PromptBatch, completion_mask, decode
+from speechrl.text import cer, normalize, wer
+
+PRIMARY = {"asr": ("wer", -1.0), "sqa": ("bleu", 1.0), "ast": ("bleu", 1.0)}  # metric, sign (higher is better)
+
+
+def batches(items: list[Any], size: int):
+    for i in range(0, len(items), size):
+        yield items[i: i + size]
+
+
+def prompt_batch(examples: list[Example], feats: dict[str, dict]) -> PromptBatch:
+    return PromptBatch([feats[e.utterance_id] for e in examples], [e.instruction for e in examples])
+
+
+@torch.no_grad()
+def predict(policy: Any, examples: list[Example], feats: dict[str, dict], max_new_tokens: int,
+            batch_size: int = 32, desc: str = "decode") -> list[str]:
+    """Greedy hypotheses for ``examples`` (in order)."""
+    was_training = policy.training
+    policy.eval()
+    out: list[str] = []
+    for chunk in tqdm(list(batches(examples, batch_size)), desc=desc, unit="batch", leave=False):
+        ids = policy.generate(policy.encode(prompt_batch(chunk, feats)), max_new_tokens=max_new_tokens)
+        out.extend(decode(policy.tokenizer, ids, completion_mask(ids, policy.eos_token_id)))
+    policy.train(was_training)
+    return out
+
+
+def task_metrics(task: str, hyps: list[str], refs: list[str], semantic: bool = True) -> dict[str, float]:
+    if task == "asr":
+        return {"wer": round(wer(refs, hyps), 4), "cer": round(cer(refs, hyps), 4)}
+    from speechrl.rewards import embedding_similarity, meteor, rouge_l
+
+    bleu = sacrebleu.corpus_bleu([normalize(h) for h in hyps], [[normalize(r) for r in refs]]).score
+    metrics = {"bleu": round(bleu, 2),
+               "rouge_l": round(_mean(rouge_l(None, hyps, reference=refs)), 4),
+               "meteor": round(_mean(meteor(None, hyps, reference=refs)), 4)}
+    if semantic:
+        metrics["semantic_similarity"] = round(_mean(embedding_similarity(None, hyps, reference=refs)), 4)
+    return metrics
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / max(1, len(xs))
+
+
+def evaluate(policy: Any, examples: list[Example], feats: dict[str, dict], task: str, max_new_tokens: int,
+             batch_size: int = 32, semantic: bool = True, desc: str = "evaluate") -> tuple[dict[str, float], list[str]]:
+    hyps = predict(policy, examples, feats, max_new_tokens, batch_size, desc=desc)
+    return task_metrics(task, hyps, [e.reference for e in examples], semantic), hyps
+
+
+def score(task: str, metrics: dict[str, float]) -> float:
+    """The dev-selection score (higher is better): −WER for ASR, BLEU otherwise."""
+    name, sign = PRIMARY[task]
+    return sign * metrics[name]

@@ -1,0 +1,35 @@
+"""Stages every recipe shares: the cached corpus, sample dumps."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from speechrl.config import to_dict
+from speechrl.corpus.build import CorpusConfig, build_corpus, load_manifest
+from speechrl.models.hub import cache_dir
+from speechrl.runlog import atomic_write_text
+
+
+def corpus_dir_for(cfg: CorpusConfig) -> Path:
+    """The shared cache folder of the corpus ``cfg`` builds (same config → same folder)."""
+    key = hashlib.sha1(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir() / "corpora" / f"size{cfg.size}-seed{cfg.seed}-{key}"
+
+
+def corpus_rows(cfg: CorpusConfig) -> tuple[Path, list[dict[str, Any]]]:
+    """Build the corpus once (cached across runs and recipes) and return its folder and manifest rows."""
+    folder = corpus_dir_for(cfg)
+    if not (folder / "summary.json").is_file():
+        build_corpus(cfg, folder)
+    return folder, load_manifest(folder)
+
+
+def write_samples(path: Path, examples: list[Any], hyps: list[str]) -> None:
+    """One JSON line per example: id, audio, instruction, reference, hypothesis (for the report)."""
+    lines = [json.dumps({"id": e.id, "audio": e.audio, "voice": e.voice, "instruction": e.instruction,
+                         "reference": e.reference, "hypothesis": h}, ensure_ascii=False)
+             for e, h in zip(examples, hyps)]
+    atomic_write_text(path, "\n".join(lines) + "\n")

@@ -1,0 +1,106 @@
+"""Speech GRPO recipe (ASR / spoken QA / speech translation), end to end:
+
+    corpus → audio features → SFT (to its best dev score) → GRPO or mixed-policy GRPO (LoRA)
+           → held-out test evaluation of SFT, SFT given the same extra time ("sft_extra"), and RL
+           → summary.json
+
+Every stage caches its result in ``--out`` (and the corpus in the shared cache), so a rerun resumes
+where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from speechrl import checkpoint
+from speechrl.config import doc
+from speechrl.corpus.build import CorpusConfig
+from speechrl.data.features import features
+from speechrl.data.tasks import task_examples
+from speechrl.data.selection import SelectionConfig, select_rl_data
+from speechrl.eval.speech_tasks import evaluate
+from speechrl.models.speech_lm import SpeechLM
+from speechrl.pipelines.common import corpus_rows, write_samples
+from speechrl.runlog import MetricsLogger, read_json, write_json
+from speechrl.trainers.grpo import GRPOConfig, train_grpo
+from speechrl.trainers.sft import SFTConfig, train_sft
+
+
+@dataclass
+class ModelConfig:
+    lm: str = doc("causal LM: 'smollm2-135m' (offline default), a hub id or a local folder", "smollm2-135m")
+    front_end: Literal["units", "mel"] = doc("audio front end (units: hama phoneme units; mel: log-mel encoder)",
+                                             "units")
+    decoder_layers: int | None = doc("keep only the first N decoder layers (CPU speed; None: all)", None)
+
+
+@dataclass
+class SpeechGRPORecipe:
+    task: Literal["asr", "sqa", "ast"] = doc("asr, sqa (spoken QA) or ast (En→Es speech translation)", "asr")
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    max_questions: int = doc("spoken-QA questions used per utterance", 2)
+    test_examples: int = doc("held-out test examples evaluated (0: all)", 0)
+    eval_batch_size: int = doc("decoding batch size for evaluation", 32)
+
+
+def new_policy(cfg: ModelConfig) -> SpeechLM:
+    return SpeechLM.create(cfg.lm, front_end=cfg.front_end, decoder_layers=cfg.decoder_layers)
+
+
+def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
+    out = Path(out)
+    start = time.time()
+    logger = MetricsLogger(out)
+    corpus_dir, rows = corpus_rows(recipe.corpus)
+    feats = features(corpus_dir, rows, recipe.model.front_end)
+    rows = [r for r in rows if r["id"] in feats]
+    split = {s: task_examples([r for r in rows if r["split"] == s], recipe.task, recipe.max_questions)
+             for s in ("train", "dev", "test")}
+    test = split["test"][: recipe.test_examples or None]
+    max_new = recipe.grpo.max_new_tokens
+    rl_name = "mpgrpo" if recipe.grpo.mixed_policy else "grpo"
+    results: dict[str, Any] = read_json(out / "metrics_test.json") if (out / "metrics_test.json").is_file() else {}
+
+    def test_eval(name: str, policy: SpeechLM) -> None:
+        if name in results:
+            return
+        metrics, hyps = evaluate(policy, test, feats, recipe.task, max_new, recipe.eval_batch_size, desc=f"test {name}")
+        results[name] = metrics
+        write_json(out / "metrics_test.json", results)
+        write_samples(out / "samples" / f"{name}.jsonl", test, hyps)
+        logger.log({f"test_{k}": v for k, v in metrics.items()}, stage=name)
+
+    # SFT baseline, trained to its best dev score
+    policy = new_policy(recipe.model)
+    sft = train_sft(policy, split["train"], split["dev"], feats, recipe.task, recipe.sft, out / "sft", logger)
+    test_eval("sft", policy)
+    sft_weights = out / "sft" / "best" / "model.safetensors"
+
+    # RL from the SFT model, on the selected RL data
+    rl_train, selection = select_rl_data(split["train"], recipe.selection, recipe.task, policy, feats)
+    write_json(out / "rl_selection.json", selection)
+    rl = train_grpo(policy, rl_train, split["dev"], feats, recipe.task, recipe.grpo, out / rl_name, logger, rl_name)
+    test_eval(rl_name, policy)
+    del policy
+
+    # SFT given the same extra wall time as RL
+    extra = new_policy(recipe.model)
+    checkpoint.load_weights(sft_weights, extra)
+    extra_cfg = SFTConfig(**{**recipe.sft.__dict__, "time_budget_s": rl["train_s"], "warmup_steps": 0,
+                             "patience": 10**6})
+    sft_extra = train_sft(extra, split["train"], split["dev"], feats, recipe.task, extra_cfg, out / "sft_extra",
+                          logger, "sft_extra")
+    test_eval("sft_extra", extra)
+
+    summary = {"task": recipe.task, "test_size": len(test), "wall_s": round(time.time() - start, 1),
+               "metrics": {k: results[k] for k in ("sft", "sft_extra", rl_name)},
+               "training": {"sft": sft, rl_name: rl, "sft_extra": sft_extra}, "rl_selection": selection}
+    write_json(out / "summary.json", summary)
+    return summary

@@ -1,0 +1,40 @@
+"""Pieces every trainer shares: accelerator, optimizer + schedule, deterministic batch order, tokens."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from transformers import get_linear_schedule_with_warmup
+
+from speechrl.models.policy import pad_completions
+
+
+def make_accelerator(seed: int) -> Accelerator:
+    from accelerate.utils import set_seed
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    set_seed(seed)
+    return accelerator
+
+
+def make_optimizer(param_groups: list[dict], total_steps: int, warmup_steps: int, weight_decay: float = 0.0):
+    groups = [g for g in param_groups if g["params"]]
+    optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, max(total_steps, warmup_steps + 1))
+    return optimizer, scheduler
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> list[int]:
+    """The example indices of batch ``step``: epoch-wise permutations, a pure function of the step,
+    so a resumed run sees exactly the batches an uninterrupted one would."""
+    per_epoch = max(1, n // batch_size)
+    epoch, i = divmod(step, per_epoch)
+    perm = np.random.default_rng(seed * 100_003 + epoch).permutation(n)
+    return perm[i * batch_size:(i + 1) * batch_size].tolist()
+
+
+def reference_tokens(tokenizer, texts: list[str], eos_token_id: int, max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target completions: the reference text's tokens (cut to ``max_tokens − 1``) + EOS, right-padded."""
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"][: max_tokens - 1] + [eos_token_id] for t in texts]
+    return pad_completions(ids, tokenizer.pad_token_id)

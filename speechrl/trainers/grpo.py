@@ -1,0 +1,213 @@
+"""GRPO for speech policies (IBM speech GRPO; Tongyi ASR rewards), with mixed-policy GRPO.
+
+One step reads like the method:
+
+1. **encode** the B prompts' audio once (frozen front end: the time-shared schedule's encoder stage);
+2. **rollout** G samples per prompt from the repeated encoding (``mixed_policy``: G−1 samples plus
+   the ground-truth reference as an off-policy sample);
+3. **reward** every completion (weighted rewards, each logged; a NaN reward masks its sample);
+4. **advantages** per group (z-score or mean-only), zero-variance groups dropped (dynamic sampling);
+5. **update** μ times: teacher-forced log-probs → :func:`speechrl.losses.grpo.grpo_loss` with the
+   k3 KL to the reference policy (the LoRA adapter switched off).
+
+The LM is trained through a LoRA adapter on top of the SFT weights, which are the reference.
+Checkpoints every ``checkpoint_every`` steps make the run resumable.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from tqdm import tqdm
+
+from speechrl import checkpoint
+from speechrl.config import doc
+from speechrl.data.tasks import Example, reward_columns
+from speechrl.eval.speech_tasks import evaluate, prompt_batch, score
+from speechrl.losses.grpo import group_advantages, grpo_loss, soft_overlong_penalty, zero_variance_groups
+from speechrl.models.policy import completion_mask, decode, pad_completions
+from speechrl.rewards import make_reward
+from speechrl.runlog import MetricsLogger, read_json, write_json
+from speechrl.trainers.common import batch_indices, make_accelerator, make_optimizer, reference_tokens
+
+
+@dataclass
+class LoRAConfig:
+    r: int = doc("LoRA rank (0: train the full LM)", 16)
+    alpha: int = doc("LoRA alpha", 32)
+    dropout: float = doc("LoRA dropout", 0.0)
+    target_modules: list[str] = doc("module names LoRA wraps", default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
+@dataclass
+class GRPOConfig:
+    rewards: dict[str, float] = doc("reward name → weight (see speechrl.rewards.REWARDS)",
+                                    default_factory=lambda: {"bleu": 1.0})
+    group_size: int = doc("G: samples per prompt", 8)
+    prompts_per_step: int = doc("B: prompts per step", 4)
+    max_steps: int = doc("training steps", 60)
+    lr: float = doc("learning rate (LoRA parameters)", 1e-4)
+    warmup_steps: int = doc("linear warm-up steps", 0)
+    temperature: float = doc("rollout temperature", 1.0)
+    top_p: float = doc("rollout nucleus mass", 1.0)
+    max_new_tokens: int = doc("rollout completion cap", 40)
+    loss_type: Literal["grpo", "dapo", "bnpo", "dr_grpo"] = doc("normalisation of the token terms", "grpo")
+    scale_rewards: Literal["std", "none"] = doc("group z-score (std) or mean-only (none, Dr. GRPO)", "std")
+    epsilon: float = doc("clip ε (ε_low)", 0.2)
+    epsilon_high: float | None = doc("clip-higher ε_high (None: = epsilon)", None)
+    beta: float = doc("k3 KL weight to the reference (IBM: 0.02)", 0.02)
+    num_iterations: int = doc("μ: updates per batch of rollouts", 1)
+    dynamic_sampling: bool = doc("drop groups whose rewards are all equal", True)
+    overlong_cache: int = doc("soft overlong penalty window C (0: off)", 0)
+    mixed_policy: bool = doc("replace one sample per group by the reference (π_φ = 1, unclipped)", False)
+    eval_every: int = doc("evaluate on dev every N steps (0: only at the end)", 20)
+    dev_examples: int = doc("dev examples used for model selection", 96)
+    checkpoint_every: int = doc("write a resumable checkpoint every N steps", 10)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    seed: int = doc("seed for prompt order and sampling", 0)
+
+
+def add_lora(policy: Any, cfg: LoRAConfig) -> None:
+    """Freeze everything but a fresh LoRA adapter on the LM (the adapter-off model is the reference)."""
+    from peft import LoraConfig, get_peft_model
+
+    policy.requires_grad_(False)
+    if cfg.r > 0:
+        policy.lm = get_peft_model(policy.lm, LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                                                         target_modules=cfg.target_modules))
+    else:
+        policy.lm.requires_grad_(True)
+
+
+def _reference_logps(model: Any, policy: Any, enc, ids, mask) -> torch.Tensor:
+    with torch.no_grad():
+        if hasattr(policy.lm, "disable_adapter"):
+            with policy.lm.disable_adapter():
+                return model(enc, ids, mask)
+        return model(enc, ids, mask)
+
+
+def rollout(policy: Any, examples: list[Example], feats: dict, cfg: GRPOConfig):
+    """Encode once, sample G per prompt; returns (encoding repeated G×, ids, mask, off-policy flags, texts)."""
+    with torch.no_grad():
+        enc = policy.encode(prompt_batch(examples, feats)).detach()
+    g = cfg.group_size
+    enc_g = enc.repeat(g)
+    ids = policy.generate(enc_g, cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p)
+    mask = completion_mask(ids, policy.eos_token_id)
+    off_policy = torch.zeros(ids.shape[0], dtype=torch.bool)
+    if cfg.mixed_policy:
+        ref_ids, ref_mask = reference_tokens(policy.tokenizer, [e.reference for e in examples], policy.eos_token_id,
+                                             cfg.max_new_tokens)
+        rows = [ids[i, : int(mask[i].sum())].tolist() for i in range(ids.shape[0])]
+        for k in range(len(examples)):
+            rows[k * g + g - 1] = ref_ids[k, : int(ref_mask[k].sum())].tolist()
+            off_policy[k * g + g - 1] = True
+        ids, mask = pad_completions(rows, policy.pad_token_id)
+    texts = decode(policy.tokenizer, ids, mask)
+    return enc_g, ids.to(enc_g["embeds"].device), mask.to(enc_g["embeds"].device), off_policy, texts
+
+
+def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dict, task: str, cfg: GRPOConfig,
+               out_dir: str | Path, logger: MetricsLogger | None = None, stage: str = "grpo") -> dict[str, Any]:
+    """GRPO on ``policy`` in place (LoRA added); returns ``{best_score, best_step, steps, train_s}``."""
+    out_dir = Path(out_dir)
+    add_lora(policy, cfg.lora)
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    best_path = out_dir / "best" / "model.safetensors"
+    if (out_dir / "result.json").is_file():
+        checkpoint.load_weights(best_path, policy)
+        return read_json(out_dir / "result.json")
+    accelerator = make_accelerator(cfg.seed)
+    optimizer, scheduler = make_optimizer([{"params": trainable, "lr": cfg.lr}], cfg.max_steps, cfg.warmup_steps)
+    model, optimizer = accelerator.prepare(policy, optimizer)
+    policy = accelerator.unwrap_model(model)
+    reward_fn = make_reward(cfg.rewards)
+    dev = dev[: cfg.dev_examples]
+    state = {"best_score": None, "best_step": -1, "train_s": 0.0, "skipped_steps": 0, "invalid_rewards": 0}
+    step = 0
+    if (ckpt := checkpoint.latest(out_dir)) is not None:
+        restored = checkpoint.load(ckpt, policy, optimizer, scheduler)
+        step, state = restored["step"], restored["state"]
+
+    def evaluate_dev() -> None:
+        metrics, _ = evaluate(policy, dev, feats, task, cfg.max_new_tokens, semantic=False, desc=f"{stage} dev")
+        s = score(task, metrics)
+        if state["best_score"] is None or s > state["best_score"]:
+            state.update(best_score=s, best_step=step)
+            checkpoint.save_weights(best_path, policy)
+        if logger:
+            logger.log({f"dev_{k}": v for k, v in metrics.items()}, step=step, stage=stage)
+
+    if state["best_score"] is None:
+        evaluate_dev()
+    bar = tqdm(total=cfg.max_steps, initial=step, desc=stage, unit="step")
+    while step < cfg.max_steps:
+        t0 = time.time()
+        batch = [train[i] for i in batch_indices(step, len(train), cfg.prompts_per_step, cfg.seed)]
+        policy.eval()  # no dropout in rollouts
+        enc, ids, mask, off_policy, texts = rollout(policy, batch, feats, cfg)
+        t_rollout = time.time() - t0
+        group_examples = [e for e in batch for _ in range(cfg.group_size)]
+        rewards = torch.tensor(reward_fn([e.instruction for e in group_examples], texts,
+                                         **reward_columns(group_examples)), dtype=torch.float32)
+        if cfg.overlong_cache:
+            rewards = rewards + soft_overlong_penalty(mask.sum(1).cpu(), cfg.max_new_tokens, cfg.overlong_cache)
+        invalid = ~torch.isfinite(rewards)
+        state["invalid_rewards"] += int(invalid.sum())
+        rewards = torch.where(invalid, torch.zeros_like(rewards), rewards)
+        advantages = group_advantages(rewards, cfg.group_size, scale=cfg.scale_rewards)
+        keep = ~invalid
+        if cfg.dynamic_sampling:
+            keep &= ~zero_variance_groups(rewards, cfg.group_size).repeat_interleave(cfg.group_size)
+        metrics = {"reward": rewards[~invalid].mean().item() if (~invalid).any() else math.nan,
+                   "completion_len": mask.sum(1).float().mean().item(), "rollout_s": t_rollout,
+                   "kept_samples": int(keep.sum()), **reward_fn.metrics()}
+        if keep.any():
+            sel = keep.nonzero().squeeze(1)
+            enc_k, ids_k, mask_k = enc.select(sel), ids[sel], mask[sel]
+            adv_k, off_k = advantages[sel].to(ids.device), off_policy[sel].to(ids.device)
+            ref = _reference_logps(model, policy, enc_k, ids_k, mask_k) if cfg.beta > 0 else None
+            policy.train()
+            old = None
+            if cfg.num_iterations > 1:
+                with torch.no_grad():
+                    old = model(enc_k, ids_k, mask_k)
+            for _ in range(cfg.num_iterations):
+                logp = model(enc_k, ids_k, mask_k)
+                loss, stats = grpo_loss(logp, old, ref, adv_k, mask_k, loss_type=cfg.loss_type, eps_low=cfg.epsilon,
+                                        eps_high=cfg.epsilon_high, beta=cfg.beta,
+                                        max_completion_length=cfg.max_new_tokens, off_policy=off_k)
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad()
+            metrics.update(loss=loss.item(), **{k: v.item() for k, v in stats.items()})
+        else:
+            state["skipped_steps"] += 1
+        scheduler.step()
+        step += 1
+        state["train_s"] += time.time() - t0
+        metrics["step_s"] = time.time() - t0
+        bar.update(1)
+        bar.set_postfix(reward=f"{metrics['reward']:.3f}")
+        if logger:
+            logger.log(metrics, step=step, stage=stage)
+        if cfg.eval_every and step % cfg.eval_every == 0 and step != cfg.max_steps:
+            evaluate_dev()
+        if step % cfg.checkpoint_every == 0:
+            checkpoint.save(out_dir, step, policy, optimizer, scheduler, state)
+    bar.close()
+    evaluate_dev()
+    if state["best_step"] != step:
+        checkpoint.load_weights(best_path, policy)
+    result = {"best_score": state["best_score"], "best_step": state["best_step"], "steps": step,
+              "train_s": round(state["train_s"], 1), "skipped_steps": state["skipped_steps"],
+              "invalid_rewards": state["invalid_rewards"]}
+    write_json(out_dir / "result.json", result)
+    return result

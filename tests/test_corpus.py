@@ -1,0 +1,64 @@
+"""The offline spoken corpus, built for real (synthesis, Whisper, hama, Piper) at a tiny size."""
+
+import json
+
+import datasets
+
+from speechrl.audio import load_audio
+from speechrl.corpus.build import CorpusConfig, build_corpus, load_manifest, plan
+from speechrl.runlog import read_json
+
+
+def test_command_writes_manifest_summary_config_metrics(tiny_corpus):
+    for name in ("manifest.jsonl", "summary.json", "config.yaml", "metrics.jsonl", "stories.jsonl"):
+        assert (tiny_corpus / name).is_file(), name
+    summary = read_json(tiny_corpus / "summary.json")
+    assert summary["num_utterances"] >= 40 and summary["rejected"] == 0
+    assert len(summary["voices"]) >= 3
+    assert 0 <= summary["asr_wer"] <= 0.5  # real Whisper tiny.en on real synthesized speech
+    assert 0 <= summary["unit_roundtrip_wer"] <= 1.0 and summary["roundtrip_utterances"] == 4
+
+
+def test_splits_hold_out_stories_and_one_voice(tiny_corpus):
+    rows = load_manifest(tiny_corpus)
+    stories = {s: {r["story_id"] for r in rows if r["split"] == s} for s in ("train", "dev", "test")}
+    assert all(stories.values())
+    assert not (stories["train"] & stories["test"]) and not (stories["train"] & stories["dev"])
+    test_voice = read_json(tiny_corpus / "summary.json")["test_voice"]
+    assert {r["split"] for r in rows if r["voice"] == test_voice} == {"test"}
+
+
+def test_rows_carry_task_fields_and_real_audio(tiny_corpus):
+    rows = load_manifest(tiny_corpus)
+    for r in rows[:5]:
+        wav = load_audio(r["audio"])
+        assert abs(len(wav) / 16000 - r["duration"]) < 0.01
+        assert r["text"] and r["translation"] and r["questions"] and isinstance(r["keywords"], list)
+        assert r["questions"][0]["answer"].lower() in r["text"].lower()
+
+
+def test_manifest_loads_with_datasets(tiny_corpus):
+    ds = datasets.load_dataset("json", data_files=str(tiny_corpus / "manifest.jsonl"), split="train")
+    assert len(ds) == read_json(tiny_corpus / "summary.json")["num_utterances"]
+    assert {"id", "audio", "duration", "text", "voice", "split", "translation", "questions"} <= set(ds.column_names)
+
+
+def test_same_seed_gives_byte_identical_manifest_and_audio(tiny_corpus, tmp_path):
+    cfg = CorpusConfig(size=40, seed=3, evaluate=False)
+    build_corpus(cfg, tmp_path)
+    assert (tmp_path / "manifest.jsonl").read_bytes() == (tiny_corpus / "manifest.jsonl").read_bytes()
+    first = json.loads((tmp_path / "manifest.jsonl").read_text().splitlines()[0])["audio"]
+    assert (tmp_path / first).read_bytes() == (tiny_corpus / first).read_bytes()
+
+
+def test_other_seed_differs():
+    assert plan(CorpusConfig(size=40, seed=3))[1] != plan(CorpusConfig(size=40, seed=4))[1]
+
+
+def test_rerun_reuses_audio(tiny_corpus, tmp_path):
+    cfg = CorpusConfig(size=40, seed=3, evaluate=False)
+    build_corpus(cfg, tmp_path)
+    wav = next((tmp_path / "audio").iterdir())
+    mtime = wav.stat().st_mtime_ns
+    build_corpus(cfg, tmp_path)
+    assert wav.stat().st_mtime_ns == mtime
