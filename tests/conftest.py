@@ -4,7 +4,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny models: one thread is fastest, and CI has 2 cores
 
 import pytest
 
@@ -18,3 +18,30 @@ def tiny_corpus(tmp_path_factory):
     assert main(["corpus", "build", "--out", str(out), "--size", "40", "--seed", "3",
                  "--set", "roundtrip_utterances=4"]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def unit_features(tiny_corpus):
+    """Real hama phoneme-unit features of the tiny corpus (cached in it)."""
+    from speechrl.corpus.build import load_manifest
+    from speechrl.data.features import features
+
+    rows = load_manifest(tiny_corpus)
+    return rows, features(tiny_corpus, rows, "units", workers=1)
+
+
+def make_tiny_policy(seed: int = 0):
+    """A SpeechLM over a 2-layer random Llama with the real SmolLM2 tokenizer (fast on CPU)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from speechrl.models.frontends import UnitFrontEnd
+    from speechrl.models.hub import load_tokenizer
+    from speechrl.models.speech_lm import SpeechLM
+
+    torch.manual_seed(seed)
+    tok = load_tokenizer("smollm2-135m")
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      tie_word_embeddings=True)
+    return SpeechLM(LlamaForCausalLM(cfg), tok, UnitFrontEnd(64, dim=32), {"kind": "units", "dim": 32})

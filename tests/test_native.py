@@ -146,7 +146,8 @@ def native_logps(policy, wav, text, completion, model=None):
         if isinstance(policy, Qwen2AudioPolicy):
             mel, lengths = collate_mel([feats])
             n = int(model.model.audio_tower._get_feat_extract_output_lengths(lengths)[1])
-            kw = dict(input_features=mel, feature_attention_mask=(torch.arange(mel.shape[-1]) < lengths[0])[None].long())
+            kw = dict(input_features=mel,
+                      feature_attention_mask=(torch.arange(mel.shape[-1]) < lengths[0])[None].long())
         else:
             n = policy.feature_extractor.num_embeddings(len(wav))
             kw = dict(input_features=torch.as_tensor(feats["mel"])[None])
@@ -189,7 +190,8 @@ def test_repeat_equals_encoding_copies(policies, kind):
     b = batch(policy)
     with torch.no_grad():
         rep = policy.encode(b).repeat(2)
-        copies = policy.encode(PromptBatch([a for a in b.audio for _ in range(2)], [t for t in b.text for _ in range(2)]))
+        copies = policy.encode(PromptBatch([a for a in b.audio for _ in range(2)],
+                                           [t for t in b.text for _ in range(2)]))
     assert rep.batch_size == 6 and rep.tensors.keys() == copies.tensors.keys()
     for key, t in rep.tensors.items():
         assert t.shape == copies[key].shape and torch.allclose(t, copies[key], atol=1e-5), key
@@ -220,11 +222,14 @@ def test_save_and_load_round_trip(policies, kind, tmp_path):
     assert torch.allclose(a, c, atol=1e-5)
 
 
-def test_lora_on_lm_is_merged_when_saving(smol_tokenizer, tmp_path):
+@pytest.mark.parametrize("kind", KINDS)
+def test_lora_on_lm_is_merged_when_saving(smol_tokenizer, whisper_tokenizer, kind, tmp_path):
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(1)
-    policy = make_qwen2_audio(smol_tokenizer)
+    policy = {"qwen2_audio": make_qwen2_audio, "granite_speech": make_granite,
+              "whisper": make_whisper}[kind](whisper_tokenizer if kind == "whisper" else smol_tokenizer)
+    assert not any(k.startswith("lm.") for k in policy.state_dict())
     policy.lm = get_peft_model(policy.lm, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
                                                      init_lora_weights=False))
     b, ids, mask = batch(policy), torch.randint(300, 1000, (3, 4)), torch.ones(3, 4)

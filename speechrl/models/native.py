@@ -11,7 +11,15 @@ Three wrappers, so that SFT, GRPO and evaluation run unchanged on hub checkpoint
     ``WhisperForConditionalGeneration`` as an encoder–decoder policy.
 
 and :func:`load_policy`, which picks the class from a checkpoint's ``config.json`` (or loads our own
-:class:`~speechrl.models.speech_lm.SpeechLM` folder).
+:class:`~speechrl.models.speech_lm.SpeechLM` folder)::
+
+    policy = load_policy("Qwen/Qwen2-Audio-7B-Instruct", dtype=torch.bfloat16, device="cuda")
+    feats = [policy.featurize(wav) for wav in wavs]            # cacheable numpy dicts
+    enc = policy.encode(PromptBatch(feats, ["Transcribe the audio."] * len(feats))).repeat(8)
+    ids = policy.generate(enc, max_new_tokens=64, do_sample=True, top_p=0.9)
+    logps = policy.completion_logps(enc, ids, completion_mask(ids, policy.eos_token_id))
+
+``generate(..., output_scores=True)`` returns ``(ids, scores)`` with the per-step logits [N, T, V].
 
 Scheme (all three). ``featurize`` turns one 16 kHz waveform into the model's features (cached on
 disk by the corpus builders). ``encode`` runs the audio encoder and projector **once** per prompt.
@@ -41,6 +49,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -120,32 +129,31 @@ def sampling_kwargs(do_sample: bool, temperature: float, top_p: float, top_k: in
 
 
 def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor] | None:
-    """``model``'s state dict with peft LoRA layers folded into their base weights (W + ΔW of the
-    active adapters), under the base model's parameter names; ``None`` when there are none. The live
-    model is not modified (training can go on after a checkpoint)."""
-    try:
-        from peft.tuners.tuners_utils import BaseTunerLayer
-    except ImportError:  # pragma: no cover - peft is a dependency
+    """``model``'s state dict with peft layers injected by ``get_peft_model`` folded back: LoRA weights
+    added to their base weights (W + ΔW of the active adapters) and every key under the base model's
+    name; ``None`` when no peft layer is there. The live model is not modified (training can go on
+    after a checkpoint)."""
+    state = model.state_dict()
+    if not any(".base_layer." in k or ".modules_to_save." in k for k in state):
         return None
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)}
-    if not layers:
-        return None
-    state = {}
-    for key, value in model.state_dict().items():
-        if ".lora_" in key:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    clean = {}
+    for key, value in state.items():
+        if ".lora_" in key or ".original_module." in key:
             continue
-        state[key.replace(".base_layer.", ".")] = value
-    for name, layer in layers.items():
-        if getattr(layer, "merged", False) or getattr(layer, "disable_adapters", False):
+        clean[re.sub(r"\.modules_to_save\.[^.]+\.", ".", key.replace(".base_layer.", "."))] = value
+    for name, layer in model.named_modules():
+        if not isinstance(layer, BaseTunerLayer) or layer.merged or layer.disable_adapters:
             continue
         adapters = [a for a in layer.active_adapters if a in getattr(layer, "lora_A", {})]
         if any(getattr(layer, "use_dora", {}).get(a) for a in adapters):
             raise NotImplementedError("saving a DoRA-wrapped policy is not supported; merge it first")
         if adapters:
-            weight = state[f"{name}.weight"]
+            weight = clean[f"{name}.weight"]
             delta = sum(layer.get_delta_weight(a) for a in adapters)
-            state[f"{name}.weight"] = (weight.detach() + delta.detach()).to(weight.dtype)
-    return state
+            clean[f"{name}.weight"] = (weight.detach() + delta.detach()).to(weight.dtype)
+    return clean
 
 
 def merge_hf_adapters(model: PreTrainedModel) -> PreTrainedModel:
@@ -215,6 +223,11 @@ class NativePolicy(nn.Module):
         pad = tokenizer.pad_token_id
         self.pad_token_id = int(pad if pad is not None else self.eos_token_id)
 
+    def _set_lm(self, module: nn.Module) -> None:
+        # a plain attribute, not a second registration of a submodule of ``model`` (which would list its
+        # weights twice in state_dict()); assigning a peft wrapper to ``policy.lm`` works as usual
+        object.__setattr__(self, "lm", module)
+
     @property
     def device(self) -> torch.device:
         return self.model.device
@@ -269,7 +282,8 @@ class NativePolicy(nn.Module):
         import transformers
 
         model_cls = getattr(transformers, cls.hf_class)
-        model = model_cls.from_pretrained(path, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
+        model = model_cls.from_pretrained(path, dtype=dtype, use_safetensors=True,
+                                          trust_remote_code=trust_remote_code)
         return model.to(device) if device is not None else model
 
 
@@ -291,7 +305,7 @@ class DecoderOnlySpeechPolicy(NativePolicy):
         self.template = template
         self.audio_token_id = int(model.config.audio_token_id)
         self._text_cache: dict[str, tuple[list[int], list[int]]] = {}
-        self.lm = model.model.language_model
+        self._set_lm(model.model.language_model)
 
     # -- Policy ---------------------------------------------------------------------------------
     def audio_embeddings(self, feats: list[dict[str, np.ndarray]]) -> list[torch.Tensor]:
@@ -438,8 +452,9 @@ class GraniteLogMel:
     ``GraniteSpeechFeatureExtractor`` needs torchaudio (``MelSpectrogram``); this computes the same
     thing with ``torch.stft`` and transformers' ``mel_filter_bank`` (HTK scale, no norm — torchaudio's
     defaults): power mel → log10 (floor 1e-10) → max(x, max−8)/4 + 1 → drop a last odd frame → stack
-    frame pairs: [frames/2, 2·n_mels] per clip. One clip at a time (the HF extractor pads a batch with
-    zeros first, which changes nothing inside a clip's own frames).
+    frame pairs: [frames/2, 2·n_mels] per clip. One clip at a time and unpadded: this equals the HF
+    extractor's output for that clip alone (batched, it zero-pads clips to the longest one, and the
+    padding then enters the encoder too, so HF's batched results depend on the batch).
     """
 
     def __init__(self, sampling_rate: int = SAMPLE_RATE, n_fft: int = 512, win_length: int = 400,
@@ -630,7 +645,7 @@ class WhisperPolicy(NativePolicy):
                          {"instruction": instruction, "language": language, "task": task})
         self.instruction = instruction
         self.prefix = [int(t) for t in tokenizer.prefix_tokens]
-        self.lm = model.model.decoder
+        self._set_lm(model.model.decoder)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, tokenizer: Any = None, feature_extractor: Any = None,
@@ -680,6 +695,7 @@ class WhisperPolicy(NativePolicy):
         return (ids, torch.stack(out.scores, 1)) if output_scores else ids
 
     def completion_logps(self, enc: Encoded, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+        """log π(o_t | audio, prefix, o_<t) for every completion token [N, T] (teacher-forced decoder)."""
         prefix, prefix_mask = enc["prefix"], enc["prefix_mask"]
         ids = torch.cat([prefix, completion_ids], dim=1)
         mask = torch.cat([prefix_mask, completion_mask.to(prefix_mask.dtype)], dim=1)
