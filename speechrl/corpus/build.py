@@ -10,7 +10,6 @@ reuses the WAVs already there (the stage is cached).
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ from tqdm import tqdm
 
 from speechrl.audio import AudioError, RejectLog, duration, load_audio, save_audio
 from speechrl.config import doc
+from speechrl.parallel import pool_map
 from speechrl.corpus.grammar import Story, generate_stories
 from speechrl.runlog import atomic_write_text, write_json
 
@@ -113,14 +113,12 @@ def synthesize_rows(out: Path, rows: list[dict[str, Any]], cfg: CorpusConfig, re
     jobs = [(str(out), row, cfg.seed) for row in rows]
     by_id = {row["id"]: row for row in rows}
     kept = []
-    ctx = mp.get_context("spawn")  # engines hold threads/ONNX sessions: never fork them
-    with ctx.Pool(max(1, cfg.workers)) as pool:
-        results = pool.imap(_synthesize_row, jobs, chunksize=4)
-        for rid, seconds, error in tqdm(results, total=len(jobs), desc="synthesize", unit="utt"):
-            if error is not None:
-                rejects.add(by_id[rid]["audio"], error, stage="synthesize")
-                continue
-            kept.append({**by_id[rid], "duration": seconds})
+    results = pool_map(_synthesize_row, jobs, cfg.workers)
+    for rid, seconds, error in tqdm(results, total=len(jobs), desc="synthesize", unit="utt"):
+        if error is not None:
+            rejects.add(by_id[rid]["audio"], error, stage="synthesize")
+            continue
+        kept.append({**by_id[rid], "duration": seconds})
     return kept
 
 

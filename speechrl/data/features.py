@@ -9,7 +9,6 @@ on a process pool with a progress bar. An utterance whose audio cannot be loaded
 
 from __future__ import annotations
 
-import multiprocessing as mp
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
 from speechrl.audio import AudioError, RejectLog, load_audio
+from speechrl.parallel import pool_map
 
 KINDS = ("units", "mel")
 
@@ -73,15 +73,13 @@ def features(corpus_dir: str | Path, rows: list[dict[str, Any]], kind: str, work
     todo = [(kind, r["id"], r["audio"]) for r in rows if r["id"] not in have]
     if todo:
         rejects = RejectLog(folder)
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(max(1, min(workers, len(todo)))) as pool:
-            for uid, feats, error in tqdm(pool.imap(_job, todo, chunksize=8), total=len(todo),
-                                          desc=f"features:{kind}", unit="utt"):
-                if feats is None:
-                    rejects.add(uid, error or "unknown error", stage=f"features:{kind}")
-                    continue
-                for name, arr in feats.items():
-                    flat[f"{uid}/{name}"] = np.ascontiguousarray(arr)
+        for uid, feats, error in tqdm(pool_map(_job, todo, workers, chunksize=8), total=len(todo),
+                                      desc=f"features:{kind}", unit="utt"):
+            if feats is None:
+                rejects.add(uid, error or "unknown error", stage=f"features:{kind}")
+                continue
+            for name, arr in feats.items():
+                flat[f"{uid}/{name}"] = np.ascontiguousarray(arr)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         save_file(flat, str(tmp))
