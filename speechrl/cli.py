@@ -1,6 +1,7 @@
 """The ``speechrl`` command line.
 
     speechrl corpus build --out DIR [--size N] [--seed S] [--set key=value ...]
+    speechrl audio scan FOLDER --out DIR
     speechrl run RECIPE.yaml --out DIR [--set key=value ...]
     speechrl demo --out DIR
 
@@ -38,6 +39,23 @@ def cmd_corpus_build(args: argparse.Namespace) -> dict:
     C.save(cfg, args.out / "config.yaml")
     summary = build_corpus(cfg, args.out)
     MetricsLogger(args.out, tensorboard=False).log(summary, step=0, stage="corpus")
+    return summary
+
+
+def cmd_audio_scan(args: argparse.Namespace) -> dict:
+    """Load every audio file under a folder the way training does; record the bad ones."""
+    from speechrl.audio import RejectLog, audio_files, iter_audio
+    from speechrl.runlog import write_json
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "rejected.jsonl").unlink(missing_ok=True)
+    rejects = RejectLog(args.out)
+    files = audio_files(args.folder)
+    seconds = sum(len(wav) / 16000 for _, wav in iter_audio(files, rejects))
+    summary = {"files": len(files), "loaded": len(files) - len(rejects), "rejected": len(rejects),
+               "seconds": round(seconds, 2)}
+    write_json(args.out / "summary.json", summary)
+    MetricsLogger(args.out, tensorboard=False).log(summary, step=0, stage="audio_scan")
     return summary
 
 
@@ -97,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--seed", type=int, help="random seed")
     build.add_argument("--config", type=Path, help="YAML file with corpus config keys")
     build.set_defaults(func=cmd_corpus_build, config_name="corpus build")
+
+    audio = sub.add_parser("audio", help="audio utilities").add_subparsers(dest="action", required=True)
+    scan = audio.add_parser("scan", help="load every audio file under FOLDER; bad ones go to --out/rejected.jsonl")
+    scan.add_argument("folder", type=Path)
+    scan.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    scan.set_defaults(func=cmd_audio_scan, config_name=None)
 
     run = sub.add_parser("run", help="run a recipe end to end")
     run.add_argument("recipe", type=Path, help="recipe YAML (see recipes/)")

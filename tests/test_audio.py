@@ -84,3 +84,18 @@ def test_batch_loader_records_rejects_and_goes_on(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
     assert sorted(r["path"].rsplit("/", 1)[1] for r in rows) == sorted(BAD)
     assert all(r["reason"] and r["stage"] == "load" for r in rows)
+
+
+def test_scan_command_records_rejects_and_processes_the_rest(tmp_path):
+    from speechrl.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("empty.wav", "text.wav", "nan.wav"):
+        BAD[name](data / name)
+    save_audio(data / "ok.wav", tone(0.5))
+    assert main(["audio", "scan", str(data), "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary == {"files": 4, "loaded": 1, "rejected": 3, "seconds": 0.5}
+    reasons = [json.loads(line)["reason"] for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    assert len(reasons) == 3 and all(reasons)

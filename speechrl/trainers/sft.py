@@ -38,6 +38,7 @@ class SFTConfig:
     max_new_tokens: int = doc("completion length cap (decoding and targets)", 40)
     checkpoint_every: int = doc("write a resumable checkpoint every N steps", 100)
     time_budget_s: float = doc("stop after this many seconds of training (0: no budget)", 0.0)
+    train_embeddings: bool = doc("also train the (tied) token embeddings; off is 2× faster on CPU", False)
     seed: int = doc("seed for batch order and initialisation", 0)
 
 
@@ -59,6 +60,7 @@ def train_sft(policy: Any, train: list[Example], dev: list[Example], feats: dict
         return read_json(out_dir / "result.json")
     accelerator = make_accelerator(cfg.seed)
     dev = dev[: cfg.dev_examples]
+    policy.lm.get_input_embeddings().requires_grad_(cfg.train_embeddings)
     front = [p for p in policy.front_end.parameters() if p.requires_grad]
     lm = [p for p in policy.lm.parameters() if p.requires_grad]
     optimizer, scheduler = make_optimizer([{"params": front, "lr": cfg.front_end_lr}, {"params": lm, "lr": cfg.lr}],
