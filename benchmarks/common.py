@@ -20,10 +20,10 @@ from typing import Any, TypeVar
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import yaml  # noqa: E402
+import yaml
 
-from speechrl.config import describe, from_dict  # noqa: E402
-from speechrl.runlog import write_json  # noqa: E402
+from speechrl.config import describe, from_dict
+from speechrl.runlog import write_json
 
 T = TypeVar("T")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -51,11 +51,17 @@ def set_threads(threads: int) -> None:
 def tiny_lm(vocab_size: int, arch: str = "llama", hidden: int = 64, layers: int = 2, seed: int = 0):
     """A random 2-layer causal LM (Llama or Qwen2) sized for the SmolLM2 tokenizer's vocabulary."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     torch.manual_seed(seed)
-    common = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True)
+    common = {"vocab_size": vocab_size, "hidden_size": hidden, "intermediate_size": 2 * hidden,
+              "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "max_position_embeddings": 512, "tie_word_embeddings": True}
     if arch == "llama":
         return LlamaForCausalLM(LlamaConfig(**common))
     if arch == "qwen2":

@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import common  # noqa: F401  (sets HF_HUB_OFFLINE before anything loads the hub)
+import common  # first: sets HF_HUB_OFFLINE before anything loads the hub
 import numpy as np
 import torch
 

@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import common  # noqa: F401  (sets HF_HUB_OFFLINE before anything loads the hub)
+import common  # first: sets HF_HUB_OFFLINE before anything loads the hub
 import torch
 
 from speechrl.config import doc

@@ -106,3 +106,12 @@ def test_grpo_resume_reproduces_uninterrupted_losses(asr, tmp_path):
     (b / "metrics.jsonl").write_text("")
     train_grpo(make_tiny_policy(), train, dev, feats, "asr", grpo_cfg(), b, MetricsLogger(b, False))
     assert losses(b, "grpo") == pytest.approx(losses(tmp_path / "a", "grpo")[2:], abs=1e-6)
+
+
+def test_full_finetune_grpo_has_a_frozen_reference(asr, tmp_path):
+    """Without LoRA the KL term needs its own frozen copy of the policy (else KL ≡ 0)."""
+    train, dev, feats = asr
+    train_grpo(make_tiny_policy(), train, dev, feats, "asr", grpo_cfg(lora=LoRAConfig(r=0), lr=1e-3), tmp_path,
+               MetricsLogger(tmp_path, False))
+    kls = [m["kl"] for m in read_metrics(tmp_path / "metrics.jsonl") if "kl" in m]
+    assert kls[0] == 0.0 and max(kls[1:]) > 0  # policy == reference only before the first update

@@ -16,6 +16,7 @@ Checkpoints every ``checkpoint_every`` steps make the run resumable.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -85,12 +86,21 @@ def add_lora(policy: Any, cfg: LoRAConfig) -> None:
         policy.lm.requires_grad_(True)
 
 
-def _reference_logps(model: Any, policy: Any, enc, ids, mask) -> torch.Tensor:
+def reference_policy(policy: Any) -> Any:
+    """A frozen copy of the policy for the KL term — needed only without LoRA: with an adapter, the
+    reference is the same model with the adapter switched off (no second copy in memory)."""
+    if hasattr(policy.lm, "disable_adapter"):
+        return None
+    ref = copy.deepcopy(policy).eval()
+    return ref.requires_grad_(False)
+
+
+def _reference_logps(model: Any, policy: Any, ref: Any, enc, ids, mask) -> torch.Tensor:
     with torch.no_grad():
-        if hasattr(policy.lm, "disable_adapter"):
-            with policy.lm.disable_adapter():
-                return model(enc, ids, mask)
-        return model(enc, ids, mask)
+        if ref is not None:
+            return ref(enc, ids, mask)
+        with policy.lm.disable_adapter():
+            return model(enc, ids, mask)
 
 
 def rollout(policy: Any, examples: list[Example], feats: dict, cfg: GRPOConfig):
@@ -129,6 +139,7 @@ def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dic
     model, optimizer = accelerator.prepare(policy, optimizer)
     policy = accelerator.unwrap_model(model)
     reward_fn = make_reward(cfg.rewards)
+    ref_policy = reference_policy(policy) if cfg.beta > 0 else None
     dev = dev[: cfg.dev_examples]
     state = {"best_score": None, "best_step": -1, "train_s": 0.0, "skipped_steps": 0, "invalid_rewards": 0}
     step = 0
@@ -173,7 +184,7 @@ def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dic
             sel = keep.nonzero().squeeze(1)
             enc_k, ids_k, mask_k = enc.select(sel), ids[sel], mask[sel]
             adv_k, off_k = advantages[sel].to(ids.device), off_policy[sel].to(ids.device)
-            ref = _reference_logps(model, policy, enc_k, ids_k, mask_k) if cfg.beta > 0 else None
+            ref = _reference_logps(model, policy, ref_policy, enc_k, ids_k, mask_k) if cfg.beta > 0 else None
             policy.train()
             old = None
             if cfg.num_iterations > 1:
