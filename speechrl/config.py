@@ -17,6 +17,8 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
+from speechrl.runlog import atomic_write_text
+
 T = TypeVar("T")
 
 
@@ -174,8 +176,6 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | tu
 
 def save(obj: Any, path: str | Path) -> Path:
     """Write the resolved config as YAML."""
-    from speechrl.runlog import atomic_write_text
-
     return atomic_write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
 
 

@@ -92,3 +92,21 @@ def test_truncate_layers():
     lm = truncate_layers(LlamaForCausalLM(cfg), 2)
     assert len(lm.model.layers) == 2 and lm.config.num_hidden_layers == 2
     lm(torch.randint(0, 100, (1, 5)))
+
+
+def test_save_with_lora_merges_a_copy(tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from conftest import make_tiny_policy
+
+    policy = make_tiny_policy()
+    policy.lm = get_peft_model(policy.lm, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                     init_lora_weights=False))
+    policy.save_pretrained(tmp_path / "m")
+    assert hasattr(policy.lm, "disable_adapter")  # still training with its adapter
+    loaded = SpeechLM.from_pretrained(tmp_path / "m")
+    ids, mask = torch.randint(100, 1000, (3, 4)), torch.ones(3, 4)
+    with torch.no_grad():
+        a = policy.completion_logps(policy.encode(batch()), ids, mask)
+        b = loaded.completion_logps(loaded.encode(batch()), ids, mask)
+    assert torch.allclose(a, b, atol=1e-4)

@@ -12,6 +12,7 @@ audio span is never cut. Implements :class:`speechrl.models.policy.Policy`.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,8 @@ class SpeechLM(nn.Module):
         """``lm/`` (HF folder, safetensors; LoRA merged), ``front_end.safetensors``, ``speech_lm.json``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        lm = self.lm.merge_and_unload() if hasattr(self.lm, "merge_and_unload") else self.lm
+        # a LoRA adapter is merged into a copy: the live model keeps training unchanged
+        lm = copy.deepcopy(self.lm).merge_and_unload() if hasattr(self.lm, "merge_and_unload") else self.lm
         lm.save_pretrained(folder / "lm", safe_serialization=True)
         self.tokenizer.save_pretrained(folder / "lm")
         state = {k: v.detach().contiguous() for k, v in self.front_end.state_dict().items()}
