@@ -32,8 +32,11 @@ def test_yaml_then_overrides(tmp_path):
     assert cfg.voices == ["b", "c"] and cfg.beta == 0.1 and cfg.warm is False
 
 
-def test_int_accepted_for_float():
+def test_int_and_exponent_accepted_for_float(tmp_path):
     assert C.load(Recipe, None, ["optim.lr=1"]).optim.lr == 1.0
+    assert C.load(Recipe, None, ["optim.lr=1e-5"]).optim.lr == 1e-5  # YAML 1.1 reads 1e-5 as a string
+    (tmp_path / "r.yaml").write_text("optim:\n  lr: 3e-4\n")
+    assert C.load(Recipe, tmp_path / "r.yaml").optim.lr == 3e-4
 
 
 @pytest.mark.parametrize("override,needle", [
