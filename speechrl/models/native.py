@@ -277,6 +277,20 @@ class NativePolicy(nn.Module):
         return folder
 
     @classmethod
+    def from_pretrained(cls, path: str | Path, tokenizer: Any = None, feature_extractor: Any = None,
+                        dtype: torch.dtype = torch.float32, device: str | torch.device | None = None,
+                        trust_remote_code: bool = False, **settings: Any) -> "NativePolicy":
+        """Load a hub id or folder (safetensors; tokenizer and Whisper-style feature extractor from it)."""
+        from transformers import WhisperFeatureExtractor
+
+        path = str(path)
+        model = cls._load_model(path, dtype, device, trust_remote_code)
+        if tokenizer is None or feature_extractor is None:
+            tok, fe = _load_tokenizer_and_extractor(path, WhisperFeatureExtractor, trust_remote_code)
+            tokenizer, feature_extractor = tokenizer or tok, feature_extractor or fe
+        return cls(model, tokenizer, feature_extractor, **{**_settings_from(path), **settings})
+
+    @classmethod
     def _load_model(cls, path: str, dtype: torch.dtype, device: str | torch.device | None,
                     trust_remote_code: bool) -> PreTrainedModel:
         import transformers
@@ -399,18 +413,6 @@ class Qwen2AudioPolicy(DecoderOnlySpeechPolicy):
         super().__init__(model, tokenizer, feature_extractor, template, eos_id,
                          {"template": template, "eos_token": eos_token})
 
-    @classmethod
-    def from_pretrained(cls, path: str | Path, tokenizer: Any = None, feature_extractor: Any = None,
-                        dtype: torch.dtype = torch.float32, device: str | torch.device | None = None,
-                        trust_remote_code: bool = False, **settings: Any) -> "Qwen2AudioPolicy":
-        from transformers import WhisperFeatureExtractor
-
-        path = str(path)
-        model = cls._load_model(path, dtype, device, trust_remote_code)
-        if tokenizer is None or feature_extractor is None:
-            tok, fe = _load_tokenizer_and_extractor(path, WhisperFeatureExtractor, trust_remote_code)
-            tokenizer, feature_extractor = tokenizer or tok, feature_extractor or fe
-        return cls(model, tokenizer, feature_extractor, **{**_settings_from(path), **settings})
 
     def featurize(self, audio: Any) -> dict[str, np.ndarray]:
         return whisper_mel_features(self.feature_extractor, audio)
@@ -647,18 +649,6 @@ class WhisperPolicy(NativePolicy):
         self.prefix = [int(t) for t in tokenizer.prefix_tokens]
         self._set_lm(model.model.decoder)
 
-    @classmethod
-    def from_pretrained(cls, path: str | Path, tokenizer: Any = None, feature_extractor: Any = None,
-                        dtype: torch.dtype = torch.float32, device: str | torch.device | None = None,
-                        trust_remote_code: bool = False, **settings: Any) -> "WhisperPolicy":
-        from transformers import WhisperFeatureExtractor
-
-        path = str(path)
-        model = cls._load_model(path, dtype, device, trust_remote_code)
-        if tokenizer is None or feature_extractor is None:
-            tok, fe = _load_tokenizer_and_extractor(path, WhisperFeatureExtractor, trust_remote_code)
-            tokenizer, feature_extractor = tokenizer or tok, feature_extractor or fe
-        return cls(model, tokenizer, feature_extractor, **{**_settings_from(path), **settings})
 
     def featurize(self, audio: Any) -> dict[str, np.ndarray]:
         return whisper_mel_features(self.feature_extractor, audio)
