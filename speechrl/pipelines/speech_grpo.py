@@ -90,10 +90,11 @@ def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
     test_eval(rl_name, policy)
     del policy
 
-    # SFT given the same extra wall time as RL
+    # SFT given the same extra wall time as RL; warm-up because a fresh optimizer at full learning rate
+    # knocks a converged model off its optimum (measured: dev WER 0.41 → 0.49 in 50 steps without it)
     extra = new_policy(recipe.model)
     checkpoint.load_weights(sft_weights, extra)
-    extra_cfg = SFTConfig(**{**recipe.sft.__dict__, "time_budget_s": rl["train_s"], "warmup_steps": 0,
+    extra_cfg = SFTConfig(**{**recipe.sft.__dict__, "time_budget_s": rl["train_s"], "warmup_steps": 20,
                              "patience": 10**6})
     sft_extra = train_sft(extra, split["train"], split["dev"], feats, recipe.task, extra_cfg, out / "sft_extra",
                           logger, "sft_extra")
