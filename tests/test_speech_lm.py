@@ -110,3 +110,16 @@ def test_save_with_lora_merges_a_copy(tmp_path):
         a = policy.completion_logps(policy.encode(batch()), ids, mask)
         b = loaded.completion_logps(loaded.encode(batch()), ids, mask)
     assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_prompt_without_audio_units_is_a_text_prompt(model):
+    """Zero units (a text-only prompt) gives finite log-probs and gradients (no fully masked row)."""
+    b = PromptBatch([{"ids": np.zeros(0, np.int64), "durations": np.zeros(0, np.int64)}, unit_feats(4, 0)],
+                    ["Say hello.", "Transcribe the audio."])
+    enc = model.encode(b)
+    assert int(enc["mask"][0].sum()) < int(enc["mask"][1].sum())
+    lp = model.completion_logps(enc, torch.randint(100, 1000, (2, 3)), torch.ones(2, 3))
+    lp.sum().backward()
+    assert torch.isfinite(lp).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.zero_grad()

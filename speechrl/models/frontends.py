@@ -23,16 +23,18 @@ MAX_DURATION = 24  # unit durations (50 frames/s) are clamped here before embedd
 
 
 class UnitFrontEnd(nn.Module):
-    """Phoneme units + durations → [B, A, out_dim]."""
+    """Phoneme units + durations → conv → small transformer → [B, A, out_dim]."""
 
     kind = "units"
 
-    def __init__(self, out_dim: int, num_units: int = 192, dim: int = 256):
+    def __init__(self, out_dim: int, num_units: int = 192, dim: int = 256, layers: int = 2, heads: int = 4):
         super().__init__()
         self.num_units = num_units
         self.unit = nn.Embedding(num_units + 1, dim, padding_idx=num_units)
         self.dur = nn.Embedding(MAX_DURATION + 1, dim)
         self.conv = nn.Conv1d(dim, dim, kernel_size=3, padding=1)
+        layer = nn.TransformerEncoderLayer(dim, heads, dim * 4, dropout=0.0, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False) if layers else None
         self.proj = nn.Sequential(nn.GELU(), nn.Linear(dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
 
     @staticmethod
@@ -56,6 +58,10 @@ class UnitFrontEnd(nn.Module):
     def forward(self, ids: torch.Tensor, durations: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.unit(ids) + self.dur(durations)
         x = x + self.conv(x.transpose(1, 2)).transpose(1, 2)
+        if self.encoder is not None:  # context: a phoneme's identity depends on its neighbours
+            pad = mask == 0
+            pad[:, 0] &= mask.any(1)  # a row without units attends to its pad slot (no NaN); masked later
+            x = self.encoder(x, src_key_padding_mask=pad)
         return self.proj(x), mask
 
 
@@ -70,7 +76,7 @@ class MelFrontEnd(nn.Module):
         self.conv = nn.Sequential(nn.Conv1d(n_mels, dim, 3, stride=2, padding=1), nn.GELU(),
                                   nn.Conv1d(dim, dim, 3, stride=2, padding=1), nn.GELU())
         layer = nn.TransformerEncoderLayer(dim, heads, dim * 4, dropout=0.0, batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, layers)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.proj = nn.Sequential(nn.Linear(2 * dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
         self._extractor = None
 
