@@ -116,6 +116,7 @@ def test_prompt_without_audio_units_is_a_text_prompt(model):
     """Zero units (a text-only prompt) gives finite log-probs and gradients (no fully masked row)."""
     b = PromptBatch([{"ids": np.zeros(0, np.int64), "durations": np.zeros(0, np.int64)}, unit_feats(4, 0)],
                     ["Say hello.", "Transcribe the audio."])
+    model = SpeechLM(model.lm, model.tokenizer, UnitFrontEnd(64, dim=32, layers=2), {"kind": "units", "dim": 32})
     enc = model.encode(b)
     assert int(enc["mask"][0].sum()) < int(enc["mask"][1].sum())
     lp = model.completion_logps(enc, torch.randint(100, 1000, (2, 3)), torch.ones(2, 3))

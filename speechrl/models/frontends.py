@@ -23,11 +23,14 @@ MAX_DURATION = 24  # unit durations (50 frames/s) are clamped here before embedd
 
 
 class UnitFrontEnd(nn.Module):
-    """Phoneme units + durations → conv → small transformer → [B, A, out_dim]."""
+    """Phoneme units + durations → conv → (optional small transformer) → [B, A, out_dim].
+
+    ASR SFT probe (6 LM layers, 250 steps): dev WER 0.57 without the transformer, 0.65 with 2 layers
+    (better early: 1.04 vs 1.66 at step 50), so it is off by default."""
 
     kind = "units"
 
-    def __init__(self, out_dim: int, num_units: int = 192, dim: int = 256, layers: int = 2, heads: int = 4):
+    def __init__(self, out_dim: int, num_units: int = 192, dim: int = 256, layers: int = 0, heads: int = 4):
         super().__init__()
         self.num_units = num_units
         self.unit = nn.Embedding(num_units + 1, dim, padding_idx=num_units)
