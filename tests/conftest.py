@@ -52,3 +52,11 @@ def speak(texts, voice: str = "piper-joe"):
     from speechrl.speech.synthesize import get_voice, synthesize
 
     return [synthesize(t, get_voice(voice)) for t in texts]
+
+
+@pytest.fixture(scope="session")
+def phon():
+    """The hama phoneme-unit tokenizer (real pretrained model; loaded once)."""
+    from speechrl.speech.units import PhonemeUnitTokenizer
+
+    return PhonemeUnitTokenizer()

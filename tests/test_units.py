@@ -30,11 +30,6 @@ def speech():
     return speak(SENTENCES)
 
 
-@pytest.fixture(scope="module")
-def phon():
-    return PhonemeUnitTokenizer()
-
-
 # -- Units / dedup ------------------------------------------------------------------------------
 
 def test_dedup_hand_made():

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import speak
 
-from speechrl.speech.units import WORD_BOUNDARY_ID, PhonemeUnitTokenizer, Units, hama_tokens
+from speechrl.speech.units import WORD_BOUNDARY_ID, Units, hama_tokens
 from speechrl.speech.vocoder import (HAMA_TO_PIPER, PIPER_EN_US_SYMBOLS, EspeakVocoder,
                                      PiperPhonemeVocoder, hama_to_piper_symbols, ipa_to_espeak,
                                      make_vocoder, unit_roundtrip, units_to_espeak)
@@ -33,11 +33,6 @@ SENTENCES = [
 def speech():
     """The sentences spoken by Piper joe, 16 kHz float32."""
     return speak(SENTENCES)
-
-
-@pytest.fixture(scope="module")
-def phon():
-    return PhonemeUnitTokenizer()
 
 
 @pytest.fixture(scope="module")
