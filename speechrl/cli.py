@@ -4,6 +4,7 @@
     speechrl audio scan FOLDER --out DIR
     speechrl run RECIPE.yaml --out DIR [--set key=value ...]
     speechrl demo --out DIR
+    speechrl report RUN_DIR [--max-samples N]
 
 Every command writes into ``--out``: the resolved ``config.yaml``, ``metrics.jsonl`` and
 ``summary.json``. ``--help-config`` lists every config key with its type, default and meaning.
@@ -101,6 +102,13 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     return summary
 
 
+def cmd_report(args: argparse.Namespace) -> dict:
+    """Write RUN_DIR/report.html: config, test metrics, curves, samples with audio."""
+    from speechrl.report import write_report
+
+    return {"report": str(write_report(args.run_dir, max_samples=args.max_samples))}
+
+
 CONFIGS = {"corpus build": "speechrl.corpus.build:CorpusConfig", "demo": "speechrl.corpus.build:CorpusConfig"}
 
 
@@ -130,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the offline end-to-end demo")
     _add_common(demo)
     demo.set_defaults(func=cmd_demo, config_name="demo")
+
+    report = sub.add_parser("report", help="write RUN_DIR/report.html (a run folder or a folder of runs)")
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    report.add_argument("--max-samples", type=int, default=12, help="samples shown per table (default 12)")
+    report.set_defaults(func=cmd_report, config_name=None)
     return parser
 
 
