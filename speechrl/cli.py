@@ -83,22 +83,28 @@ def cmd_run(args: argparse.Namespace) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     C.save(recipe, args.out / "config.yaml")
     module = importlib.import_module(PIPELINES[pipeline].split(":")[0])
-    return module.run(recipe, args.out)
+    summary = module.run(recipe, args.out)
+    _write_report(args.out)
+    return summary
+
+
+def _write_report(run_dir: Path) -> None:
+    """Every run ends with its report; a report failure is logged, never loses the run's results."""
+    from speechrl.report import write_report
+
+    try:
+        print(f"report: {write_report(run_dir)}", file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 — the summary is already on disk
+        print(f"report: not written ({type(err).__name__}: {err})", file=sys.stderr)
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:
-    """The main job. Until the recipes land it builds the demo corpus and prints its summary."""
-    from speechrl.corpus.build import CorpusConfig, build_corpus
+    """The main job: every recipe family at demo scale → DIR/summary.json, DIR/report.html."""
+    from speechrl.pipelines import demo
 
-    cfg = C.load(CorpusConfig, None, args.overrides)
-    corpus_dir = args.out / "corpus"
-    corpus_dir.mkdir(parents=True, exist_ok=True)
-    C.save(cfg, args.out / "config.yaml")
-    summary = {"corpus": build_corpus(cfg, corpus_dir)}
-    MetricsLogger(args.out, tensorboard=False).log(summary["corpus"], step=0, stage="corpus")
-    from speechrl.runlog import write_json
-
-    write_json(args.out / "summary.json", summary)
+    summary = demo.run(args.out, args.recipe or None, args.overrides)
+    _write_report(args.out)
+    print(demo.describe(summary), file=sys.stderr)
     return summary
 
 
@@ -109,7 +115,13 @@ def cmd_report(args: argparse.Namespace) -> dict:
     return {"report": str(write_report(args.run_dir, max_samples=args.max_samples))}
 
 
-CONFIGS = {"corpus build": "speechrl.corpus.build:CorpusConfig", "demo": "speechrl.corpus.build:CorpusConfig"}
+CONFIGS = {"corpus build": "speechrl.corpus.build:CorpusConfig"}
+
+
+def _demo_families() -> list[str]:
+    from speechrl.pipelines.demo import FAMILIES
+
+    return list(FAMILIES)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,15 +147,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(run)
     run.set_defaults(func=cmd_run, config_name="run")
 
-    demo = sub.add_parser("demo", help="run the offline end-to-end demo")
+    demo = sub.add_parser("demo", help="run the offline end-to-end demo (every recipe family at demo scale)")
     _add_common(demo)
-    demo.set_defaults(func=cmd_demo, config_name="demo")
+    demo.add_argument("--recipe", action="append", default=[], metavar="NAME",
+                      help="run only this family (repeatable): " + ", ".join(_demo_families()))
+    demo.set_defaults(func=cmd_demo, config_name=None)
 
     report = sub.add_parser("report", help="write RUN_DIR/report.html (a run folder or a folder of runs)")
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     report.add_argument("--max-samples", type=int, default=12, help="samples shown per table (default 12)")
     report.set_defaults(func=cmd_report, config_name=None)
     return parser
+
+
+def _config_lines(args: argparse.Namespace) -> list[str]:
+    if args.command == "demo":  # each family's recipe keys (settable with --set for all families)
+        from speechrl.pipelines.demo import FAMILIES
+
+        return [line for name in (args.recipe or FAMILIES)
+                for line in [f"# {name} ({FAMILIES[name].pipeline})", *C.describe(_import(PIPELINES[FAMILIES[name].pipeline]))]]
+    return C.describe(_config_class(args))
 
 
 def _config_class(args: argparse.Namespace) -> type:
@@ -159,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--help-config" in argv:
         args, _ = build_parser().parse_known_args([a for a in argv if a != "--help-config"] + ["--out", "."])
-        print("\n".join(C.describe(_config_class(args))))
+        print("\n".join(_config_lines(args)))
         return 0
     args = build_parser().parse_args(argv)
     try:

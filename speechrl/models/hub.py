@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -40,10 +41,13 @@ def smollm2_folder() -> Path:
         del config.quantization_config  # the dequantised weights are plain fp32
     model = type(gguf_model)(config)  # a fresh model saves cleanly; the GGUF-loaded one cannot
     model.load_state_dict(gguf_model.state_dict())
-    tmp = folder.with_name(folder.name + ".tmp")
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")  # per process: concurrent first loads don't clash
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    tmp.rename(folder) if not folder.exists() else None
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process finished first: its folder is complete, drop ours
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

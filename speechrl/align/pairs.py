@@ -1,0 +1,246 @@
+"""Preference pairs from scored continuations (Align-SLM, SPEC §1): one (chosen, rejected) per prompt.
+
+Input: per prompt, its sampled continuations (:class:`Candidate`: transcript, judge score or
+``None``, bigram auto-BLEU, perplexity, unit ids), grouped in :class:`PromptCandidates`.
+
+**Judge feedback** (:func:`build_judge_pairs`, thresholds ``s_c``/``s_r``, repetition bound ``δ``):
+
+* *repetitive*: ``auto_bleu > δ``. A repetitive candidate is rejected outright: it can never be
+  chosen, it always qualifies as rejected (whatever its score, even unscored), and it ranks as worse
+  than any non-repetitive candidate.
+* *chosen* qualifies when ``score ≥ s_c`` and not repetitive; *rejected* when ``score ≤ s_r`` or
+  repetitive. ``s_c > s_r`` is required, so no candidate qualifies as both.
+* chosen = the best qualifying candidate: highest score; ties → lower auto-BLEU, then the earlier
+  candidate (lower index).
+* rejected = the worst qualifying candidate: repetitive ones first (higher auto-BLEU first), then
+  the lowest score; remaining ties → the earlier candidate.
+
+**Perplexity feedback** (:func:`build_ppl_pairs`): chosen = lowest PPL, rejected = highest PPL,
+among candidates with a finite PPL; with ``max_auto_bleu`` set, repetitive candidates are never
+chosen and rank as the worst (repetitive text tends to have a *low* PPL, which would otherwise make
+it the chosen one). Ties → the earlier candidate; equal chosen and rejected PPL → dropped (``tie``).
+
+A prompt without a pair is dropped with one reason, checked in this order: ``too_few`` (fewer than
+``min_candidates`` candidates), ``unscored`` (no candidate has a score / a finite PPL, and none is
+repetitive), ``no_chosen``, ``no_rejected`` (and ``tie`` for PPL). Every builder returns
+``(pairs, stats)``; ``stats`` counts prompts, pairs, candidates, unscored and repetitive candidates,
+and the drops by reason.
+
+**Storage**: JSON Lines, one pair per line (:func:`save_pairs`, :func:`load_pairs`), written
+atomically. Columns: ``prompt_id, prompt_text, prompt_units, feedback`` and for each side
+``chosen_*`` / ``rejected_*``: ``transcript, score, auto_bleu, ppl, units, index``. Non-finite
+numbers are stored as ``null``. ``datasets.load_dataset("json", data_files=path)`` reads the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from speechrl.runlog import atomic_write_text
+
+__all__ = [
+    "Candidate",
+    "PromptCandidates",
+    "PreferencePair",
+    "DROP_REASONS",
+    "build_judge_pairs",
+    "build_ppl_pairs",
+    "save_pairs",
+    "load_pairs",
+]
+
+DROP_REASONS = ("too_few", "unscored", "no_chosen", "no_rejected", "tie")
+
+
+@dataclass
+class Candidate:
+    """One sampled continuation of a prompt and its feedback.
+
+    transcript: ASR text of the vocoded continuation. score: judge rating 1–5, ``None`` = unscored.
+    auto_bleu: bigram auto-BLEU of the transcript. ppl: perplexity of the transcript given the prompt
+    transcript (``None`` when not computed). units: the continuation's unit ids (what DPO trains on).
+    """
+
+    transcript: str
+    score: float | None
+    auto_bleu: float
+    ppl: float | None = None
+    units: list[int] = field(default_factory=list)
+
+
+@dataclass
+class PromptCandidates:
+    """A prompt (id, unit ids, transcript) and its sampled continuations, in sampling order."""
+
+    prompt_id: str
+    prompt_units: list[int]
+    candidates: list[Candidate]
+    prompt_text: str = ""
+
+
+@dataclass
+class PreferencePair:
+    """The chosen and rejected continuation of one prompt; ``*_index`` is their position in the list."""
+
+    prompt_id: str
+    prompt_units: list[int]
+    chosen: Candidate
+    rejected: Candidate
+    chosen_index: int
+    rejected_index: int
+    feedback: str  # "judge" or "ppl"
+    prompt_text: str = ""
+
+
+def _new_stats(groups: Sequence[PromptCandidates]) -> dict[str, Any]:
+    return {"prompts": len(groups), "pairs": 0, "candidates": sum(len(g.candidates) for g in groups),
+            "unscored_candidates": 0, "repetitive_candidates": 0,
+            "dropped": {reason: 0 for reason in DROP_REASONS}}
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def _pair(group: PromptCandidates, chosen: int, rejected: int, feedback: str) -> PreferencePair:
+    return PreferencePair(group.prompt_id, list(group.prompt_units), group.candidates[chosen],
+                          group.candidates[rejected], chosen, rejected, feedback, group.prompt_text)
+
+
+def build_judge_pairs(groups: Sequence[PromptCandidates], chosen_min: float = 3.0, rejected_max: float = 1.0,
+                      max_auto_bleu: float = 0.1, min_candidates: int = 2
+                      ) -> tuple[list[PreferencePair], dict[str, Any]]:
+    """Judge-feedback pairs: ``chosen_min`` = s_c, ``rejected_max`` = s_r, ``max_auto_bleu`` = δ.
+
+    See the module docstring for the rules, the tie order and the drop reasons.
+    """
+    if not chosen_min > rejected_max:
+        raise ValueError(f"chosen_min (s_c={chosen_min}) must exceed rejected_max (s_r={rejected_max})")
+    if not 0.0 <= max_auto_bleu <= 1.0:
+        raise ValueError(f"max_auto_bleu (δ) must lie in [0, 1], got {max_auto_bleu}")
+    if min_candidates < 2:
+        raise ValueError(f"min_candidates must be >= 2 (a pair needs two candidates), got {min_candidates}")
+    pairs: list[PreferencePair] = []
+    stats = _new_stats(groups)
+    for group in groups:
+        cands = group.candidates
+        repetitive = [c.auto_bleu > max_auto_bleu for c in cands]
+        scored = [_finite(c.score) for c in cands]
+        stats["unscored_candidates"] += scored.count(False)
+        stats["repetitive_candidates"] += sum(repetitive)
+        if len(cands) < min_candidates:
+            stats["dropped"]["too_few"] += 1
+            continue
+        if not any(scored) and not any(repetitive):
+            stats["dropped"]["unscored"] += 1
+            continue
+        chosen = [i for i, c in enumerate(cands) if scored[i] and not repetitive[i] and c.score >= chosen_min]
+        rejected = [i for i, c in enumerate(cands) if repetitive[i] or (scored[i] and c.score <= rejected_max)]
+        if not chosen:
+            stats["dropped"]["no_chosen"] += 1
+            continue
+        if not rejected:
+            stats["dropped"]["no_rejected"] += 1
+            continue
+        best = min(chosen, key=lambda i: (-cands[i].score, cands[i].auto_bleu, i))
+        worst = min(rejected, key=lambda i: (0, -cands[i].auto_bleu, i) if repetitive[i]
+                    else (1, cands[i].score, i))
+        pairs.append(_pair(group, best, worst, "judge"))
+    stats["pairs"] = len(pairs)
+    return pairs, stats
+
+
+def build_ppl_pairs(groups: Sequence[PromptCandidates], max_auto_bleu: float | None = 0.1,
+                    min_candidates: int = 2) -> tuple[list[PreferencePair], dict[str, Any]]:
+    """Perplexity-feedback pairs: chosen = lowest PPL, rejected = highest (module docstring)."""
+    if max_auto_bleu is not None and not 0.0 <= max_auto_bleu <= 1.0:
+        raise ValueError(f"max_auto_bleu (δ) must lie in [0, 1] or be None, got {max_auto_bleu}")
+    if min_candidates < 2:
+        raise ValueError(f"min_candidates must be >= 2 (a pair needs two candidates), got {min_candidates}")
+    pairs: list[PreferencePair] = []
+    stats = _new_stats(groups)
+    for group in groups:
+        cands = group.candidates
+        repetitive = [max_auto_bleu is not None and c.auto_bleu > max_auto_bleu for c in cands]
+        scored = [_finite(c.ppl) for c in cands]
+        stats["unscored_candidates"] += scored.count(False)
+        stats["repetitive_candidates"] += sum(repetitive)
+        if len(cands) < min_candidates:
+            stats["dropped"]["too_few"] += 1
+            continue
+        if not any(scored) and not any(repetitive):
+            stats["dropped"]["unscored"] += 1
+            continue
+        chosen = [i for i in range(len(cands)) if scored[i] and not repetitive[i]]
+        rejected = [i for i in range(len(cands)) if scored[i] or repetitive[i]]
+        if not chosen:
+            stats["dropped"]["no_chosen"] += 1
+            continue
+        best = min(chosen, key=lambda i: (cands[i].ppl, i))
+        rejected = [i for i in rejected if i != best]
+        if not rejected:
+            stats["dropped"]["no_rejected"] += 1
+            continue
+        worst = min(rejected, key=lambda i: (0, -cands[i].auto_bleu, i) if repetitive[i]
+                    else (1, -cands[i].ppl, i))
+        if not repetitive[worst] and cands[worst].ppl == cands[best].ppl:
+            stats["dropped"]["tie"] += 1
+            continue
+        pairs.append(_pair(group, best, worst, "ppl"))
+    stats["pairs"] = len(pairs)
+    return pairs, stats
+
+
+# ---------------------------------------------------------------------------------------- storage
+
+
+def _num(x: float | None) -> float | None:
+    return float(x) if _finite(x) else None
+
+
+def _row(pair: PreferencePair) -> dict[str, Any]:
+    row: dict[str, Any] = {"prompt_id": pair.prompt_id, "prompt_text": pair.prompt_text,
+                           "prompt_units": [int(u) for u in pair.prompt_units], "feedback": pair.feedback}
+    for side, cand, index in (("chosen", pair.chosen, pair.chosen_index),
+                              ("rejected", pair.rejected, pair.rejected_index)):
+        row[f"{side}_transcript"] = cand.transcript
+        row[f"{side}_score"] = _num(cand.score)
+        row[f"{side}_auto_bleu"] = _num(cand.auto_bleu)
+        row[f"{side}_ppl"] = _num(cand.ppl)
+        row[f"{side}_units"] = [int(u) for u in cand.units]
+        row[f"{side}_index"] = int(index)
+    return row
+
+
+def save_pairs(pairs: Sequence[PreferencePair], path: str | Path) -> Path:
+    """Write ``pairs`` as JSON Lines (columns in the module docstring), atomically."""
+    lines = [json.dumps(_row(p), ensure_ascii=False, allow_nan=False) for p in pairs]
+    return atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def load_pairs(path: str | Path) -> list[PreferencePair]:
+    """Read pairs written by :func:`save_pairs`; a malformed line is a ``ValueError`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no pairs file at {path}")
+    pairs = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                sides = {side: Candidate(row[f"{side}_transcript"], row[f"{side}_score"],
+                                         row[f"{side}_auto_bleu"] if row[f"{side}_auto_bleu"] is not None else math.nan,
+                                         row[f"{side}_ppl"], list(row[f"{side}_units"]))
+                         for side in ("chosen", "rejected")}
+                pairs.append(PreferencePair(row["prompt_id"], list(row["prompt_units"]), sides["chosen"],
+                                            sides["rejected"], int(row["chosen_index"]), int(row["rejected_index"]),
+                                            row["feedback"], row.get("prompt_text", "")))
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"{path}:{lineno}: not a preference pair ({err})") from None
+    return pairs

@@ -1,0 +1,53 @@
+"""`speechrl demo`: families at demo scale → one summary (baseline → final per family) and one report."""
+
+import json
+
+import pytest
+
+from conftest import make_tiny_policy
+from speechrl.cli import main
+from speechrl.pipelines import demo
+
+
+def test_every_family_has_a_valid_demo_recipe():
+    for name, family in demo.FAMILIES.items():
+        pipeline, recipe = demo.recipe_for(name)
+        assert pipeline == family.pipeline
+        assert recipe.corpus.size == demo.DEMO_CORPUS["size"]  # one shared corpus
+
+
+def test_unknown_family_is_a_config_error(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--recipe", "nope"]) == 2
+    assert "unknown demo recipe" in capsys.readouterr().err
+
+
+def test_demo_runs_end_to_end_writes_summary_and_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SPEECHRL_CACHE", str(tmp_path / "cache"))
+    lm_dir = tmp_path / "tiny-lm"
+    policy = make_tiny_policy()
+    policy.lm.save_pretrained(lm_dir)
+    policy.tokenizer.save_pretrained(lm_dir)
+    out = tmp_path / "demo"
+    tiny = ["corpus.size=30", "corpus.evaluate=false", f"model.lm={lm_dir}", "model.decoder_layers=null",
+            "sft.max_steps=2", "sft.eval_every=2", "sft.batch_size=4", "sft.dev_examples=4", "grpo.max_steps=1",
+            "grpo.group_size=2", "grpo.prompts_per_step=2", "grpo.max_new_tokens=4", "grpo.lora.r=2",
+            "grpo.dev_examples=4", "test_examples=4"]
+    args = ["demo", "--out", str(out), "--recipe", "speech_grpo"] + [a for kv in tiny for a in ("--set", kv)]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    head = summary["headline"]["speech_grpo"]
+    assert head["metric"] == "wer" and {"sft", "grpo", "improved"} <= set(head)
+    assert head["sft"] == summary["metrics"]["speech_grpo"]["sft"]["wer"]
+    assert (out / "speech_grpo" / "summary.json").is_file()
+    assert (out / "report.html").is_file()
+    assert "speech_grpo" in capsys.readouterr().err  # the plain-text summary
+    rows_before = len((out / "speech_grpo" / "metrics.jsonl").read_text().splitlines())
+    assert main(args) == 0  # cached: the rerun trains nothing
+    rerun = (out / "speech_grpo" / "metrics.jsonl").read_text().splitlines()[rows_before:]
+    assert not any("loss" in json.loads(line) for line in rerun)
+
+
+@pytest.mark.parametrize("lower, before, after, improved", [(True, 0.5, 0.4, True), (False, 0.5, 0.4, False)])
+def test_headline_direction(lower, before, after, improved):
+    family = demo.Family("p", {}, "a", "b", "m", lower)
+    assert demo.headline(family, {"a": {"m": before}, "b": {"m": after}})["improved"] is improved
