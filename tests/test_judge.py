@@ -135,7 +135,7 @@ def test_local_judge_restores_train_mode_and_validates(smollm2):
 
 def test_make_judge_from_config(smollm2):
     judge = make_judge(JudgeConfig(batch_size=3), *smollm2)
-    assert isinstance(judge, LocalJudge) and judge.batch_size == 3 and judge.mode == "expected"
+    assert isinstance(judge, LocalJudge) and judge.batch_size == 3 and judge.mode == "likelihood"
     cfg = from_dict(JudgeConfig, {"kind": "http", "model": "mistral-7b-instruct", "base_url": "http://h:1/v1/",
                                   "timeout_s": 5, "endpoint": "completions"})
     http = make_judge(cfg)
@@ -302,3 +302,23 @@ def test_http_judge_rejects_bad_settings():
         HTTPJudge("http://localhost:8000/v1", "m", endpoint="embeddings")
     with pytest.raises(ValueError):
         HTTPJudge("http://localhost:8000/v1", "m", max_retries=-1)
+
+
+def test_likelihood_judge_ranks_the_true_next_sentence_above_shuffled_and_random_words(smollm2):
+    """The offline default: NLL/token given the prompt on the rubric's 1–5 scale (measured anchors)."""
+    import random
+
+    from speechrl.corpus.grammar import generate_stories, vocabulary
+
+    rng, vocab = random.Random(0), sorted(vocabulary())
+    stories = [s for s in generate_stories(8, seed=5) if len(s.sentences) >= 3][:6]
+    prompts = [" ".join(x.text for x in s.sentences[:2]) for s in stories]
+    true = [s.sentences[2].text for s in stories]
+    shuffled = [" ".join(rng.sample(t.split(), len(t.split()))) for t in true]
+    noise = [" ".join(rng.choice(vocab) for _ in range(8)) for _ in stories]
+    judge = LocalJudge(*smollm2, mode="likelihood")
+    scores = {name: judge.score(prompts, conts) for name, conts in
+              [("true", true), ("shuffled", shuffled), ("noise", noise)]}
+    assert all(1.0 <= x <= 5.0 for v in scores.values() for x in v)
+    assert all(t > s for t, s in zip(scores["true"], scores["shuffled"]))
+    assert mean_score(scores["true"]) > mean_score(scores["shuffled"]) + 1.0 > mean_score(scores["noise"]) + 1.0

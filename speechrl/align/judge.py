@@ -19,6 +19,16 @@ implement one call::
   rubric's "First: briefly analyze" step is skipped: a 135M model's free-text analysis adds noise,
   the probabilities of the five answers are stable (SPEC §1). Batched with left padding (position
   ids from the attention mask, so a padded row scores like an unpadded one), no gradients.
+* ``mode="likelihood"``: no rubric; the judge's conditional likelihood of the continuation given the
+  prompt, NLL/token ``ℓ`` (:func:`speechrl.align.feedback.continuation_nll`), mapped linearly onto the
+  rubric's scale: ``score = clip(5 − 4·(ℓ − ℓ_best)/(ℓ_worst − ℓ_best), 1, 5)``. Why: SmolLM2-135M cannot apply the rubric — measured on 12 grammar stories, its expected
+  rubric score for the true next sentence (3.52) and for random words (3.50) differ by 0.02, the
+  true one higher for only 7 of 12 prompts, and few-shot examples made it worse — while its
+  NLL/token separates them clearly: true next sentence 3.75, a sentence from another story 4.20,
+  the true sentence shuffled 8.18, random corpus words 10.25. The anchors (ℓ_best 3.5 → 5,
+  ℓ_worst 9.5 → 1) come from those measurements. It is the offline default of the Align-SLM
+  recipe; a capable instruct model (``"expected"``/``"boxed"``, or :class:`HTTPJudge`) applies the
+  rubric itself.
 * ``mode="boxed"``: greedy generation from the plain assistant turn, score parsed from the last
   ``\\boxed{d}`` (:func:`parse_boxed_score`); ``None`` when the text has none in 1..5.
 
@@ -184,10 +194,13 @@ class LocalJudge:
     """
 
     def __init__(self, model: Any = "smollm2-135m", tokenizer: Any = None, *,
-                 mode: Literal["expected", "boxed"] = "expected", batch_size: int = 8,
-                 max_new_tokens: int = 256):
-        if mode not in ("expected", "boxed"):
-            raise ValueError(f"unknown judge mode {mode!r}; choose 'expected' or 'boxed'")
+                 mode: Literal["expected", "boxed", "likelihood"] = "expected", batch_size: int = 8,
+                 max_new_tokens: int = 256, nll_anchors: tuple[float, float] = (3.5, 9.5)):
+        if mode not in ("expected", "boxed", "likelihood"):
+            raise ValueError(f"unknown judge mode {mode!r}; choose 'expected', 'boxed' or 'likelihood'")
+        if not nll_anchors[0] < nll_anchors[1]:
+            raise ValueError(f"nll_anchors must be (best, worst) with best < worst, got {nll_anchors}")
+        self.nll_anchors = tuple(nll_anchors)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if isinstance(model, str):
@@ -223,6 +236,8 @@ class LocalJudge:
     def score(self, prompts: list[str], continuations: list[str]) -> list[float | None]:
         check_inputs(prompts, continuations)
         self.last_stats = JudgeStats(samples=len(prompts))
+        if self.mode == "likelihood":
+            return self._likelihood(prompts, continuations)
         texts = [self.chat_text(p, c) for p, c in zip(prompts, continuations)]
         out: list[float | None] = []
         with _eval_mode(self.model):
@@ -259,6 +274,14 @@ class LocalJudge:
     def _expected(self, texts: list[str]) -> list[float | None]:
         values = torch.tensor(SCORES, dtype=torch.float32)
         return [float(v) for v in self._probs(texts) @ values]
+
+    def _likelihood(self, prompts: list[str], continuations: list[str]) -> list[float | None]:
+        from speechrl.align.feedback import continuation_nll
+
+        best, worst = self.nll_anchors
+        return [float(min(5.0, max(1.0, 5.0 - 4.0 * (total / n - best) / (worst - best))))
+                for total, n in continuation_nll(self.model, self.tokenizer, prompts, continuations,
+                                                 batch_size=self.batch_size)]
 
     @torch.no_grad()
     def _boxed(self, texts: list[str]) -> list[float | None]:
@@ -420,9 +443,12 @@ class JudgeConfig:
                                          "OpenAI-compatible server", "local")
     model: str = doc("local: model name or folder ('smollm2-135m' = offline SmolLM2-135M-Instruct, a hub "
                      "id, a save_pretrained folder); http: the model name the server serves", "smollm2-135m")
-    mode: Literal["expected", "boxed"] = doc("local only: 'expected' = Σ k·p(k) over the next-token "
-                                             "probabilities of 1..5; 'boxed' = generate and parse \\boxed{k}",
-                                             "expected")
+    mode: Literal["expected", "boxed", "likelihood"] = doc(
+        "local only: 'expected' = Σ k·p(k) over the next-token probabilities of 1..5; 'boxed' = generate and "
+        "parse \\boxed{k}; 'likelihood' = the continuation's NLL/token given the prompt mapped onto 1..5 "
+        "(the offline default: SmolLM2-135M cannot apply the rubric, see speechrl.align.judge)", "likelihood")
+    nll_best: float = doc("likelihood mode: NLL/token that scores 5", 3.5)
+    nll_worst: float = doc("likelihood mode: NLL/token that scores 1", 9.5)
     batch_size: int = doc("local: samples per forward pass", 8)
     max_new_tokens: int = doc("generation budget ('boxed' mode; max_tokens of HTTP requests)", 256)
     base_url: str = doc("http: API root with version, e.g. http://localhost:8000/v1", "http://localhost:8000/v1")
@@ -440,7 +466,8 @@ def make_judge(cfg: JudgeConfig, model: Any = None, tokenizer: Any = None) -> Ju
     """A judge from ``cfg``; ``model``/``tokenizer`` reuse an already loaded local LM."""
     if cfg.kind == "local":
         return LocalJudge(model if model is not None else cfg.model, tokenizer, mode=cfg.mode,
-                          batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
+                          batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+                          nll_anchors=(cfg.nll_best, cfg.nll_worst))
     if cfg.kind == "http":
         return HTTPJudge(cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, endpoint=cfg.endpoint,
                          timeout_s=cfg.timeout_s, max_retries=cfg.max_retries, backoff_s=cfg.backoff_s,
