@@ -2,11 +2,21 @@
 
 Every failure is an :class:`AudioError` that names the file and the reason. Batch loaders never
 crash mid-run: they skip bad files and record them (``rejected.jsonl``) with the reason.
+
+What :func:`load_audio` guarantees for a file it accepts: mono float32 at 16 kHz, every sample
+finite and within [−1, 1] (a float file louder than full scale is rescaled, never clipped), between
+``min_seconds`` (:data:`MIN_SECONDS`, 0.05 s) and ``max_seconds`` (:data:`MAX_SECONDS`, 600 s) long.
+The length limit is checked from the header (``soundfile.info``) before any sample is decoded, so an
+hours-long file is refused without reading it into memory. A WAV whose data chunk is shorter than its
+header declares (a cut-off download or copy) is refused as truncated rather than loaded in part.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import struct
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -19,6 +29,7 @@ from scipy.signal import resample_poly
 SAMPLE_RATE = 16_000
 MIN_SECONDS = 0.05
 MAX_SECONDS = 600.0
+"""Default longest accepted file (10 minutes): longer ones are refused from the header alone."""
 
 
 class AudioError(ValueError):
@@ -66,14 +77,46 @@ def validate(wav: np.ndarray, sr: int, path: str | Path = "<array>",
     return wav
 
 
+def _sf_name(path: Path) -> str | bytes:
+    """soundfile encodes a str name strictly (a name with non-UTF-8 bytes fails to open); on POSIX
+    the raw bytes open any file."""
+    return str(path) if sys.platform == "win32" else os.fsencode(path)
+
+
+def _wav_declared_frames(path: Path) -> int | None:
+    """Frames the RIFF/WAVE header's ``data`` chunk declares, or None when unknown (not a RIFF WAV,
+    or a streamed WAV whose size field was left 0 / 0xFFFFFFFF)."""
+    with open(path, "rb") as f:
+        riff = f.read(12)
+        if riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
+            return None
+        block_align = 0
+        while len(head := f.read(8)) == 8:
+            chunk, size = head[:4], struct.unpack("<I", head[4:])[0]
+            if chunk == b"fmt ":
+                fmt = f.read(size)
+                block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else 0
+                f.seek(size % 2, 1)
+            elif chunk == b"data":
+                if block_align == 0 or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block_align
+            else:
+                f.seek(size + size % 2, 1)  # chunks are padded to even sizes
+    return None
+
+
 def load_audio(path: str | Path, sr: int = SAMPLE_RATE, min_seconds: float = MIN_SECONDS,
                max_seconds: float = MAX_SECONDS) -> np.ndarray:
-    """Load ``path`` as mono float32 at ``sr`` Hz, validated; raises :class:`AudioError`."""
+    """Load ``path`` as mono float32 at ``sr`` Hz, validated; raises :class:`AudioError`.
+
+    A file longer than ``max_seconds`` is refused from its header, before decoding (see module doc).
+    """
     path = Path(path)
     if not path.is_file():
         raise AudioError(path, "no such file")
     try:
-        info = sf.info(str(path))
+        info = sf.info(_sf_name(path))
     except Exception as err:  # soundfile raises LibsndfileError/RuntimeError/TypeError
         raise AudioError(path, f"not a readable audio file ({err})") from None
     if info.channels < 1:
@@ -85,8 +128,11 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE, min_seconds: float = MIN
     seconds = info.frames / info.samplerate
     if seconds > max_seconds:  # checked before decoding: hours of audio never reach memory
         raise AudioError(path, f"too long: {seconds:.1f} s > {max_seconds} s")
+    if info.format == "WAV" and (declared := _wav_declared_frames(path)) and declared > info.frames:
+        raise AudioError(path, f"truncated: the header declares {declared} frames, the file holds "
+                               f"{info.frames}")
     try:
-        data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
+        data, file_sr = sf.read(_sf_name(path), dtype="float32", always_2d=True)
     except Exception as err:
         raise AudioError(path, f"truncated or corrupt audio ({err})") from None
     if data.shape[1] == 0:
@@ -94,6 +140,9 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE, min_seconds: float = MIN
     wav = to_mono(data)
     if wav.size and not np.all(np.isfinite(wav)):
         raise AudioError(path, "contains NaN or infinite samples")
+    peak = float(np.max(np.abs(wav))) if wav.size else 0.0
+    if peak > 1.0:  # a float file beyond full scale: rescale (as resample does), never clip
+        wav = wav / peak
     return validate(resample(wav, file_sr, sr), sr, path, min_seconds, max_seconds)
 
 
@@ -118,6 +167,15 @@ class Rejected:
     stage: str = "load"
 
 
+def _printable(text: str | Path) -> str:
+    """``text`` as valid UTF-8: a file name's undecodable bytes (surrogate escapes) become ``\\xff``."""
+    text = str(text)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class RejectLog:
     """Appends skipped inputs to ``<dir>/rejected.jsonl`` so nothing is dropped silently."""
 
@@ -126,7 +184,7 @@ class RejectLog:
         self.items: list[Rejected] = []
 
     def add(self, path: str | Path, reason: str, stage: str = "load") -> None:
-        item = Rejected(str(path), reason, stage)
+        item = Rejected(_printable(path), _printable(reason), stage)
         self.items.append(item)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)

