@@ -386,14 +386,15 @@ def _curve_group(key: str) -> str | None:
 
 def _curves(rows: list[dict]) -> list[tuple[str, str]]:
     """One figure per group (loss, reward, KL, dev, other): a panel per key, a line per stage."""
-    series: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    series: dict[str, Any] = {}
     for r in rows:
         if not _is_num(r.get("step")):
             continue
         stage = str(r.get("stage", "run"))
         for k, v in r.items():
             if k not in CURVE_SKIP and _is_num(v):
-                series.setdefault(k, {}).setdefault(stage, []).append((r["step"], v))
+                series.setdefault(k, {}).setdefault(stage, {})[r["step"]] = v  # a resumed run re-logs steps: last wins
+    series = {k: {st: sorted(points.items()) for st, points in by.items()} for k, by in series.items()}
     if "reward" in series:  # the weighted total is the logged reward already
         series.pop("rewards/total_mean", None)
     std = {k[: -len("_std")]: v for k, v in series.items() if k.endswith("_std")}

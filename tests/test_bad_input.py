@@ -230,9 +230,6 @@ def test_jsonl_bad_line_named_and_cut_off_last_line_skipped(tmp_path):
     assert [r["step"] for r in read_metrics(path)] == [1, 2]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="speechrl/corpus/build.py load_manifest decodes without naming the file "
-                          "(fix: read it with speechrl.runlog.read_jsonl)")
 def test_manifest_line_that_is_not_utf8_names_the_file(tmp_path):
     from speechrl.corpus.build import load_manifest
 

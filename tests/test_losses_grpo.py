@@ -273,3 +273,14 @@ def test_group_advantages_match_trl_group_scaling():
     std = nanstd(rewards.view(-1, g), dim=1).repeat_interleave(g)
     assert torch.allclose(group_advantages(rewards, g), (rewards - mean) / (std + 1e-4), atol=1e-6)
     assert torch.allclose(group_advantages(rewards, g, scale="none"), rewards - mean, atol=1e-6)
+
+
+def test_missing_rewards_are_left_out_of_the_group_statistics():
+    # group [1, 1, NaN, 1]: the valid rewards are equal → Â = 0 everywhere and the group is zero-variance
+    r = torch.tensor([1.0, 1.0, math.nan, 1.0, 0.0, 2.0, math.nan, 4.0])
+    adv = group_advantages(r, 4)
+    assert torch.equal(adv[:4], torch.zeros(4))
+    # group [0, 2, NaN, 4]: mean 2, unbiased std 2 → Â = (−1, 0, 0, 1) (÷ (2 + 1e-4))
+    torch.testing.assert_close(adv[4:], torch.tensor([-1.0, 0.0, 0.0, 1.0]) * 2 / (2 + 1e-4))
+    assert zero_variance_groups(r, 4).tolist() == [True, False]
+    assert zero_variance_groups(torch.tensor([math.nan, 3.0]), 2).tolist() == [True]  # one valid reward

@@ -22,7 +22,7 @@ from speechrl.audio import AudioError, RejectLog, duration, load_audio, save_aud
 from speechrl.config import doc
 from speechrl.parallel import pool_map
 from speechrl.corpus.grammar import Story, generate_stories
-from speechrl.runlog import atomic_write_text, write_json
+from speechrl.runlog import atomic_write_text, read_jsonl, write_json
 
 SPLITS = ("train", "dev", "test")
 SENTENCES_PER_STORY = 5  # the grammar's mean story length; sizes the corpus
@@ -183,7 +183,7 @@ def load_manifest(corpus_dir: str | Path, split: str | None = None) -> list[dict
     path = corpus_dir / "manifest.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no corpus here; build one with `speechrl corpus build --out {corpus_dir}`")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_jsonl(path)
     if split is not None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")

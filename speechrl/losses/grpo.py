@@ -33,24 +33,33 @@ def group_advantages(
     "none": Â_i = r_i − mean_g(r)                      (Dr. GRPO)
 
     std_g is the **unbiased** (Bessel, divide by G−1) standard deviation, as TRL 1.16's GRPO default
-    (``scale_rewards="group"``, ``trl.trainer.utils.nanstd``); eps = 1e-4 as TRL. With G = 1 the
-    std is taken as 0 (every advantage is 0 anyway).
+    (``scale_rewards="group"``, ``trl.trainer.utils.nanstd``); eps = 1e-4 as TRL. A NaN reward is a
+    missing one (an unscored sample): mean and std are over the group's valid rewards only, and the
+    missing row gets Â = 0. With fewer than two valid rewards the std is taken as 0.
     """
     grouped = _grouped(rewards, group_size)
-    centred = grouped - grouped.mean(dim=1, keepdim=True)
+    valid = ~torch.isnan(grouped)
+    count = valid.sum(dim=1, keepdim=True)
+    filled = torch.where(valid, grouped, torch.zeros_like(grouped))
+    mean = filled.sum(dim=1, keepdim=True) / count.clamp(min=1)
+    centred = torch.where(valid, grouped - mean, torch.zeros_like(grouped))
     if scale == "none":
         return centred.reshape(-1)
     if scale != "std":
         raise ValueError(f"scale must be 'std' or 'none', got {scale!r}")
-    std = grouped.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(centred[:, :1])
+    var = (centred ** 2).sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)
+    std = torch.where(count > 1, var.sqrt(), torch.zeros_like(var))
     return (centred / (std + eps)).reshape(-1)
 
 
 def zero_variance_groups(rewards: Tensor, group_size: int) -> Tensor:
-    """``[N // G]`` bool, True where every reward in the group is equal: such a group has Â = 0 for all
-    its rows and gives no gradient. DAPO's dynamic sampling drops these groups and samples more."""
+    """``[N // G]`` bool, True where every valid (non-NaN) reward in the group is equal: such a group
+    has Â = 0 for all its rows and gives no gradient. DAPO's dynamic sampling drops these groups."""
     grouped = _grouped(rewards, group_size)
-    return grouped.amax(dim=1) == grouped.amin(dim=1)
+    valid = ~torch.isnan(grouped)
+    hi = torch.where(valid, grouped, torch.full_like(grouped, -torch.inf)).amax(dim=1)
+    lo = torch.where(valid, grouped, torch.full_like(grouped, torch.inf)).amin(dim=1)
+    return (valid.sum(dim=1) < 2) | (hi == lo)
 
 
 def k3_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:

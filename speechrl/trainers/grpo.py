@@ -170,9 +170,9 @@ def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dic
                                          **reward_columns(group_examples)), dtype=torch.float32)
         if cfg.overlong_cache:
             rewards = rewards + soft_overlong_penalty(mask.sum(1).cpu(), cfg.max_new_tokens, cfg.overlong_cache)
-        invalid = ~torch.isfinite(rewards)
+        invalid = ~torch.isfinite(rewards)  # masked: left out of its group's statistics, Â = 0, not trained on
         state["invalid_rewards"] += int(invalid.sum())
-        rewards = torch.where(invalid, torch.zeros_like(rewards), rewards)
+        rewards = torch.where(invalid, torch.full_like(rewards, math.nan), rewards)
         advantages = group_advantages(rewards, cfg.group_size, scale=cfg.scale_rewards)
         keep = ~invalid
         if cfg.dynamic_sampling:
