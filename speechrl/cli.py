@@ -60,7 +60,8 @@ def cmd_audio_scan(args: argparse.Namespace) -> dict:
     return summary
 
 
-PIPELINES = {"speech_grpo": "speechrl.pipelines.speech_grpo:SpeechGRPORecipe"}
+PIPELINES = {"speech_grpo": "speechrl.pipelines.speech_grpo:SpeechGRPORecipe",
+             "align_slm": "speechrl.pipelines.align_slm:AlignSLMRecipe"}
 
 
 def _import(spec: str) -> Any:

@@ -1,0 +1,276 @@
+"""Align-SLM recipe (SPEC §1), end to end:
+
+    corpus → phoneme units → unit LM (TWIST-style warm start, next-unit pretraining) = "base"
+    for round k = 1..K (curriculum):
+        train prompts (≈3 s, cut at a word end) → N continuations from the current model
+        → vocoder → ASR → AI feedback (judge 1–5, auto-BLEU) → pairs with (s_c, s_r)[k]
+        → LoRA-DPO (reference: the frozen base) → "round k"
+    control: the base model trained further on next-unit prediction for the DPO rounds' training time
+    evaluation of every system on held-out material: judge score / auto-BLEU / GenPPL of continuations
+    of test prompts, and likelihood minimal pairs (sWUGGY-, sBLIMP-, S-StoryCloze-, T-StoryCloze-like)
+    → summary.json
+
+Every stage caches its result in ``--out`` (corpus, features and benchmarks in the shared cache), so a
+rerun resumes where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from speechrl import checkpoint
+from speechrl.align.continuations import Prompt, corpus_prompts, sample_continuations, transcribe_units
+from speechrl.align.feedback import auto_bleu, continuation_nll
+from speechrl.align.judge import JudgeConfig, make_judge
+from speechrl.align.minimal_pairs import build_benchmark, evaluate_minimal_pairs
+from speechrl.align.pairs import Candidate, PromptCandidates, build_judge_pairs, load_pairs, save_pairs
+from speechrl.audio import save_audio
+from speechrl.config import doc
+from speechrl.corpus.build import CorpusConfig
+from speechrl.data.features import features
+from speechrl.models.hub import cache_dir, load_causal_lm, load_tokenizer
+from speechrl.models.unit_lm import UnitLM
+from speechrl.pipelines.common import corpus_rows
+from speechrl.runlog import MetricsLogger, atomic_write_text, read_json, write_json
+from speechrl.speech.units import BLANK_ID, Units
+from speechrl.trainers.dpo import DPOConfig, train_dpo
+from speechrl.trainers.grpo import LoRAConfig
+from speechrl.trainers.unit_lm import UnitLMConfig, corpus_sequences, train_unit_lm
+
+BENCHMARKS = ("swuggy", "sblimp", "ssc", "tsc")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UnitModelConfig:
+    lm: str = doc("text LM the unit LM is warm-started from ('smollm2-135m' offline; a hub id or folder)",
+                  "smollm2-135m")
+    layers: int | None = doc("keep only the first N decoder layers (CPU speed; None: all)", 4)
+
+
+@dataclass
+class SamplingConfig:
+    n: int = doc("continuations per prompt (paper: 5)", 5)
+    temperature: float = doc("sampling temperature (SlamKit: 0.8)", 0.8)
+    top_k: int = doc("top-k (SlamKit: 25)", 25)
+    top_p: float = doc("nucleus mass", 1.0)
+    max_new_units: int = doc("continuation length in deduplicated units (≈12 units per second of speech)", 60)
+    prompt_seconds: float = doc("prompt length: the words ending within this many seconds (paper: 3 s)", 3.0)
+
+
+@dataclass
+class CurriculumConfig:
+    rounds: int = doc("K: rounds of sampling → feedback → DPO (paper: 2–3)", 2)
+    chosen_min: list[float] = doc("s_c per round: a chosen continuation scores at least this",
+                                  default_factory=lambda: [3.0, 4.0])
+    rejected_max: list[float] = doc("s_r per round: a rejected continuation scores at most this",
+                                    default_factory=lambda: [1.0, 2.0])
+    max_auto_bleu: float = doc("δ: a transcript with bigram auto-BLEU above this is rejected outright", 0.1)
+    prompts_per_round: int = doc("train prompts sampled per round", 150)
+    dev_fraction: float = doc("share of a round's pairs held out to pick the DPO checkpoint", 0.15)
+
+
+@dataclass
+class BenchmarkConfig:
+    pairs: int = doc("pairs per minimal-pair benchmark (sWUGGY/sBLIMP/S-SC/T-SC-like)", 200)
+    seed: int = doc("seed of the benchmark items", 0)
+    voices: list[str] = doc("voices the benchmark items are spoken with", default_factory=lambda: ["piper-joe"])
+
+
+@dataclass
+class AlignSLMRecipe:
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    model: UnitModelConfig = field(default_factory=UnitModelConfig)
+    pretrain: UnitLMConfig = field(default_factory=lambda: UnitLMConfig(
+        lr=3e-4, batch_size=16, max_steps=300, seq_len=128, eval_every=50, checkpoint_every=50))
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    dpo: DPOConfig = field(default_factory=lambda: DPOConfig(
+        lr=1e-4, batch_size=16, epochs=3.0, eval_every=5, checkpoint_every=10, lora=LoRAConfig(r=32, alpha=8)))
+    benchmarks: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    test_prompts: int = doc("held-out (test-split) prompts for the generative metrics", 100)
+    eval_continuations: int = doc("continuations per test prompt for the generative metrics", 2)
+    samples: int = doc("test prompts with audio kept for the report", 12)
+    seed: int = doc("seed of prompt choice and sampling", 0)
+
+
+class Feedback:
+    """Continuation unit lists → transcripts → judge scores and auto-BLEU (vocoder, ASR and judge loaded once)."""
+
+    def __init__(self, cfg: JudgeConfig):
+        from speechrl.speech.transcribe import make_transcriber
+        from speechrl.speech.vocoder import PiperPhonemeVocoder
+
+        self.vocoder, self.transcriber = PiperPhonemeVocoder(), make_transcriber()
+        self.lm, self.tokenizer = load_causal_lm(cfg.model), load_tokenizer(cfg.model)  # judge and GenPPL
+        self.judge = make_judge(cfg, self.lm, self.tokenizer) if cfg.kind == "local" else make_judge(cfg)
+
+    def __call__(self, prompts: list[Prompt], continuations: list[list[list[int]]]) -> list[PromptCandidates]:
+        flat = [(i, c) for i, cs in enumerate(continuations) for c in cs]
+        texts = transcribe_units(self.vocoder, self.transcriber, [c for _, c in flat])
+        spoken = [k for k, t in enumerate(texts) if t.strip()]
+        scores: list[float | None] = [1.0] * len(flat)  # nothing intelligible: the rubric's lowest rating
+        for k, s in zip(spoken, self.judge.score([prompts[flat[k][0]].text for k in spoken],
+                                                 [texts[k] for k in spoken])):
+            scores[k] = s
+        groups = [PromptCandidates(p.id, list(p.units), [], p.text) for p in prompts]
+        for (i, units), text, score in zip(flat, texts, scores):
+            groups[i].candidates.append(Candidate(text, score, auto_bleu(text), None, list(units)))
+        return groups
+
+    def genppl(self, groups: list[PromptCandidates]) -> float:
+        """exp(mean NLL per token) of the intelligible continuations given their prompts, under the judge LM."""
+        rows = [(g.prompt_text, c.transcript) for g in groups for c in g.candidates if c.transcript.strip()]
+        if not rows:
+            return math.nan
+        nll = continuation_nll(self.lm, self.tokenizer, [p for p, _ in rows], [c for _, c in rows])
+        return math.exp(sum(t for t, _ in nll) / sum(n for _, n in nll))
+
+
+def generative_metrics(groups: list[PromptCandidates], feedback: Feedback) -> dict[str, float]:
+    cands = [c for g in groups for c in g.candidates]
+    spoken = [c for c in cands if c.transcript.strip()]
+    return {"judge_score": float(np.mean([c.score for c in cands if c.score is not None])),
+            "auto_bleu": float(np.mean([c.auto_bleu for c in spoken])) if spoken else math.nan,
+            "genppl": feedback.genppl(groups), "intelligible": len(spoken) / max(1, len(cands))}
+
+
+def benchmark_sets(cfg: BenchmarkConfig) -> dict[str, list]:
+    """The four minimal-pair sets, synthesized and encoded once into the shared cache."""
+    key = hashlib.sha1(json.dumps([cfg.pairs, cfg.seed, cfg.voices]).encode()).hexdigest()[:10]
+    root = cache_dir() / "benchmarks" / key
+    return {name: build_benchmark(name, root / name, cfg.pairs, cfg.seed, cfg.voices) for name in BENCHMARKS}
+
+
+def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
+    out = Path(out)
+    start = time.time()
+    logger = MetricsLogger(out)
+    cur = recipe.curriculum
+    if len(cur.chosen_min) < cur.rounds or len(cur.rejected_max) < cur.rounds:
+        raise ValueError(f"curriculum: {cur.rounds} rounds need {cur.rounds} chosen_min and rejected_max values")
+    corpus_dir, rows = corpus_rows(recipe.corpus)
+    feats = features(corpus_dir, rows, "units")
+    split = {s: [r for r in rows if r["split"] == s and r["id"] in feats] for s in ("train", "dev", "test")}
+    benches = benchmark_sets(recipe.benchmarks)
+    train_prompts = corpus_prompts(split["train"], feats, recipe.sampling.prompt_seconds)
+    test_prompts = corpus_prompts(split["test"], feats, recipe.sampling.prompt_seconds)
+    test_prompts = [test_prompts[i] for i in sorted(np.random.default_rng(recipe.seed).permutation(len(test_prompts))[:recipe.test_prompts])]
+    feedback = Feedback(recipe.judge)
+    results: dict[str, Any] = read_json(out / "metrics_test.json") if (out / "metrics_test.json").is_file() else {}
+    s = recipe.sampling
+
+    def continuations(model: UnitLM, prompts: list[Prompt], n: int, seed: int) -> list[list[list[int]]]:
+        return sample_continuations(model, prompts, n, s.temperature, s.top_k, s.top_p, s.max_new_units, seed)
+
+    def evaluate(name: str, model: UnitLM, extra: dict[str, Any] | None = None) -> None:
+        if name in results:
+            return
+        model.eval()
+        groups = feedback(test_prompts, continuations(model, test_prompts, recipe.eval_continuations, 10**6))
+        metrics = generative_metrics(groups, feedback)
+        for bench, pairs in tqdm(benches.items(), desc=f"minimal pairs {name}"):
+            metrics[bench] = 100 * evaluate_minimal_pairs(pairs, model.nll)["accuracy"]
+        results[name] = {**metrics, **(extra or {})}
+        write_json(out / "metrics_test.json", results)
+        write_samples(out / "eval_samples" / f"{name}.jsonl", name, groups[: recipe.samples], feedback)
+        logger.log({f"test_{k}": v for k, v in results[name].items()}, stage=name)
+
+    # base: the unit LM warm-started from the text LM, pretrained on next-unit prediction
+    num_units = BLANK_ID  # phoneme unit ids 0..189 (word boundary included)
+    seqs = {k: corpus_sequences(feats, [r["id"] for r in v]) for k, v in split.items()}
+    model = UnitLM.create(recipe.model.lm, num_units, recipe.model.layers, seed=recipe.seed)
+    pretrain = train_unit_lm(model, seqs["train"], seqs["dev"], recipe.pretrain, out / "unit_lm", logger)
+    base_weights = out / "unit_lm" / "best" / "model.safetensors"
+    evaluate("base", model, {"pairs": 0})
+    training: dict[str, Any] = {"unit_lm": pretrain}
+
+    # curriculum rounds: sample with the current model, judge, pair, DPO (the adapter keeps training)
+    dpo_train_s = 0.0
+    for k in range(1, cur.rounds + 1):
+        name, round_dir = f"round{k}", out / f"round{k}"
+        pairs_path = round_dir / "pairs.jsonl"
+        if not pairs_path.is_file():
+            model.eval()
+            order = np.random.default_rng([recipe.seed, k]).permutation(len(train_prompts))
+            chosen = order[: cur.prompts_per_round]
+            prompts = [train_prompts[i] for i in sorted(chosen)]
+            groups = feedback(prompts, continuations(model, prompts, s.n, recipe.seed + k))
+            pairs, stats = build_judge_pairs(groups, cur.chosen_min[k - 1], cur.rejected_max[k - 1],
+                                             cur.max_auto_bleu)
+            save_pairs(pairs, pairs_path)
+            write_json(round_dir / "pair_stats.json", {**stats, **generative_metrics(groups, feedback)})
+        pairs, stats = load_pairs(pairs_path), read_json(round_dir / "pair_stats.json")
+        logger.log({"pairs": len(pairs), "train_judge_score": stats["judge_score"]}, stage=name)
+        triples = [(p.prompt_units, p.chosen.units, p.rejected.units) for p in pairs]
+        n_dev = max(1, int(len(triples) * cur.dev_fraction))
+        if len(triples) - n_dev < 1:  # nothing to learn from: the round keeps the current model
+            log.warning("%s: only %d preference pairs (dropped: %s); the round trains nothing — lower "
+                        "curriculum.chosen_min/rejected_max or sample more prompts", name, len(pairs), stats["dropped"])
+            training[name] = {"skipped": f"{len(pairs)} pairs", "pair_stats": stats}
+            evaluate(name, model, {"pairs": len(pairs), "dpo_reward_accuracy": math.nan})
+            continue
+        dpo_cfg = recipe.dpo if k == 1 else DPOConfig(**{**recipe.dpo.__dict__, "warmup_steps": 0})
+        dpo = train_dpo(model, triples[n_dev:], triples[:n_dev], dpo_cfg, round_dir, logger, name)
+        dpo_train_s += dpo["train_s"]
+        training[name] = {**dpo, "pair_stats": stats}
+        evaluate(name, model, {"pairs": len(pairs), "dpo_reward_accuracy": dpo["best_reward_accuracy"]})
+
+    # control: the base model trained further on next-unit prediction for the DPO rounds' training time
+    del model
+    control = UnitLM.create(recipe.model.lm, num_units, recipe.model.layers, seed=recipe.seed)
+    checkpoint.load_weights(base_weights, control)
+    ntp_cfg = UnitLMConfig(**{**recipe.pretrain.__dict__, "time_budget_s": max(dpo_train_s, 1.0), "warmup_steps": 0,
+                              "max_steps": 10**6, "patience": 0})
+    training["continued_ntp"] = train_unit_lm(control, seqs["train"], seqs["dev"], ntp_cfg, out / "continued_ntp",
+                                              logger, "continued_ntp")
+    evaluate("continued_ntp", control, {"pairs": 0})
+
+    systems = ["base", *[f"round{k}" for k in range(1, cur.rounds + 1)], "continued_ntp"]
+    merge_samples(out / "eval_samples", systems, out / "samples" / "continuations.jsonl")
+    summary = {"test_size": len(test_prompts), "wall_s": round(time.time() - start, 1),
+               "metrics": {k: results[k] for k in systems}, "training": training,
+               "benchmark_pairs": {k: len(v) for k, v in benches.items()}}
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def write_samples(path: Path, system: str, groups: list[PromptCandidates], feedback: Feedback) -> None:
+    """Report rows (generic schema of :mod:`speechrl.report`): the prompt and this system's first
+    continuation, both rendered to audio next to the file."""
+    audio = path.parent / "audio"
+    audio.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for g in groups:
+        c = g.candidates[0]
+        prompt_wav, cont_wav = audio / f"{g.prompt_id}-prompt.wav", audio / f"{g.prompt_id}-{system}.wav"
+        for wav_path, units in ((prompt_wav, g.prompt_units), (cont_wav, g.prompt_units + c.units)):
+            if not wav_path.is_file():
+                save_audio(wav_path, feedback.vocoder.render(Units(list(units), None, "phoneme")))
+        lines.append(json.dumps({"id": g.prompt_id, "prompt_audio": str(prompt_wav), "prompt_text": g.prompt_text,
+                                 "score_name": "judge", "systems": {system: {
+                                     "audio": str(cont_wav), "text": c.transcript, "score": c.score}}},
+                                ensure_ascii=False))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def merge_samples(folder: Path, systems: list[str], path: Path) -> None:
+    """One report row per prompt with every system's continuation side by side."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name in systems:
+        f = folder / f"{name}.jsonl"
+        for line in f.read_text().splitlines() if f.is_file() else []:
+            row = json.loads(line)
+            rows.setdefault(row["id"], {**row, "systems": {}})["systems"].update(row["systems"])
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows.values()))
