@@ -25,7 +25,9 @@ Both members of pair ``i`` are spoken by the same corpus voice, ``voices[i % len
 progress bar. Units are always computed from the saved 16-bit WAV, so a rebuilt set is identical.
 The folder holds::
 
-    audio/<key>.wav       one file per (text, voice, speed); key = sha1 of the three
+    audio/<key>.wav       one file per (sentence, voice, speed); key = sha1 of the three (a story-cloze
+                          member's sentences are synthesized and encoded one by one, joined at a word
+                          boundary, and their WAVs joined into one file for listening)
     units.safetensors     key → int32 deduplicated unit ids (shared by all sets in the folder)
     <name>.json           the pairs: id, kind, texts, audio paths, voice, group (and build settings)
     rejected.jsonl        utterances that failed to synthesize or encode (absent when none)
@@ -162,6 +164,13 @@ def evaluate_minimal_pairs(pairs: Sequence[MinimalPair], nll: NLLFn, batch_size:
 
 def benchmark_texts(name: str, n: int, seed: int = 0) -> list[tuple[str, str, str]]:
     """Up to ``n`` ``(positive text, negative text, group)`` triples of benchmark ``name`` (grammar)."""
+    return [(" ".join(pos), " ".join(neg), group) for pos, neg, group in benchmark_segments(name, n, seed)]
+
+
+def benchmark_segments(name: str, n: int, seed: int = 0) -> list[tuple[tuple[str, ...], tuple[str, ...], str]]:
+    """:func:`benchmark_texts` with each member as its sentences: a story-cloze member is the story's
+    context sentences + an ending, so the shared context is synthesized and encoded once per story
+    (for both members, and for ``ssc`` and ``tsc`` alike)."""
     from speechrl.corpus import grammar
 
     if name not in BENCHMARKS:
@@ -169,13 +178,13 @@ def benchmark_texts(name: str, n: int, seed: int = 0) -> list[tuple[str, str, st
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if name == "swuggy":
-        return [(p.word, p.nonword, "") for p in grammar.wuggy_pairs(n, seed)]
+        return [((p.word,), (p.nonword,), "") for p in grammar.wuggy_pairs(n, seed)]
     if name == "sblimp":
-        return [(p.good, p.bad, p.phenomenon) for p in grammar.blimp_pairs(n, seed)]
+        return [((p.good,), (p.bad,), p.phenomenon) for p in grammar.blimp_pairs(n, seed)]
     # a tsc item needs an unrelated story, so a few more stories than pairs
     stories = grammar.generate_stories(n + max(4, n // 10), seed)
     items = grammar.story_cloze_pairs(stories, seed, kinds=(name,))[:n]
-    return [(" ".join((*c.context, c.correct)), " ".join((*c.context, c.wrong)), c.perturbation) for c in items]
+    return [((*c.context, c.correct), (*c.context, c.wrong), c.perturbation) for c in items]
 
 
 def _text_key(text: str, voice: str, speed: float) -> str:
@@ -272,27 +281,51 @@ def build_benchmark(name: str, out_dir: str | Path, n: int = 200, seed: int = 0,
         get_voice(v)  # KeyError listing the allowed names
     out = Path(out_dir)
     (out / "audio").mkdir(parents=True, exist_ok=True)
-    triples = benchmark_texts(name, n, seed)
     plan = []
     jobs = []
-    for i, (pos, neg, group) in enumerate(triples):
+    for i, (pos, neg, group) in enumerate(benchmark_segments(name, n, seed)):
         voice = voices[i % len(voices)]
-        keys = []
-        for text in (pos, neg):
-            key = _text_key(text, voice, speed)
-            keys.append(key)
-            jobs.append((key, str(out / "audio" / f"{key}.wav"), text, voice, float(speed)))
-        plan.append((f"{name}-{i:04d}", pos, neg, group, voice, keys))
+        members = []
+        for segments in (pos, neg):
+            keys = [_text_key(text, voice, speed) for text in segments]
+            jobs += [(key, str(out / "audio" / f"{key}.wav"), text, voice, float(speed))
+                     for key, text in zip(keys, segments)]
+            members.append(keys)
+        plan.append((f"{name}-{i:04d}", pos, neg, group, voice, members))
     units, _ = _compute_units(out, jobs, workers, f"{name} units")
     pairs = []
     for pair_id, pos, neg, group, voice, (kp, kn) in plan:
-        if kp in units and kn in units:
-            pairs.append(MinimalPair(pair_id, name, str(out / "audio" / f"{kp}.wav"), str(out / "audio" / f"{kn}.wav"),
-                                     pos, neg, group, voice, units[kp].tolist(), units[kn].tolist()))
+        if all(k in units for k in kp + kn):
+            pairs.append(MinimalPair(pair_id, name, _member_audio(out, kp), _member_audio(out, kn), " ".join(pos),
+                                     " ".join(neg), group, voice, _member_units(units, kp),
+                                     _member_units(units, kn)))
     record = [{k: v for k, v in p.to_dict().items() if k not in ("positive_units", "negative_units")} for p in pairs]
     write_json(out / f"{name}.json", {"benchmark": name, "seed": seed, "requested": n, "built": len(pairs),
                                       "voices": list(voices), "speed": speed, "pairs": record})
     return pairs
+
+
+def _member_units(units: dict[str, np.ndarray], keys: list[str]) -> list[int]:
+    """A member spoken as several sentences: their unit sequences joined at a word boundary."""
+    from speechrl.speech.units import WORD_BOUNDARY_ID
+
+    out: list[int] = []
+    for key in keys:
+        ids = units[key].tolist()
+        if out and ids and out[-1] != WORD_BOUNDARY_ID and ids[0] != WORD_BOUNDARY_ID:
+            out.append(WORD_BOUNDARY_ID)
+        out += ids
+    return out
+
+
+def _member_audio(out: Path, keys: list[str]) -> str:
+    """The member's audio file: its one sentence's WAV, or the sentences' WAVs joined (written once)."""
+    if len(keys) == 1:
+        return str(out / "audio" / f"{keys[0]}.wav")
+    path = out / "audio" / f"{hashlib.sha1('+'.join(keys).encode()).hexdigest()[:20]}.wav"
+    if not path.is_file():
+        save_audio(path, np.concatenate([load_audio(out / "audio" / f"{k}.wav") for k in keys]))
+    return str(path)
 
 
 def encode_pairs(pairs: Sequence[MinimalPair], cache_dir: str | Path, workers: int = 2) -> list[MinimalPair]:
