@@ -55,6 +55,21 @@ def speech_task_inputs(asr) -> tuple:
     return (make_tiny_policy(), *asr, "asr")
 
 
+def unit_pair_inputs() -> tuple:
+    """A tiny random unit LM and preference pairs (chosen: counting up; rejected: a fixed shuffle)."""
+    from speechrl.models.unit_lm import UnitLM
+
+    torch.manual_seed(0)
+    model = UnitLM.from_scratch(num_units=8, hidden_size=32, layers=1, heads=2)
+    rng = np.random.default_rng(0)
+    pairs = []
+    for _ in range(24):
+        start = int(rng.integers(0, 8))
+        chosen = [(start + i) % 8 for i in range(6)]
+        pairs.append(([start], chosen, rng.permutation(chosen).tolist()))
+    return model, pairs[:16], pairs[16:]
+
+
 CASES = {
     "sft": Case(
         "speechrl.trainers.sft:train_sft", "speechrl.trainers.sft:SFTConfig",
@@ -68,9 +83,13 @@ CASES = {
          "lr": 1e-2, "beta": 0.02, "num_iterations": 2, "dynamic_sampling": True,
          "lora": {"r": 4, "alpha": 8}},
         ("asr",), speech_task_inputs, kill_after=2),
-    # "dpo": Case("speechrl.trainers.dpo:train_dpo", "speechrl.trainers.dpo:DPOConfig", {...},
-    #             ("unit_pairs",), unit_pair_inputs, kill_after=2),
+    "dpo": Case(
+        "speechrl.trainers.dpo:train_dpo", "speechrl.trainers.dpo:DPOConfig",
+        {"batch_size": 4, "max_steps": 6, "checkpoint_every": 2, "eval_every": 4, "lr": 1e-2,
+         "lora": {"r": 4, "alpha": 8}},
+        (), unit_pair_inputs, kill_after=2),
 }
+
 
 
 @pytest.fixture(scope="module")
