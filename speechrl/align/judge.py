@@ -44,15 +44,11 @@ score, is ``None``; the counts are in ``judge.last_stats`` and logged as a warni
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import logging
 import math
 import os
 import re
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Literal, Protocol, Sequence
@@ -60,6 +56,7 @@ from typing import Any, Iterator, Literal, Protocol, Sequence
 import torch
 
 from speechrl.config import doc
+from speechrl.http_client import post_with_retries
 
 __all__ = [
     "RUBRIC",
@@ -302,22 +299,6 @@ class LocalJudge:
 # ------------------------------------------------------------------------------------- HTTP judge
 
 
-class _RetryableError(Exception):
-    """A failure worth another try (connection, timeout, 429, 5xx); ``reason`` names it."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-class _FatalError(Exception):
-    """A failure that another try will not fix (4xx other than 429)."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
 class HTTPJudge:
     """1–5 judge behind an OpenAI-compatible HTTP endpoint (see the module docstring).
 
@@ -389,40 +370,17 @@ class HTTPJudge:
 
     def _score_one(self, text: str) -> tuple[float | None, int, str | None]:
         """(score or None, retries used, failure reason or None) for one rubric text."""
-        data = json.dumps(self._body(text)).encode("utf-8")
-        retries = 0
-        while True:
-            try:
-                reply = self._post(data)
-                break
-            except _FatalError as err:
-                return None, retries, err.reason
-            except _RetryableError as err:
-                if retries >= self.max_retries:
-                    return None, retries, err.reason
-                time.sleep(min(self.max_backoff_s, self.backoff_s * 2 ** retries))
-                retries += 1
-        value = self._parse(reply)
-        return (None, retries, "bad_response") if value is None else (float(value), retries, None)
-
-    def _post(self, data: bytes) -> bytes:
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
-                return resp.read()
-        except urllib.error.HTTPError as err:
-            err.close()
-            if err.code == 429 or err.code >= 500:
-                raise _RetryableError(f"http_{err.code}") from None
-            raise _FatalError(f"http_{err.code}") from None
-        except (TimeoutError, urllib.error.URLError, OSError, http.client.HTTPException) as err:
-            reason = getattr(err, "reason", err)
-            kind = "timeout" if isinstance(err, TimeoutError) or isinstance(reason, TimeoutError) else "connection"
-            raise _RetryableError(kind) from None
+        reply, retries, failure = post_with_retries(
+            self.url, json.dumps(self._body(text)).encode("utf-8"), headers, timeout_s=self.timeout_s,
+            max_retries=self.max_retries, backoff_s=self.backoff_s, max_backoff_s=self.max_backoff_s)
+        if reply is None:
+            return None, retries, failure
+        value = self._parse(reply)
+        return (None, retries, "bad_response") if value is None else (float(value), retries, None)
 
     def _parse(self, raw: bytes) -> int | None:
         try:
