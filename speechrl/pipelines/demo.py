@@ -37,8 +37,8 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "speech_grpo": Family(
         "speech_grpo",
-        {"task": "asr", "model": {"decoder_layers": 4},
-         "sft": {"max_steps": 300, "eval_every": 50, "dev_examples": 48, "lr": 3e-4},
+        {"task": "asr", "model": {"decoder_layers": 6},
+         "sft": {"max_steps": 150, "eval_every": 50, "dev_examples": 48, "lr": 3e-4},
          "grpo": {"rewards": {"accuracy_wer": 1.0, "hallucination": 1.0}, "max_steps": 20, "group_size": 4,
                   "prompts_per_step": 8, "lr": 3e-4, "beta": 0.05, "temperature": 0.8, "eval_every": 10,
                   "dev_examples": 48},

@@ -33,6 +33,7 @@ from speechrl.eval.speech_tasks import evaluate, prompt_batch, score
 from speechrl.losses.grpo import group_advantages, grpo_loss, soft_overlong_penalty, zero_variance_groups
 from speechrl.models.policy import completion_mask, decode, pad_completions
 from speechrl.rewards import make_reward
+from speechrl.rewards.service import RemoteReward
 from speechrl.runlog import MetricsLogger, read_json, write_json
 from speechrl.trainers.common import batch_indices, make_accelerator, make_optimizer, reference_tokens
 
@@ -50,6 +51,8 @@ class LoRAConfig:
 class GRPOConfig:
     rewards: dict[str, float] = doc("reward name → weight (see speechrl.rewards.REWARDS)",
                                     default_factory=lambda: {"bleu": 1.0})
+    reward_url: str = doc("score with a reward service at this URL instead of in-process (python -m "
+                          "speechrl.rewards.service; unreachable batches become missing rewards)", "")
     group_size: int = doc("G: samples per prompt", 8)
     prompts_per_step: int = doc("B: prompts per step", 4)
     max_steps: int = doc("training steps", 60)
@@ -138,7 +141,7 @@ def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dic
     optimizer, scheduler = make_optimizer([{"params": trainable, "lr": cfg.lr}], cfg.max_steps, cfg.warmup_steps)
     model, optimizer = accelerator.prepare(policy, optimizer)
     policy = accelerator.unwrap_model(model)
-    reward_fn = make_reward(cfg.rewards)
+    reward_fn = make_reward(cfg.rewards) if not cfg.reward_url else RemoteReward(cfg.reward_url)
     ref_policy = reference_policy(policy) if cfg.beta > 0 else None
     dev = dev[: cfg.dev_examples]
     state = {"best_score": None, "best_step": -1, "train_s": 0.0, "skipped_steps": 0, "invalid_rewards": 0}
