@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from tqdm import tqdm
 from torch import Tensor, nn
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
@@ -258,7 +259,8 @@ class UnitLM(nn.Module):
         self.eval()
         gen = torch.Generator(device=self.device).manual_seed(seed)
         samples: list[list[int]] = []
-        for start in range(0, len(rows), batch_size):
+        starts = range(0, len(rows), batch_size)
+        for start in tqdm(starts, desc="sample units", unit="batch", disable=len(starts) < 2):
             samples += self._sample(rows[start:start + batch_size], temperature, top_k, top_p, max_new_tokens, gen)
         self.train(was_training)
         return [samples[i * n:(i + 1) * n] for i in range(len(prompts))]
