@@ -61,7 +61,8 @@ def cmd_audio_scan(args: argparse.Namespace) -> dict:
 
 
 PIPELINES = {"speech_grpo": "speechrl.pipelines.speech_grpo:SpeechGRPORecipe",
-             "align_slm": "speechrl.pipelines.align_slm:AlignSLMRecipe"}
+             "align_slm": "speechrl.pipelines.align_slm:AlignSLMRecipe",
+             "tts_rl": "speechrl.pipelines.tts_rl:TTSRLRecipe"}
 
 
 def _import(spec: str) -> Any:

@@ -216,7 +216,8 @@ def test_trl_signature_and_extra_kwargs():
 
     trl_extras = {"completion_ids": [[1, 2], [3]], "trainer_state": None,
                   "log_extra": lambda *a: None, "log_metric": lambda *a: None}
-    columns = {"reference": [REF, REF], "keywords": [["cat"], ["mat"]], "language": ["en", "en"]}
+    columns = {"reference": [REF, REF], "keywords": [["cat"], ["mat"]], "language": ["en", "en"],
+               "seconds": [1.0, 1.5], "group": [0, 0], "speech_tokens": [[1, 2], [3]]}  # + the TTS rewards' columns
     for name, fn in REWARDS.items():
         assert fn.name == name and get_callable_name(fn) == name  # the name TRL logs it under
         inspect.signature(fn).bind(prompts=["a", "b"], completions=["x", "y"], **columns,
@@ -249,7 +250,9 @@ def test_odd_inputs_give_values_in_range(name, minilm):
     for refs in (ODD_TEXTS, ODD_TEXTS[::-1], [REF] * n):
         values = fn(prompts=None, completions=ODD_TEXTS, reference=refs,
                     keywords=[["cat"], [], ["東京"], ["  "], None, ["3.14"], ["word"], ["x"]],
-                    language=["en", "es", None, "", "de", "English", "es-MX", "xx"])
+                    language=["en", "es", None, "", "de", "English", "es-MX", "xx"],
+                    seconds=[0.5 * (i + 1) for i in range(n)], group=[i // 4 for i in range(n)],
+                    speech_tokens=[[i] * i for i in range(n)])
         assert _in_range(fn, values, n), (name, values)
 
 
@@ -268,5 +271,5 @@ def test_every_reward_is_finite_and_in_range(hyps, data, minilm):
                                   min_size=n, max_size=n))
     for name, fn in REWARDS.items():
         values = fn(prompts=[""] * n, completions=hyps, reference=refs, keywords=keywords,
-                    language=language)
+                    language=language, seconds=[1.0] * n, group=list(range(n)), speech_tokens=[[1]] * n)
         assert _in_range(fn, values, n), (name, hyps, refs, values)

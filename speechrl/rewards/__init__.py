@@ -17,6 +17,7 @@ weights into a :class:`WeightedReward` that keeps each reward's values for loggi
 | ``keyword_score`` | (keyword precision + recall) / 2 | [0, 1] |
 | ``hallucination`` | −1 on repetition / unsupported content / wrong language, else 0 | [−1, 0] |
 | ``embedding_similarity`` | cosine of MiniLM sentence embeddings | [−1, 1] |
+| ``tts_duration``, ``tts_diversity`` | TTS R2/R3 over a group (:mod:`speechrl.rewards.tts`) | (−∞, 0], [0, 1] |
 """
 
 from speechrl.rewards.asr import (
@@ -40,6 +41,9 @@ from speechrl.rewards.embedding import (
     load_sentence_encoder,
 )
 from speechrl.rewards.text_metrics import bleu, meteor, rouge1, rouge2, rouge_l
+from speechrl.rewards.tts import TTS_REWARDS, UnitRenderer, tts_diversity, tts_duration
+
+REWARDS.update(TTS_REWARDS)
 
 __all__ = [
     "ACCURACY_FLOOR",
@@ -65,4 +69,7 @@ __all__ = [
     "rouge2",
     "rouge_l",
     "tanh_wer",
+    "UnitRenderer",
+    "tts_diversity",
+    "tts_duration",
 ]

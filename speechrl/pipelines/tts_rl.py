@@ -1,0 +1,199 @@
+"""TTS RL recipe (Tongyi TTS GRPO vs DiffRO, SPEC §3), end to end:
+
+    corpus → speech units (hama phonemes, cached) → SFT of the TTS LM (to its best dev NLL)
+           → Token2Text reward model (ground-truth units → text)
+           → from the SFT model: GRPO · DiffRO · GRPO+DiffRO naive · GRPO+DiffRO with sample filtering
+           → held-out test texts synthesized, rendered (Piper) and transcribed (Whisper) → summary.json
+
+Test texts are the test split's distinct sentences (held-out stories) that never occur in training;
+their reference speech is the corpus audio (the held-out test voice), the ceiling is that speech's own
+units rendered through the same vocoder. Every stage caches its result in ``--out`` (the corpus in the
+shared cache), so a rerun resumes where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from speechrl import checkpoint
+from speechrl.audio import save_audio
+from speechrl.config import doc
+from speechrl.corpus.build import CorpusConfig, load_manifest
+from speechrl.data.features import features
+from speechrl.models.token2text import Token2Text
+from speechrl.models.tts_lm import DURATION_EDGES, SpeechVocab, TTSLM
+from speechrl.pipelines.common import corpus_rows
+from speechrl.rewards.tts import UnitRenderer
+from speechrl.runlog import MetricsLogger, atomic_write_text, read_json, write_json
+from speechrl.text import wer
+from speechrl.trainers.tts_rl import DecodeConfig, TTSRLConfig, evaluate_tts, tts_metrics, train_tts_rl
+from speechrl.trainers.tts_sft import (SupervisedConfig, TTSExample, train_token2text, train_tts_lm, tts_examples,
+                                       unit_tokens)
+
+SYSTEMS = {"grpo": ("grpo", True), "diffro": ("diffro", True), "combined": ("combined", False),
+           "combined_filtered": ("combined", True)}
+"""System name → (method, sample_filter). ``combined`` is the naive sum (DiffRO on every sample)."""
+
+
+def tts_corpus() -> CorpusConfig:
+    """The TTS corpus: one voice for training targets (Hibari: its units render most intelligibly
+    through Piper, and it synthesizes fast), the held-out Piper voice as the test reference speech,
+    each sentence spoken once; ≈245 test sentences, ≈210 of them unseen in training."""
+    return CorpusConfig(size=1200, voices=["hibari"], test_voice="piper-joe", voices_per_sentence=1,
+                        evaluate=False)
+
+
+@dataclass
+class TTSModelConfig:
+    lm: str = doc("text LM: 'smollm2-135m' (offline default), a hub id or a local folder", "smollm2-135m")
+    decoder_layers: int | None = doc("TTS LM: keep the first N decoder layers (None: all)", 2)
+    token2text_layers: int | None = doc("Token2Text: keep the first N decoder layers (None: all)", 2)
+    duration_edges: list[int] = doc("lower bounds (frames) of the duration classes of a speech token",
+                                    default_factory=lambda: list(DURATION_EDGES))
+    rate_head: bool = doc("Token2Text gets a speaking-rate head (needed for DiffRO's MTR, rl.mtr_weight)", False)
+
+
+@dataclass
+class TTSRLRecipe:
+    corpus: CorpusConfig = field(default_factory=tts_corpus)
+    corpus_dir: str | None = doc("use this built corpus folder instead of building `corpus`", None)
+    model: TTSModelConfig = field(default_factory=TTSModelConfig)
+    sft: SupervisedConfig = field(default_factory=SupervisedConfig)
+    token2text: SupervisedConfig = field(default_factory=lambda: SupervisedConfig(max_steps=400))
+    rl: TTSRLConfig = field(default_factory=TTSRLConfig)
+    diffro_steps: int | None = doc("steps of the pure DiffRO system (None: rl.max_steps; its steps are cheap)", 48)
+    systems: list[str] = doc("RL systems to train: grpo, diffro, combined (naive), combined_filtered",
+                             default_factory=lambda: list(SYSTEMS))
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    test_examples: int = doc("held-out test texts evaluated (0: all)", 0)
+    unseen_test_texts: bool = doc("drop test texts that also occur in training", True)
+    samples: int = doc("test texts whose audio is kept under samples/ (for the report)", 12)
+
+
+def splits(recipe: TTSRLRecipe) -> tuple[dict[str, list[TTSExample]], Path]:
+    if recipe.corpus_dir:
+        corpus_dir, rows = Path(recipe.corpus_dir), load_manifest(recipe.corpus_dir)
+    else:
+        corpus_dir, rows = corpus_rows(recipe.corpus)
+    feats = features(corpus_dir, rows, "units")
+    out = {s: tts_examples([r for r in rows if r["split"] == s], feats) for s in ("train", "dev", "test")}
+    seen = {e.text for e in out["train"]}
+    test, texts = [], set()
+    for e in out["test"]:  # one utterance per distinct text
+        if e.text not in texts and not (recipe.unseen_test_texts and e.text in seen):
+            texts.add(e.text)
+            test.append(e)
+    out["test"] = test[: recipe.test_examples or None]
+    return out, corpus_dir
+
+
+def _write_samples(out: Path, name: str, details: list[dict[str, Any]], n: int) -> None:
+    """``samples/<name>.jsonl`` (the report's multi-system schema) + WAVs under ``samples/wavs/<name>/``."""
+    lines = []
+    for d in details[:n]:
+        rel = Path("wavs") / name / f"{d['id']}.wav"
+        save_audio(out / "samples" / rel, d["wav"])
+        lines.append(json.dumps({"id": d["id"], "prompt_text": d["text"], "reference": d["text"], "score_name": "WER",
+                                 "systems": {name: {"audio": str(rel), "text": d["hypothesis"], "score": d["wer"]}}},
+                                ensure_ascii=False))
+    atomic_write_text(out / "samples" / f"{name}.jsonl", "\n".join(lines) + "\n")
+
+
+def token2text_wer(model: Token2Text, examples: list[TTSExample], max_tokens: int, batch_size: int = 32) -> float:
+    """WER of Token2Text's greedy text from the ground-truth speech tokens."""
+    hyps = []
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i:i + batch_size]
+        ids, mask = unit_tokens(model.vocab, [e.units for e in chunk], max_tokens, model.device)
+        hyps += model.transcribe(ids, mask)
+    return round(wer([e.text for e in examples], hyps), 4)
+
+
+def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
+    out = Path(out)
+    start = time.time()
+    unknown = sorted(set(recipe.systems) - set(SYSTEMS))
+    if unknown:
+        raise ValueError(f"unknown systems {unknown}; allowed: {sorted(SYSTEMS)}")
+    logger = MetricsLogger(out)
+    data, _ = splits(recipe)
+    train, dev, test = data["train"], data["dev"], data["test"]
+    results: dict[str, Any] = read_json(out / "metrics_test.json") if (out / "metrics_test.json").is_file() else {}
+    renderer = UnitRenderer()
+    training: dict[str, Any] = {}
+
+    def save_results(name: str, metrics: dict[str, Any], details: list[dict[str, Any]]) -> None:
+        results[name] = metrics
+        write_json(out / "metrics_test.json", results)
+        _write_samples(out, name, details, recipe.samples)
+        logger.log({f"test_{k}": v for k, v in metrics.items()}, stage=name)
+
+    # speech vocabulary from the training units
+    vocab_path = out / "vocab.json"
+    if vocab_path.is_file():
+        vocab = SpeechVocab.from_dict(read_json(vocab_path))
+    else:
+        vocab = SpeechVocab.fit([e.units for e in train], recipe.model.duration_edges)
+        write_json(vocab_path, vocab.to_dict())
+
+    # ceiling: the reference speech's own units rendered through the same vocoder
+    if "ground_truth" not in results:
+        t0 = time.time()
+        wavs, hyps = renderer([e.units for e in test])
+        save_results("ground_truth", tts_metrics(test, wavs, hyps, None, time.time() - t0)[0],
+                     tts_metrics(test, wavs, hyps)[1])
+
+    def new_policy() -> TTSLM:
+        return TTSLM.create(vocab, recipe.model.lm, recipe.model.decoder_layers)
+
+    # SFT baseline, to its best dev NLL
+    policy = new_policy()
+    training["sft"] = train_tts_lm(policy, train, dev, recipe.sft, out / "sft", logger)
+    if "sft" not in results:
+        metrics, details = evaluate_tts(policy, test, renderer, recipe.decode, "test sft")
+        save_results("sft", {**metrics, "step_s": training["sft"]["step_s"]}, details)
+    sft_weights = out / "sft" / "best" / "model.safetensors"
+    dev_rl = dev[: recipe.rl.dev_examples]
+    sft_dev_path = out / "sft" / "dev_rendered.json"
+    if dev_rl and not sft_dev_path.is_file():
+        write_json(sft_dev_path, evaluate_tts(policy, dev_rl, renderer, recipe.decode, "dev sft")[0])
+    sft_dev = read_json(sft_dev_path) if dev_rl else None
+    del policy
+
+    # Token2Text reward model, frozen after training
+    rates = sorted({e.speed for e in train}) if recipe.model.rate_head else []
+    t2t = Token2Text.create(vocab, recipe.model.lm, recipe.model.token2text_layers, rates)
+    training["token2text"] = train_token2text(t2t, train, dev, recipe.token2text, out / "token2text", logger)
+    if "token2text" not in results:
+        results["token2text"] = {"dev_wer": token2text_wer(t2t, dev, recipe.token2text.max_tokens),
+                                 "test_wer": token2text_wer(t2t, test, recipe.token2text.max_tokens)}
+        write_json(out / "metrics_test.json", results)
+        logger.log({f"token2text_{k}": v for k, v in results["token2text"].items()}, stage="token2text")
+
+    # RL systems, each from the SFT weights (its own reference)
+    for name in recipe.systems:
+        method, sample_filter = SYSTEMS[name]
+        steps = recipe.diffro_steps if method == "diffro" and recipe.diffro_steps is not None else recipe.rl.max_steps
+        cfg = TTSRLConfig(**{**recipe.rl.__dict__, "method": method, "sample_filter": sample_filter,
+                             "max_steps": steps})
+        policy = new_policy()
+        checkpoint.load_weights(sft_weights, policy)
+        training[name] = train_tts_rl(policy, t2t, train, dev, cfg, out / name, logger, name, renderer,
+                                      recipe.decode, sft_dev)
+        if name not in results:
+            metrics, details = evaluate_tts(policy, test, renderer, recipe.decode, f"test {name}")
+            save_results(name, {**metrics, "step_s": training[name]["step_s"]}, details)
+        del policy
+
+    systems = ["sft", *recipe.systems]
+    summary = {"test_size": len(test), "wall_s": round(time.time() - start, 1),
+               "metrics": {k: results[k] for k in systems},
+               "ground_truth": results["ground_truth"], "token2text": results["token2text"],
+               "training": {k: {kk: vv for kk, vv in v.items() if kk != "dev"} for k, v in training.items()},
+               "data": {"train": len(train), "dev": len(dev), "test": len(test), "speech_vocab": vocab.output_size}}
+    write_json(out / "summary.json", summary)
+    return summary

@@ -1,0 +1,118 @@
+"""TTS rewards (SPEC §3, Tongyi TTS GRPO) and the renderer stage they score.
+
+The renderer is the TTS counterpart of the ASR encoder stage: speech units → vocoder → 16 kHz audio →
+transcriber → text (:class:`UnitRenderer`). The trainer renders a batch once; the rewards then see the
+transcripts as ``completions`` and per-sample columns, with the one reward signature of
+:mod:`speechrl.rewards`:
+
+| name | what | range |
+|---|---|---|
+| R1 ``accuracy_wer`` / ``tanh_wer`` | 1 − WER / 1 − tanh(3·WER) of the transcript (:mod:`speechrl.rewards.asr`) | [−1, 1] / [0, 1] |
+| R2 ``tts_duration`` | −\\|len − median_g(len)\\| / median_g(len), median over the sample's group (``seconds``, ``group``) | (−∞, 0] |
+| R3 ``tts_diversity`` | mean normalised token edit distance to the other samples of the group (``speech_tokens``, ``group``) | [0, 1] |
+
+``group`` is a per-sample group id (the G samples of one prompt share it). Pitch-std diversity is not
+implemented.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any, Sequence
+
+import numpy as np
+from rapidfuzz.distance import Levenshtein
+
+from speechrl.rewards.batch import completion_texts, reward
+
+__all__ = ["UnitRenderer", "tts_duration", "tts_diversity", "TTS_REWARDS"]
+
+
+class UnitRenderer:
+    """Speech units → audio (``vocoder``, default Piper) → transcripts (``transcriber``, default
+    Whisper tiny.en, batched). Both are built lazily on first use and may be given as objects."""
+
+    def __init__(self, vocoder: Any = "piper", transcriber: Any = "whisper-tiny"):
+        self._vocoder, self._transcriber = vocoder, transcriber
+
+    @property
+    def vocoder(self):
+        if isinstance(self._vocoder, str):
+            from speechrl.speech.vocoder import make_vocoder
+
+            self._vocoder = make_vocoder(self._vocoder)
+        return self._vocoder
+
+    @property
+    def transcriber(self):
+        if isinstance(self._transcriber, str):
+            from speechrl.speech.transcribe import make_transcriber
+
+            self._transcriber = make_transcriber(self._transcriber)
+        return self._transcriber
+
+    def render(self, units: Sequence[Any]) -> list[np.ndarray]:
+        """One 16 kHz waveform per unit sequence (silence for a sequence with nothing speakable)."""
+        return [self.vocoder.render(u) for u in units]
+
+    def transcribe(self, wavs: Sequence[np.ndarray]) -> list[str]:
+        return self.transcriber.transcribe(list(wavs))
+
+    def __call__(self, units: Sequence[Any]) -> tuple[list[np.ndarray], list[str]]:
+        wavs = self.render(units)
+        return wavs, self.transcribe(wavs)
+
+
+def _groups(group: Sequence[Any] | None, n: int) -> dict[Any, list[int]]:
+    if group is None:
+        raise ValueError("this reward needs the per-sample column 'group' (one id per prompt's samples)")
+    group = list(group)
+    if len(group) != n:
+        raise ValueError(f"column 'group' has {len(group)} entries for {n} completions")
+    members: dict[Any, list[int]] = defaultdict(list)
+    for i, g in enumerate(group):
+        members[g].append(i)
+    return members
+
+
+@reward("tts_duration", -math.inf, 0.0)
+def tts_duration(prompts: Sequence[Any] | None, completions: Sequence[Any], seconds: Sequence[float],
+                    group: Sequence[Any], **columns: Any) -> list[float]:
+    """R2 (Tongyi TTS GRPO): r_i = −|len_i − median_g| / median_g, with median_g the median length over
+    the sample's group, so the policy does not drift slower (or faster) than its own typical rate;
+    in (−∞, 0]. ``seconds``: the rendered audio length of each sample. A group whose median is 0
+    gives NaN (invalid samples, masked by the trainer)."""
+    n = len(completion_texts(completions))
+    lengths = np.asarray([float(s) for s in seconds], dtype=np.float64)
+    if lengths.size != n:
+        raise ValueError(f"column 'seconds' has {lengths.size} entries for {n} completions")
+    out = [math.nan] * n
+    for members in _groups(group, n).values():
+        median = float(np.median(lengths[members]))
+        for i in members:
+            out[i] = -abs(lengths[i] - median) / median if median > 0 else math.nan
+    return out
+
+
+@reward("tts_diversity", 0.0, 1.0)
+def tts_diversity(prompts: Sequence[Any] | None, completions: Sequence[Any],
+                     speech_tokens: Sequence[Sequence[int]], group: Sequence[Any], **columns: Any) -> list[float]:
+    """R3 (token diversity): mean over the other samples j of the group of the normalised edit
+    distance d(i, j) = Levenshtein(tokens_i, tokens_j) / max(|tokens_i|, |tokens_j|); in [0, 1],
+    0 when every sample says the same tokens (a lone sample scores 0)."""
+    n = len(completion_texts(completions))
+    tokens = [list(t) for t in speech_tokens]
+    if len(tokens) != n:
+        raise ValueError(f"column 'speech_tokens' has {len(tokens)} entries for {n} completions")
+    out = [0.0] * n
+    for members in _groups(group, n).values():
+        for i in members:
+            others = [j for j in members if j != i]
+            if others:
+                out[i] = float(np.mean([Levenshtein.normalized_distance(tokens[i], tokens[j]) for j in others]))
+    return out
+
+
+TTS_REWARDS = {fn.name: fn for fn in (tts_duration, tts_diversity)}
+"""The rewards this module adds to :data:`speechrl.rewards.REWARDS`."""

@@ -1,0 +1,44 @@
+"""`speechrl run recipes/tts_rl.yaml` end to end on the real tiny corpus (real Piper rendering and
+Whisper transcription) with tiny random LMs saved as a local folder; a rerun resumes from the caches."""
+
+import json
+
+from speechrl.cli import main
+from test_tts_models import _llama_config
+
+
+def test_tts_recipe_end_to_end_and_rerun_is_cached(tiny_corpus, unit_features, tmp_path):
+    from transformers import LlamaForCausalLM
+
+    from speechrl.models.hub import load_tokenizer
+
+    lm_dir = tmp_path / "tiny-lm"
+    tok = load_tokenizer("smollm2-135m")
+    LlamaForCausalLM(_llama_config(len(tok))).save_pretrained(lm_dir)
+    tok.save_pretrained(lm_dir)
+    out = tmp_path / "run"
+    sets = {"corpus_dir": tiny_corpus, "model.lm": lm_dir, "model.decoder_layers": "null",
+            "model.token2text_layers": "null", "sft.max_steps": 3, "sft.eval_every": 3, "sft.batch_size": 4,
+            "sft.dev_examples": 4, "token2text.max_steps": 3, "token2text.eval_every": 3, "token2text.batch_size": 4,
+            "token2text.dev_examples": 4, "rl.max_steps": 1, "rl.group_size": 2, "rl.prompts_per_step": 1,
+            "rl.max_new_tokens": 6, "rl.dev_examples": 1, "diffro_steps": 1, "rl.lora.r": 2, "decode.max_new_tokens": 6,
+            "test_examples": 2, "samples": 1, "unseen_test_texts": "false"}
+    args = ["run", "recipes/tts_rl.yaml", "--out", str(out)]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    systems = {"sft", "grpo", "diffro", "combined", "combined_filtered"}
+    assert summary["test_size"] == 2 and summary["wall_s"] > 0 and set(summary["metrics"]) == systems
+    for metrics in summary["metrics"].values():
+        assert {"wer", "cer", "duration_ratio", "step_s"} <= set(metrics)
+    assert {"wer", "duration_ratio"} <= set(summary["ground_truth"])
+    assert {"dev_wer", "test_wer"} <= set(summary["token2text"])
+    for name in systems | {"ground_truth"}:
+        rows = [json.loads(line) for line in (out / "samples" / f"{name}.jsonl").read_text().splitlines()]
+        assert len(rows) == 1 and set(rows[0]["systems"]) == {name}
+        assert (out / "samples" / rows[0]["systems"][name]["audio"]).is_file()
+    steps_before = len((out / "metrics.jsonl").read_text().splitlines())
+    assert main(args) == 0  # every stage is cached: nothing trains again
+    rerun = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()[steps_before:]]
+    assert not any("loss" in row for row in rerun)
