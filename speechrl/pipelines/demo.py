@@ -20,7 +20,7 @@ from typing import Any
 from speechrl import config as C
 from speechrl.runlog import write_json
 
-# one corpus for every family (same config → same cache folder)
+# one corpus for the families that do not bring their own (same config → same cache folder)
 DEMO_CORPUS = {"size": 600, "seed": 1}
 
 
@@ -51,6 +51,13 @@ FAMILIES: dict[str, Family] = {
          "dpo": {"epochs": 3.0, "eval_every": 4}, "benchmarks": {"pairs": 100},
          "test_prompts": 50, "eval_continuations": 2, "samples": 8},
         "base", "round2", "judge_score", False),
+    "tts_rl": Family(
+        "tts_rl",
+        {"corpus": {"size": 500, "voices": ["hibari"], "test_voice": "piper-joe", "voices_per_sentence": 1,
+                    "evaluate": False},
+         "sft": {"max_steps": 200}, "token2text": {"max_steps": 150}, "rl": {"max_steps": 10},
+         "diffro_steps": 20, "test_examples": 60, "samples": 8},
+        "sft", "combined_filtered", "wer", True),
 }
 
 
