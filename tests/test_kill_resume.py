@@ -16,7 +16,7 @@ deadlock on thread pools it has used). The child first re-seeds Python, NumPy an
 ``os.urandom``, so randomness a trainer forgot to seed differs between runs as it would in fresh
 interpreters. Nothing but the run folder passes from the killed process to the resumed one.
 
-Trainers: SFT, GRPO, DPO, and the TTS RL trainer in its combined GRPO + DiffRO mode (both losses, sample
+Trainers: SFT, GRPO, DPO, next-unit LM pretraining, TTS SFT, and the TTS RL trainer in its combined GRPO + DiffRO mode (both losses, sample
 filtering). Adding a trainer is one entry in ``CASES``.
 """
 
@@ -92,6 +92,18 @@ def train_diffro(policy, token2text, train, dev, cfg, out_dir, logger):
                         decode=DecodeConfig(max_new_tokens=6))
 
 
+
+def unit_lm_inputs() -> tuple:
+    model, pairs, _ = unit_pair_inputs()
+    seqs = [list(prompt) + list(chosen) for prompt, chosen, _ in pairs]
+    return model, seqs[:12], seqs[12:]
+
+
+def tts_sft_inputs() -> tuple:
+    policy, _, train, _ = diffro_inputs()
+    return policy, train, train[:2]
+
+
 CASES = {
     "sft": Case(
         "speechrl.trainers.sft:train_sft", "speechrl.trainers.sft:SFTConfig",
@@ -110,6 +122,15 @@ CASES = {
         {"batch_size": 4, "max_steps": 6, "checkpoint_every": 2, "eval_every": 4, "lr": 1e-2,
          "lora": {"r": 4, "alpha": 8}},
         (), unit_pair_inputs, kill_after=2),
+    "unit_lm": Case(
+        "speechrl.trainers.unit_lm:train_unit_lm", "speechrl.trainers.unit_lm:UnitLMConfig",
+        {"batch_size": 4, "max_steps": 6, "checkpoint_every": 2, "eval_every": 4, "lr": 1e-2, "warmup_steps": 1},
+        (), unit_lm_inputs, kill_after=2),
+    "tts_sft": Case(
+        "speechrl.trainers.tts_sft:train_tts_lm", "speechrl.trainers.tts_sft:SupervisedConfig",
+        {"batch_size": 2, "max_steps": 6, "checkpoint_every": 2, "eval_every": 4, "warmup_steps": 1,
+         "patience": 10, "dev_examples": 2, "max_tokens": 12},
+        (), tts_sft_inputs, kill_after=2),
     "diffro": Case(
         "test_kill_resume:train_diffro", "speechrl.trainers.tts_rl:TTSRLConfig",
         {"method": "combined", "group_size": 2, "prompts_per_step": 2, "max_steps": 6, "max_new_tokens": 6,
