@@ -60,3 +60,11 @@ def phon():
     from speechrl.speech.units import PhonemeUnitTokenizer
 
     return PhonemeUnitTokenizer()
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The offline SmolLM2-135M-Instruct (model, tokenizer), loaded once for every test that needs it."""
+    from speechrl.models.hub import load_causal_lm, load_tokenizer
+
+    return load_causal_lm("smollm2-135m"), load_tokenizer("smollm2-135m")

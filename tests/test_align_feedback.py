@@ -44,13 +44,6 @@ def test_auto_bleu_threshold_and_errors():
 
 # -- continuation perplexity ----------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def smollm2():
-    from speechrl.models.hub import load_causal_lm, load_tokenizer
-
-    return load_causal_lm("smollm2-135m"), load_tokenizer("smollm2-135m")
-
-
 def test_perplexity_is_over_continuation_tokens_only(smollm2):
     model, tok = smollm2
     prompt, cont = "Anna walked to the market on Monday morning.", "She bought three red apples."

@@ -24,13 +24,6 @@ from speechrl.align.judge import (ANSWER_PREFIX, HTTPJudge, JudgeConfig, LocalJu
 from speechrl.config import ConfigError, from_dict
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    from speechrl.models.hub import load_causal_lm, load_tokenizer
-
-    return load_causal_lm("smollm2-135m"), load_tokenizer("smollm2-135m")
-
-
 # -- prompt and parsing ---------------------------------------------------------------------------
 
 def test_rubric_is_filled_in_verbatim():

@@ -77,6 +77,18 @@ class Policy(Protocol):
                          completion_mask: torch.Tensor) -> torch.Tensor: ...
 
 
+def left_pad_embeds(rows: list[torch.Tensor]) -> Encoded:
+    """Prompt embedding rows ``[L_i, D]`` → a left-padded :class:`Encoded` (``embeds`` ``[N, L, D]``,
+    ``mask`` ``[N, L]``): every row's next token sits at the same column for generation and scoring."""
+    width = max(r.shape[0] for r in rows)
+    embeds = rows[0].new_zeros((len(rows), width, rows[0].shape[-1]))
+    mask = torch.zeros((len(rows), width), dtype=torch.long, device=rows[0].device)
+    for i, r in enumerate(rows):
+        embeds[i, width - r.shape[0]:] = r
+        mask[i, width - r.shape[0]:] = 1
+    return Encoded({"embeds": embeds, "mask": mask})
+
+
 def completion_mask(ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     """1 for every token up to and including the first EOS of each row, 0 after it."""
     is_eos = ids == eos_token_id

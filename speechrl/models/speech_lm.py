@@ -25,7 +25,7 @@ from transformers import PreTrainedModel
 from speechrl.losses.logps import token_logps
 from speechrl.models.frontends import make_front_end
 from speechrl.models.hub import load_causal_lm, load_tokenizer
-from speechrl.models.policy import Encoded, PromptBatch
+from speechrl.models.policy import Encoded, PromptBatch, left_pad_embeds
 
 
 def truncate_layers(lm: PreTrainedModel, num_layers: int | None) -> PreTrainedModel:
@@ -85,13 +85,7 @@ class SpeechLM(nn.Module):
             pre = embed(torch.tensor(self._prefix, device=device))
             suf = embed(torch.tensor(self._suffix(instruction), device=device))
             rows.append(torch.cat([pre, audio[i][audio_mask[i].bool()], suf]))
-        width = max(r.shape[0] for r in rows)
-        embeds = audio.new_zeros((len(rows), width, audio.shape[-1]))
-        mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
-        for i, r in enumerate(rows):
-            embeds[i, width - r.shape[0]:] = r
-            mask[i, width - r.shape[0]:] = 1
-        return Encoded({"embeds": embeds, "mask": mask})
+        return left_pad_embeds(rows)
 
     @torch.no_grad()
     def generate(self, enc: Encoded, max_new_tokens: int, do_sample: bool = False, temperature: float = 1.0,

@@ -38,7 +38,7 @@ from torch import nn
 
 from speechrl.losses.logps import token_logps
 from speechrl.models.hub import load_causal_lm, load_tokenizer
-from speechrl.models.policy import Encoded, completion_mask
+from speechrl.models.policy import Encoded, completion_mask, left_pad_embeds
 from speechrl.models.speech_lm import truncate_layers
 from speechrl.speech.units import WORD_BOUNDARY_ID, Units
 
@@ -238,13 +238,7 @@ class TTSLM(nn.Module):
         for text in texts:
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             rows.append(torch.cat([embed(torch.tensor(ids, dtype=torch.long, device=device)), sos]))
-        width = max(r.shape[0] for r in rows)
-        embeds = sos.new_zeros((len(rows), width, sos.shape[-1]))
-        mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
-        for i, r in enumerate(rows):
-            embeds[i, width - r.shape[0]:] = r
-            mask[i, width - r.shape[0]:] = 1
-        return Encoded({"embeds": embeds, "mask": mask})
+        return left_pad_embeds(rows)
 
     # -- sampling ---------------------------------------------------------------------------
     @torch.no_grad()
