@@ -1,4 +1,6 @@
-"""A process pool for batch jobs (synthesis, featurisation) that fails loudly instead of hanging.
+"""Parallel work: a process pool for batch jobs that fails loudly instead of hanging, and the
+distributed-training helpers every stage shares (which rank am I, this rank's share, gather to all).
+
 
 ``concurrent.futures`` raises ``BrokenProcessPool`` when a worker dies, where ``multiprocessing.Pool``
 would respawn it forever. Workers are forked on POSIX (engines load lazily inside each worker, after
@@ -9,7 +11,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+
+T = TypeVar("T")
 
 
 def pool_map(fn: Callable[[Any], Any], jobs: Iterable[Any], workers: int, chunksize: int = 4) -> Iterator[Any]:
@@ -21,3 +25,35 @@ def pool_map(fn: Callable[[Any], Any], jobs: Iterable[Any], workers: int, chunks
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context(method)) as pool:
         yield from pool.map(fn, jobs, chunksize=chunksize)
+
+
+def process_state():
+    """accelerate's process state (rank, world size). Built with ``cpu=True`` on a machine without CUDA
+    — a first ``PartialState()`` without it would fix the process group to none, and a later
+    ``Accelerator(cpu=True)`` could no longer join the gloo group ``accelerate launch`` set up."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def rank_share(items: Sequence[T], state: Any = None) -> list[T]:
+    """This rank's contiguous, equal share of a global batch (``len(items)`` must divide by the world
+    size, so that DDP's gradient average is the global batch's)."""
+    state = state or process_state()
+    n, world = len(items), state.num_processes
+    if n % world:
+        raise ValueError(f"a global batch of {n} does not split evenly over {world} processes; "
+                         f"choose a batch size divisible by {world}")
+    k = n // world
+    return list(items[state.process_index * k:(state.process_index + 1) * k])
+
+
+def all_gather_list(items: list[T], state: Any = None) -> list[T]:
+    """Every rank's ``items`` concatenated in rank order, on every rank (itself when single-process)."""
+    state = state or process_state()
+    if state.num_processes == 1:
+        return list(items)
+    from accelerate.utils import gather_object
+
+    return list(gather_object(items))

@@ -99,9 +99,11 @@ def read_json(path: str | Path) -> Any:
 
 
 class MetricsLogger:
-    """Appends one JSON line per step to ``metrics.jsonl`` (and TensorBoard when available)."""
+    """Appends one JSON line per step to ``metrics.jsonl`` (and TensorBoard when available). Under a
+    multi-process launch only rank 0 writes (trainers log values already reduced over the ranks)."""
 
     def __init__(self, out_dir: str | Path, tensorboard: bool = True):
+        self.enabled = int(os.environ.get("RANK", "0")) == 0
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / "metrics.jsonl"
@@ -116,6 +118,8 @@ class MetricsLogger:
                 self._tb = None
 
     def log(self, metrics: dict[str, Any], step: int | None = None, stage: str | None = None) -> None:
+        if not self.enabled:
+            return
         row = {"time": round(time.time(), 3)}
         if stage is not None:
             row["stage"] = stage

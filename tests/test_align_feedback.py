@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from speechrl.align.feedback import auto_bleu, continuation_nll, continuation_perplexity
-from speechrl.align.pairs import (Candidate, PromptCandidates, build_judge_pairs, build_ppl_pairs, load_pairs,
-                                  save_pairs)
+from speechrl.align.pairs import (Candidate, PromptCandidates, build_judge_pairs, build_ppl_pairs, load_candidates,
+                                  load_pairs, save_candidates, save_pairs, score_quantiles)
 
 
 # -- auto-BLEU ------------------------------------------------------------------------------------
@@ -187,3 +187,34 @@ def test_pairs_save_load_roundtrip_and_datasets(tmp_path):
         load_pairs(tmp_path / "bad.jsonl")
     with pytest.raises(FileNotFoundError):
         load_pairs(tmp_path / "missing.jsonl")
+
+
+def test_score_quantiles_hand_computed():
+    # finite, non-repetitive scores: 1, 1, 2, 3, 5 (the unscored and the repetitive 4.8 do not count)
+    groups = [_group("a", _c(1.0), _c(3.0), _c(None)), _group("b", _c(5.0), _c(1.0), _c(2.0), _c(4.8, bleu=0.5))]
+    # q = 0.75 → position 3 of 0..4 → 3.0; q = 0.25 → position 1 → 1.0; q = 0.9 → 3 + 0.6·(5 − 3) = 4.2
+    assert score_quantiles(groups, 0.75, 0.25) == (3.0, 1.0)
+    assert score_quantiles(groups, 0.9, 0.5) == (pytest.approx(4.2), 2.0)
+    # tied quantiles: s_c nudged just above s_r, so build_judge_pairs accepts them and 1.0 is not chosen
+    s_c, s_r = score_quantiles(groups, 0.2, 0.0)
+    assert s_r == 1.0 and 1.0 < s_c < 1.0 + 1e-9
+    pairs, _ = build_judge_pairs(groups, s_c, s_r)
+    assert {(p.prompt_id, p.chosen.score, p.rejected.score) for p in pairs} == {("a", 3.0, 1.0), ("b", 5.0, 4.8)}
+    with pytest.raises(ValueError, match="quantiles"):
+        score_quantiles(groups, 0.25, 0.75)
+    with pytest.raises(ValueError, match="no scored"):
+        score_quantiles([_group("u", _c(None), _c(None))], 0.75, 0.25)
+
+
+def test_candidates_save_load_roundtrip(tmp_path):
+    groups = [_group("a", _c(4.0, ppl=float("nan"), text="she bought apples"), _c(None, bleu=0.3)),
+              _group("b", _c(2.5))]
+    back = load_candidates(save_candidates(groups, tmp_path / "cands.jsonl"))
+    assert [g.prompt_id for g in back] == ["a", "b"] and back[0].prompt_text == "prompt a"
+    assert back[0].candidates[0].transcript == "she bought apples" and back[0].candidates[0].ppl is None
+    assert back[0].candidates[1].score is None and back[0].candidates[1].auto_bleu == 0.3
+    assert back[1].candidates[0].units == [1, 2, 3] and back[1].prompt_units == [7, 8]
+    assert build_judge_pairs(back)[1] == build_judge_pairs(groups)[1]  # same pairs from the stored copy
+    (tmp_path / "bad.jsonl").write_text('{"prompt_id": "x"}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        load_candidates(tmp_path / "bad.jsonl")

@@ -1,13 +1,13 @@
-"""SFT under DDP on CPU: ``accelerate launch --multi_gpu --num_processes 2`` (torchrun; on a machine
-without CUDA the trainer's ``Accelerator(cpu=True)`` joins a gloo process group) against one process.
-(``--cpu`` with several processes means mpirun in accelerate 1.15, which is not installed here.)
+"""Training under DDP on CPU: ``accelerate launch --multi_gpu --num_processes 2`` (torchrun; on a
+machine without CUDA the trainer's ``Accelerator(cpu=True)`` joins a gloo process group) against one
+process. (``--cpu`` with several processes means mpirun in accelerate 1.15, not installed here.)
 
-What holds today, and what this test checks: ``train_sft`` draws batch ``step`` with
-``batch_indices(step, …)`` on every rank alike, so the data is **not sharded** — both ranks train on
-the same batch, DDP averages two identical gradients, and a 2-process run must reproduce the
-1-process run's losses and weights with the same batch (not a 2× larger global batch). Sharding the
-data across ranks needs a trainer change (each rank takes its slice of a global batch, and the loss
-log gathers over ranks); until then, more processes add no throughput to SFT, only this equivalence.
+* SFT with the data sharded: 2 ranks × 2 examples of each global batch of 4 ≡ 1 process × 4 — the
+  loss is normalised by the global batch's token count, so the DDP-averaged gradient is the global
+  one; losses and weights agree within ``LOSS_RTOL`` (the order of float sums differs).
+* A corrupt audio file that only rank 1 meets (each rank reads its own copy of the corpus, as nodes
+  with local disks do): featurisation finishes on both ranks, both report the same skip, training
+  runs on the same remaining data, and nothing hangs.
 
 Run as a script, the file is the worker that ``accelerate launch`` starts on each rank.
 """
@@ -27,40 +27,94 @@ import pytest
 STEPS = 6
 SFT = {"batch_size": 4, "max_steps": STEPS, "eval_every": 1000, "dev_examples": 2, "max_new_tokens": 8,
        "checkpoint_every": 1000, "lr": 3e-3, "warmup_steps": 0, "train_embeddings": True}
-LOSS_RTOL = 1e-4  # gloo's all-reduce of two equal float32 gradients (sum, then /2) is exact; rounding
-#                   elsewhere (thread count of the launcher) stays far below this
+LOSS_RTOL = 1e-4  # float32: two half-batch sums all-reduced vs one sum over the batch, and the
+#                   launcher's thread count — rounding differences far below this
 
 
-def run_worker(corpus: str, out: str) -> dict:
-    """Train the tiny policy with SFT on the corpus; each rank writes ``rank{r}/ddp.json``."""
+def run_worker(corpus: str, out: str, steps: int = STEPS) -> dict:
+    """Train the tiny policy with SFT on the corpus (``{rank}`` in its path: this rank's own copy);
+    each rank writes ``ddp{rank}.json`` into ``out`` (checkpoints and metrics: rank 0 only)."""
     import torch
-    from accelerate import PartialState
 
     sys.path.insert(0, str(Path(__file__).parent))
     from conftest import make_tiny_policy
     from speechrl.corpus.build import load_manifest
     from speechrl.data.features import features
     from speechrl.data.tasks import task_examples
+    from speechrl.parallel import process_state
     from speechrl.runlog import MetricsLogger, read_metrics, write_json
+    from speechrl.trainers import sft
     from speechrl.trainers.sft import SFTConfig, train_sft
 
+    seen: list[str] = []  # the training examples this rank computed a loss on
+    nll = sft.sft_nll
+    sft.sft_nll = lambda model, policy, examples, *a: (seen.extend(e.id for e in examples),
+                                                      nll(model, policy, examples, *a))[1]
+    state = process_state()
+    corpus = corpus.replace("{rank}", str(state.process_index))
     rows = load_manifest(corpus)
-    feats = features(corpus, rows, "units", workers=1)  # cached in the corpus by the fixture
-    train = task_examples([r for r in rows if r["split"] == "train"], "asr")
-    dev = task_examples([r for r in rows if r["split"] == "dev"], "asr")
+    feats = features(corpus, rows, "units", workers=1)
+    train = task_examples([r for r in rows if r["split"] == "train" and r["id"] in feats], "asr")
+    dev = task_examples([r for r in rows if r["split"] == "dev" and r["id"] in feats], "asr")
     policy = make_tiny_policy()
-    # each rank its own checkpoints and log; PartialState is read only after train_sft has built the
-    # accelerator (an earlier PartialState() without cpu=True would fix the process group to "none")
-    rank_dir = Path(out) / f"rank{os.environ.get('RANK', '0')}"
-    train_sft(policy, train, dev, feats, "asr", SFTConfig(**SFT), rank_dir, MetricsLogger(rank_dir, tensorboard=False))
-    state = PartialState()
+    out = Path(out)
+    train_sft(policy, train, dev, feats, "asr", SFTConfig(**{**SFT, "max_steps": steps}), out / "sft",
+              MetricsLogger(out, tensorboard=False))
     params = torch.cat([p.detach().flatten() for p in policy.parameters() if p.requires_grad])
     result = {"rank": state.process_index, "world_size": state.num_processes,
               "distributed_type": str(state.distributed_type), "backend": state.backend,
-              "losses": [m["loss"] for m in read_metrics(rank_dir / "metrics.jsonl") if "loss" in m],
+              "losses": [m["loss"] for m in read_metrics(out / "metrics.jsonl") if "loss" in m],
+              "skipped": sorted(r["id"] for r in rows if r["id"] not in feats), "train_size": len(train), "seen": seen,
               "params_sum": float(params.double().sum()), "params_abs_sum": float(params.double().abs().sum())}
-    write_json(rank_dir / "ddp.json", result)
+    write_json(out / f"ddp{state.process_index}.json", result)
     return result
+
+
+def run_grpo_worker(corpus: str, out: str, steps: int = 2) -> dict:
+    """GRPO (B = 4 prompts per step, G = 4) on the tiny policy. The reward is rigged per rank so that at
+    step 1 rank 1's groups are all zero-variance (dynamic sampling keeps nothing there) while rank 0's
+    are not: rank 1 must still join the update or DDP would hang."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import make_tiny_policy
+    from speechrl.corpus.build import load_manifest
+    from speechrl.data.features import features
+    from speechrl.data.tasks import task_examples
+    from speechrl.parallel import process_state
+    from speechrl.runlog import MetricsLogger, read_metrics, write_json
+    from speechrl.trainers import grpo
+    from speechrl.trainers.grpo import GRPOConfig, LoRAConfig, train_grpo
+
+    state = process_state()
+    seen: list[list[str]] = []
+
+    class Rigged:  # rank 0: reward = completion length (varies); rank 1 at step 1: constant
+        def __call__(self, prompts, completions, **columns):
+            seen.append(sorted(set(columns["reference"])))
+            if state.process_index == 1 and len(seen) == 1:
+                return [0.5] * len(completions)
+            return [float(len(c)) / 10 for c in completions]
+
+        def metrics(self):
+            return {"rewards/rigged_calls": float(len(seen))}
+
+    grpo.make_reward = lambda spec: Rigged()
+    rows = load_manifest(corpus)
+    feats = features(corpus, rows, "units", workers=1)
+    train = task_examples([r for r in rows if r["split"] == "train"], "asr")
+    dev = task_examples([r for r in rows if r["split"] == "dev"], "asr")
+    policy = make_tiny_policy()
+    out = Path(out)
+    cfg = GRPOConfig(group_size=4, prompts_per_step=4, max_steps=steps, max_new_tokens=8, eval_every=0, dev_examples=2,
+                     checkpoint_every=1, lr=1e-2, beta=0.02, temperature=1.5, lora=LoRAConfig(r=4, alpha=8))
+    result = train_grpo(policy, train, dev, feats, "asr", cfg, out / "grpo", MetricsLogger(out, tensorboard=False))
+    params = torch.cat([p.detach().flatten() for n, p in policy.named_parameters() if "lora" in n])
+    info = {"rank": state.process_index, "world_size": state.num_processes, "seen": seen, "result": result,
+            "metrics": [m for m in read_metrics(out / "metrics.jsonl") if "kept_samples" in m],
+            "params_abs_sum": float(params.double().abs().sum())}
+    write_json(out / f"ddp{state.process_index}.json", info)
+    return info
 
 
 def _free_port() -> int:
@@ -69,35 +123,89 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(corpus: Path, out: Path, num_processes: int) -> list[dict]:
+def _launch(corpus: str, out: Path, num_processes: int, steps: int = STEPS, mode: str = "sft") -> tuple[list[dict], str]:
     accelerate = Path(sys.executable).with_name("accelerate")
     # `--cpu` with several processes means mpirun in accelerate 1.15; `--multi_gpu` starts torchrun, and
     # on a machine without CUDA the trainer's Accelerator(cpu=True) then joins a gloo process group
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           __file__, str(corpus), str(out)]
+           __file__, mode, corpus, str(out), str(steps)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return [json.loads((out / f"rank{r}" / "ddp.json").read_text()) for r in range(num_processes)]
+    return [json.loads((out / f"ddp{r}.json").read_text()) for r in range(num_processes)], proc.stderr
 
 
-def test_two_process_ddp_sft_matches_one_process_same_global_batch(unit_features, tiny_corpus, tmp_path):
-    """2 ranks × the same batch of 4 (DDP-averaged) ≡ 1 process × batch 4. Not yet: 2 ranks × 2 = 4."""
+def _need_accelerate_cli() -> None:
     if shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None:
         pytest.skip("the accelerate CLI is not installed beside this python")
+
+
+def test_two_process_ddp_sft_shards_the_global_batch(unit_features, tiny_corpus, tmp_path):
+    """2 ranks × 2 examples of each global batch of 4 ≡ 1 process × 4 (losses and weights)."""
+    _need_accelerate_cli()
     single = run_worker(str(tiny_corpus), str(tmp_path / "single"))
     assert single["world_size"] == 1 and len(single["losses"]) == STEPS
-    ranks = _launch(tiny_corpus, tmp_path / "ddp", 2)
+    ranks, _ = _launch(str(tiny_corpus), tmp_path / "ddp", 2)
     for r, res in enumerate(ranks):
         assert (res["rank"], res["world_size"], res["backend"]) == (r, 2, "gloo")
         assert res["distributed_type"].endswith("MULTI_CPU")
-        assert res["losses"] == pytest.approx(single["losses"], rel=LOSS_RTOL)
         assert res["params_sum"] == pytest.approx(single["params_sum"], rel=LOSS_RTOL, abs=1e-3)
         assert res["params_abs_sum"] == pytest.approx(single["params_abs_sum"], rel=LOSS_RTOL)
+    # sharded: each rank computed its loss on half of every global batch, together on all of it
+    assert len(ranks[0]["seen"]) == len(ranks[1]["seen"]) == 2 * STEPS
+    assert sorted(ranks[0]["seen"] + ranks[1]["seen"]) == sorted(single["seen"])
+    # rank 0 logs the loss reduced over both ranks: the global batch's loss
+    assert ranks[0]["losses"] == pytest.approx(single["losses"], rel=LOSS_RTOL)
     assert ranks[0]["params_abs_sum"] == ranks[1]["params_abs_sum"]  # DDP keeps the replicas identical
     assert single["losses"][-1] < single["losses"][0]  # it trained
 
 
+def test_two_process_grpo_shards_prompts_and_survives_a_rank_with_nothing_kept(unit_features, tiny_corpus, tmp_path):
+    """Each rank rolls out 2 of the 4 prompts; at step 1 rank 1 keeps no sample and still joins the
+    update; the replicas stay identical and only the main process writes. (Sampling differs from one
+    process, so GRPO is checked for agreement across ranks, not against a 1-process run.)"""
+    _need_accelerate_cli()
+    ranks, _ = _launch(str(tiny_corpus), tmp_path / "run", 2, steps=2, mode="grpo")
+    for res in ranks:
+        assert len(res["seen"]) == 2 and all(len(refs) <= 2 for refs in res["seen"])  # 2 of the 4 prompts
+    assert ranks[0]["params_abs_sum"] == ranks[1]["params_abs_sum"] > 0
+    logged = ranks[0]["metrics"]  # one line per step (rank 0 logs for both): step 1 kept no sample of rank 1
+    assert [m["step"] for m in logged] == [1, 2] and logged[0]["kept_samples"] <= 8
+    assert (tmp_path / "run" / "grpo" / "result.json").is_file()
+
+
+def test_corrupt_file_on_one_rank_is_skipped_by_every_rank(unit_features, tiny_corpus, tmp_path):
+    """Rank 1's copy of one utterance is corrupt: both ranks finish and drop that utterance."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    from speechrl.corpus.build import load_manifest
+
+    _need_accelerate_cli()
+    rows = load_manifest(tiny_corpus)
+    redo = [r["id"] for r in rows][:4]  # featurised again; rank r takes redo[r::2]
+    for rank in (0, 1):
+        copy = tmp_path / f"corpus{rank}"
+        shutil.copytree(tiny_corpus, copy)
+        cache = copy / "features" / "units.safetensors"
+        flat = load_file(str(cache))
+        save_file({k: v for k, v in flat.items() if k.rsplit("/", 1)[0] not in redo}, str(cache))
+        (copy / "features" / "rejected.jsonl").unlink(missing_ok=True)
+    bad = redo[1]
+    audio = next(Path(r["audio"]) for r in load_manifest(tmp_path / "corpus1") if r["id"] == bad)
+    audio.write_bytes(b"RIFF\x00\x00not a wave file at all")  # only rank 1's copy
+    ranks, stderr = _launch(str(tmp_path / "corpus{rank}"), tmp_path / "run", 2, steps=2)
+    for res in ranks:
+        assert res["skipped"] == [bad]  # every rank agrees on what is skipped
+        assert res["train_size"] == ranks[0]["train_size"]
+    assert ranks[0]["params_abs_sum"] == ranks[1]["params_abs_sum"]
+    for rank in (0, 1):  # each rank reports the skip itself
+        assert f"rank {rank}: skipped 1 utterance(s)" in stderr and bad in stderr
+    rejected = (tmp_path / "corpus0" / "features" / "rejected.jsonl").read_text()
+    assert bad in rejected  # the main process records it
+    assert not np.isnan(ranks[0]["losses"]).any() and len(ranks[0]["losses"]) == 2
+
+
 if __name__ == "__main__":
-    run_worker(sys.argv[1], sys.argv[2])
+    {"sft": run_worker, "grpo": run_grpo_worker}[sys.argv[1]](sys.argv[2], sys.argv[3], int(sys.argv[4]))

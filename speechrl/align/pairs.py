@@ -26,6 +26,10 @@ repetitive), ``no_chosen``, ``no_rejected`` (and ``tie`` for PPL). Every builder
 ``(pairs, stats)``; ``stats`` counts prompts, pairs, candidates, unscored and repetitive candidates,
 and the drops by reason.
 
+**Quantile thresholds** (:func:`score_quantiles`): ``s_c``/``s_r`` read off the distribution of a
+round's scored, non-repetitive candidates (e.g. chosen ≥ its 75th percentile, rejected ≤ its 25th), for
+a judge whose absolute scale does not suit the policy (a weak model rarely earns the rubric's 3).
+
 **Storage**: JSON Lines, one pair per line (:func:`save_pairs`, :func:`load_pairs`), written
 atomically. Columns: ``prompt_id, prompt_text, prompt_units, feedback`` and for each side
 ``chosen_*`` / ``rejected_*``: ``transcript, score, auto_bleu, ppl, units, index``. Non-finite
@@ -51,6 +55,9 @@ __all__ = [
     "build_ppl_pairs",
     "save_pairs",
     "load_pairs",
+    "save_candidates",
+    "load_candidates",
+    "score_quantiles",
 ]
 
 DROP_REASONS = ("too_few", "unscored", "no_chosen", "no_rejected", "tie")
@@ -207,11 +214,7 @@ def _row(pair: PreferencePair) -> dict[str, Any]:
                            "prompt_units": [int(u) for u in pair.prompt_units], "feedback": pair.feedback}
     for side, cand, index in (("chosen", pair.chosen, pair.chosen_index),
                               ("rejected", pair.rejected, pair.rejected_index)):
-        row[f"{side}_transcript"] = cand.transcript
-        row[f"{side}_score"] = _num(cand.score)
-        row[f"{side}_auto_bleu"] = _num(cand.auto_bleu)
-        row[f"{side}_ppl"] = _num(cand.ppl)
-        row[f"{side}_units"] = [int(u) for u in cand.units]
+        row.update({f"{side}_{k}": v for k, v in _cand_row(cand).items()})
         row[f"{side}_index"] = int(index)
     return row
 
@@ -244,3 +247,56 @@ def load_pairs(path: str | Path) -> list[PreferencePair]:
             except (ValueError, KeyError, TypeError) as err:
                 raise ValueError(f"{path}:{lineno}: not a preference pair ({err})") from None
     return pairs
+
+
+def score_quantiles(groups: Sequence[PromptCandidates], chosen_q: float, rejected_q: float,
+                    max_auto_bleu: float = 0.1) -> tuple[float, float]:
+    """(s_c, s_r) = the ``chosen_q`` and ``rejected_q`` quantiles of the finite scores of the
+    non-repetitive candidates. When the two coincide (tied scores), s_c is nudged just above s_r so
+    that ``build_judge_pairs`` accepts them (a chosen candidate then scores strictly above s_r)."""
+    if not 0.0 <= rejected_q < chosen_q <= 1.0:
+        raise ValueError(f"quantiles must satisfy 0 <= rejected ({rejected_q}) < chosen ({chosen_q}) <= 1")
+    scores = [c.score for g in groups for c in g.candidates if _finite(c.score) and c.auto_bleu <= max_auto_bleu]
+    if not scores:
+        raise ValueError("no scored, non-repetitive candidate to take score quantiles from")
+    scores.sort()
+    def q(p: float) -> float:  # linear interpolation between order statistics (numpy's default)
+        x = p * (len(scores) - 1)
+        lo = int(math.floor(x))
+        hi = min(lo + 1, len(scores) - 1)
+        return scores[lo] + (scores[hi] - scores[lo]) * (x - lo)
+    s_c, s_r = q(chosen_q), q(rejected_q)
+    return (s_c if s_c > s_r else math.nextafter(s_r, math.inf)), s_r
+
+
+def _cand_row(c: Candidate) -> dict[str, Any]:
+    return {"transcript": c.transcript, "score": _num(c.score), "auto_bleu": _num(c.auto_bleu), "ppl": _num(c.ppl),
+            "units": [int(u) for u in c.units]}
+
+
+def save_candidates(groups: Sequence[PromptCandidates], path: str | Path) -> Path:
+    """Every prompt's scored candidates as JSON Lines (one prompt per line), atomically: a round's
+    pairs can be rebuilt with other thresholds without sampling and judging again."""
+    lines = [json.dumps({"prompt_id": g.prompt_id, "prompt_text": g.prompt_text,
+                         "prompt_units": [int(u) for u in g.prompt_units],
+                         "candidates": [_cand_row(c) for c in g.candidates]}, ensure_ascii=False, allow_nan=False)
+             for g in groups]
+    return atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def load_candidates(path: str | Path) -> list[PromptCandidates]:
+    """Read groups written by :func:`save_candidates`; a malformed line is a ``ValueError`` naming it."""
+    path = Path(path)
+    groups = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                cands = [Candidate(c["transcript"], c["score"], c["auto_bleu"] if c["auto_bleu"] is not None else math.nan,
+                                   c["ppl"], list(c["units"])) for c in row["candidates"]]
+                groups.append(PromptCandidates(row["prompt_id"], list(row["prompt_units"]), cands, row["prompt_text"]))
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"{path}:{lineno}: not a prompt's candidates ({err})") from None
+    return groups

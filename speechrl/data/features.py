@@ -5,10 +5,16 @@
 per kind (``<corpus>/features/<kind>.safetensors``); only utterances missing from it are computed,
 on a process pool with a progress bar. An utterance whose audio cannot be loaded is recorded in
 ``<corpus>/features/rejected.jsonl`` and left out — callers drop examples without features.
+
+Under ``accelerate launch`` every rank computes its share of the missing utterances, the results and
+the failures are gathered to every rank (so all ranks hold the same features and agree on what was
+skipped, whichever rank met the bad file — no rank waits forever on another), each rank logs the
+skips, and only the main process writes the cache. Every rank must call ``features`` alike.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +23,10 @@ from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
 from speechrl.audio import AudioError, RejectLog, load_audio
-from speechrl.parallel import pool_map
+from speechrl.parallel import all_gather_list, pool_map, process_state
 
 KINDS = ("units", "mel")
+log = logging.getLogger(__name__)
 
 
 def featurize_wav(kind: str, wav: np.ndarray) -> dict[str, np.ndarray]:
@@ -71,19 +78,30 @@ def features(corpus_dir: str | Path, rows: list[dict[str, Any]], kind: str, work
     flat = load_file(str(path)) if path.is_file() else {}
     have = {k.rsplit("/", 1)[0] for k in flat}
     todo = [(kind, r["id"], r["audio"]) for r in rows if r["id"] not in have]
+    state = process_state()
+    if state.num_processes > 1:  # what any rank misses is computed for all (same list on every rank),
+        audio = {r["id"]: r["audio"] for r in rows}  # each rank reading its own copy of the audio
+        todo = [(kind, uid, audio[uid]) for uid in dict.fromkeys(job[1] for job in all_gather_list(todo, state))]
     if todo:
-        rejects = RejectLog(folder)
-        for uid, feats, error in tqdm(pool_map(_job, todo, workers, chunksize=8), total=len(todo),
-                                      desc=f"features:{kind}", unit="utt"):
-            if feats is None:
-                rejects.add(uid, error or "unknown error", stage=f"features:{kind}")
-                continue
-            for name, arr in feats.items():
+        mine = todo[state.process_index::state.num_processes]
+        done = list(tqdm(pool_map(_job, mine, workers, chunksize=8), total=len(mine), desc=f"features:{kind}",
+                         unit="utt", disable=not state.is_local_main_process))
+        done = all_gather_list(done, state)
+        failed = [(uid, error or "unknown error") for uid, feats, error in done if feats is None]
+        for uid, feats, _ in done:
+            for name, arr in (feats or {}).items():
                 flat[f"{uid}/{name}"] = np.ascontiguousarray(arr)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file(flat, str(tmp))
-        tmp.replace(path)
+        if failed:
+            log.warning("rank %d: skipped %d utterance(s) without usable audio: %s", state.process_index,
+                        len(failed), "; ".join(f"{u} ({e})" for u, e in failed[:5]))
+        if state.is_main_process:
+            rejects = RejectLog(folder)
+            for uid, error in failed:
+                rejects.add(uid, error, stage=f"features:{kind}")
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            save_file(flat, str(tmp))
+            tmp.replace(path)
     out: dict[str, dict[str, np.ndarray]] = {}
     for key, arr in flat.items():
         uid, name = key.rsplit("/", 1)

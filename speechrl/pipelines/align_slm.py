@@ -22,7 +22,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from tqdm import tqdm
@@ -32,7 +32,8 @@ from speechrl.align.continuations import Prompt, corpus_prompts, sample_continua
 from speechrl.align.feedback import auto_bleu, continuation_nll
 from speechrl.align.judge import JudgeConfig, make_judge
 from speechrl.align.minimal_pairs import build_benchmark, evaluate_minimal_pairs
-from speechrl.align.pairs import Candidate, PromptCandidates, build_judge_pairs, load_pairs, save_pairs
+from speechrl.align.pairs import (Candidate, PromptCandidates, build_judge_pairs, load_candidates, save_candidates,
+                                  save_pairs, score_quantiles)
 from speechrl.audio import save_audio
 from speechrl.config import doc
 from speechrl.corpus.build import CorpusConfig
@@ -70,10 +71,13 @@ class SamplingConfig:
 @dataclass
 class CurriculumConfig:
     rounds: int = doc("K: rounds of sampling → feedback → DPO (paper: 2–3)", 2)
-    chosen_min: list[float] = doc("s_c per round: a chosen continuation scores at least this",
-                                  default_factory=lambda: [3.0, 4.0])
-    rejected_max: list[float] = doc("s_r per round: a rejected continuation scores at most this",
-                                    default_factory=lambda: [1.0, 2.0])
+    thresholds: Literal["absolute", "quantile"] = doc(
+        "absolute: s_c/s_r are judge scores (paper: 3/1 then 4/2); quantile: they are quantiles of the "
+        "round's own candidate scores, for a judge whose scale the policy cannot reach", "absolute")
+    chosen_min: list[float] = doc("s_c per round: a chosen continuation scores at least this (a judge score, "
+                                  "or a quantile in [0, 1])", default_factory=lambda: [3.0, 4.0])
+    rejected_max: list[float] = doc("s_r per round: a rejected continuation scores at most this (a judge "
+                                    "score, or a quantile in [0, 1])", default_factory=lambda: [1.0, 2.0])
     max_auto_bleu: float = doc("δ: a transcript with bigram auto-BLEU above this is rejected outright", 0.1)
     prompts_per_round: int = doc("train prompts sampled per round", 150)
     dev_fraction: float = doc("share of a round's pairs held out to pick the DPO checkpoint", 0.15)
@@ -199,19 +203,25 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
     dpo_train_s = 0.0
     for k in range(1, cur.rounds + 1):
         name, round_dir = f"round{k}", out / f"round{k}"
-        pairs_path = round_dir / "pairs.jsonl"
-        if not pairs_path.is_file():
+        candidates_path = round_dir / "candidates.jsonl"
+        if not candidates_path.is_file():  # sample and judge once; pairs are rebuilt from these
             model.eval()
             order = np.random.default_rng([recipe.seed, k]).permutation(len(train_prompts))
             chosen = order[: cur.prompts_per_round]
             prompts = [train_prompts[i] for i in sorted(chosen)]
-            groups = feedback(prompts, continuations(model, prompts, s.n, recipe.seed + k))
-            pairs, stats = build_judge_pairs(groups, cur.chosen_min[k - 1], cur.rejected_max[k - 1],
-                                             cur.max_auto_bleu)
-            save_pairs(pairs, pairs_path)
-            write_json(round_dir / "pair_stats.json", {**stats, **generative_metrics(groups, feedback)})
-        pairs, stats = load_pairs(pairs_path), read_json(round_dir / "pair_stats.json")
-        logger.log({"pairs": len(pairs), "train_judge_score": stats["judge_score"]}, stage=name)
+            save_candidates(feedback(prompts, continuations(model, prompts, s.n, recipe.seed + k)), candidates_path)
+        groups = load_candidates(candidates_path)
+        s_c, s_r = cur.chosen_min[k - 1], cur.rejected_max[k - 1]
+        if cur.thresholds == "quantile":
+            s_c, s_r = score_quantiles(groups, s_c, s_r, cur.max_auto_bleu)
+        pairs, stats = build_judge_pairs(groups, s_c, s_r, cur.max_auto_bleu)
+        stats = {**stats, "chosen_min": s_c, "rejected_max": s_r, **generative_metrics(groups, feedback)}
+        _check_round_settings(round_dir, {"thresholds": cur.thresholds, "chosen_min": cur.chosen_min[k - 1],
+                                          "rejected_max": cur.rejected_max[k - 1], "max_auto_bleu": cur.max_auto_bleu})
+        save_pairs(pairs, round_dir / "pairs.jsonl")
+        write_json(round_dir / "pair_stats.json", stats)
+        logger.log({"pairs": len(pairs), "train_judge_score": stats["judge_score"], "chosen_min": s_c,
+                    "rejected_max": s_r}, stage=name)
         triples = [(p.prompt_units, p.chosen.units, p.rejected.units) for p in pairs]
         n_dev = max(1, int(len(triples) * cur.dev_fraction))
         if len(triples) - n_dev < 1:  # nothing to learn from: the round keeps the current model
@@ -243,6 +253,16 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
                "benchmark_pairs": {k: len(v) for k, v in benches.items()}}
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _check_round_settings(round_dir: Path, settings: dict[str, Any]) -> None:
+    """A round's DPO result is cached in its folder: refuse to reuse it with other pair settings."""
+    path = round_dir / "round.json"
+    if path.is_file() and (before := read_json(path)) != settings:
+        if (round_dir / "result.json").is_file() or checkpoint.latest(round_dir) is not None:
+            raise ValueError(f"{round_dir} was trained with pair settings {before}, now {settings}: use a new --out "
+                             f"or delete {round_dir} (and the later rounds) to redo it")
+    write_json(path, settings)
 
 
 def write_samples(path: Path, system: str, groups: list[PromptCandidates], feedback: Feedback) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from speechrl.config import to_dict
 from speechrl.corpus.build import CorpusConfig, build_corpus, load_manifest
 from speechrl.models.hub import cache_dir
+from speechrl.parallel import process_state
 from speechrl.runlog import atomic_write_text
 
 
@@ -22,8 +23,9 @@ def corpus_dir_for(cfg: CorpusConfig) -> Path:
 def corpus_rows(cfg: CorpusConfig) -> tuple[Path, list[dict[str, Any]]]:
     """Build the corpus once (cached across runs and recipes) and return its folder and manifest rows."""
     folder = corpus_dir_for(cfg)
-    if not (folder / "summary.json").is_file():
-        build_corpus(cfg, folder)
+    with process_state().main_process_first():  # under accelerate launch: rank 0 builds, the others wait
+        if not (folder / "summary.json").is_file():
+            build_corpus(cfg, folder)
     return folder, load_manifest(folder)
 
 

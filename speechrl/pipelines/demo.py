@@ -47,7 +47,9 @@ FAMILIES: dict[str, Family] = {
     "align_slm": Family(
         "align_slm",
         {"pretrain": {"max_steps": 120, "eval_every": 40, "checkpoint_every": 40},
-         "curriculum": {"prompts_per_round": 60}, "sampling": {"max_new_units": 40},
+         "curriculum": {"prompts_per_round": 60, "thresholds": "quantile", "chosen_min": [0.7, 0.8],
+                        "rejected_max": [0.3, 0.4]},
+         "sampling": {"max_new_units": 40},
          "dpo": {"epochs": 3.0, "eval_every": 4}, "benchmarks": {"pairs": 100},
          "test_prompts": 50, "eval_continuations": 2, "samples": 8},
         "base", "round2", "judge_score", False),

@@ -1,4 +1,5 @@
-"""Pieces every trainer shares: accelerator, optimizer + schedule, deterministic batch order, tokens."""
+"""Pieces every trainer shares: accelerator, optimizer + schedule, deterministic batch order, tokens,
+and the weight that makes DDP's gradient average a global-batch mean."""
 
 from __future__ import annotations
 
@@ -38,3 +39,21 @@ def reference_tokens(tokenizer, texts: list[str], eos_token_id: int, max_tokens:
     """Target completions: the reference text's tokens (cut to ``max_tokens − 1``) + EOS, right-padded."""
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"][: max_tokens - 1] + [eos_token_id] for t in texts]
     return pad_completions(ids, tokenizer.pad_token_id)
+
+
+def rank_weight(accelerator: Accelerator, count: torch.Tensor | float) -> torch.Tensor:
+    """w = world · n_rank / Σ_ranks n, for a loss that is a mean over this rank's ``n_rank`` items
+    (sequences or tokens). DDP averages gradients over ranks, so Σ_r w_r·mean_r / world is the mean over
+    all items of the global batch — what one process with the whole batch computes. 1 on one process;
+    0 on a rank with no items (it still runs its backward, so the all-reduce never waits on it)."""
+    count = torch.as_tensor(count, dtype=torch.float32, device=accelerator.device)
+    total = accelerator.reduce(count, "sum")
+    return count * accelerator.num_processes / total.clamp(min=1e-12)
+
+
+def mean_over_ranks(accelerator: Accelerator, metrics: dict[str, float]) -> dict[str, float]:
+    """Each value averaged over the ranks (one all-reduce; every rank must pass the same keys)."""
+    if accelerator.num_processes == 1 or not metrics:
+        return {k: float(v) for k, v in metrics.items()}
+    values = accelerator.reduce(torch.tensor([float(metrics[k]) for k in sorted(metrics)], device=accelerator.device), "mean")
+    return dict(zip(sorted(metrics), values.tolist()))

@@ -12,6 +12,12 @@ One step reads like the method:
 
 The LM is trained through a LoRA adapter on top of the SFT weights, which are the reference.
 Checkpoints every ``checkpoint_every`` steps make the run resumable.
+
+Under ``accelerate launch`` each rank rolls out its share of the B prompts (whole groups, so the
+advantages stay local); each rank's loss is weighted by :func:`~speechrl.trainers.common.rank_weight`
+over the samples (or tokens, for dapo/bnpo) it trains on, a step is skipped only when no rank kept a
+sample, a rank that kept none still runs a zero-weight backward (no all-reduce waits forever), logged
+values are reduced over the ranks, and only the main process writes checkpoints and results.
 """
 
 from __future__ import annotations
@@ -35,7 +41,9 @@ from speechrl.models.policy import completion_mask, decode, pad_completions
 from speechrl.rewards import make_reward
 from speechrl.rewards.service import RemoteReward
 from speechrl.runlog import MetricsLogger, read_json, write_json
-from speechrl.trainers.common import batch_indices, make_accelerator, make_optimizer, reference_tokens
+from speechrl.parallel import rank_share
+from speechrl.trainers.common import (batch_indices, make_accelerator, make_optimizer,
+                                     mean_over_ranks, rank_weight, reference_tokens)
 
 
 @dataclass
@@ -155,7 +163,8 @@ def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dic
         s = score(task, metrics)
         if state["best_score"] is None or s > state["best_score"]:
             state.update(best_score=s, best_step=step)
-            checkpoint.save_weights(best_path, policy)
+            if accelerator.is_main_process:
+                checkpoint.save_weights(best_path, policy)
         if logger:
             logger.log({f"dev_{k}": v for k, v in metrics.items()}, step=step, stage=stage)
 
@@ -164,7 +173,7 @@ def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dic
     bar = tqdm(total=cfg.max_steps, initial=step, desc=stage, unit="step")
     while step < cfg.max_steps:
         t0 = time.time()
-        batch = [train[i] for i in batch_indices(step, len(train), cfg.prompts_per_step, cfg.seed)]
+        batch = rank_share([train[i] for i in batch_indices(step, len(train), cfg.prompts_per_step, cfg.seed)])
         policy.eval()  # no dropout in rollouts
         enc, ids, mask, off_policy, texts = rollout(policy, batch, feats, cfg)
         t_rollout = time.time() - t0
@@ -174,7 +183,7 @@ def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dic
         if cfg.overlong_cache:
             rewards = rewards + soft_overlong_penalty(mask.sum(1).cpu(), cfg.max_new_tokens, cfg.overlong_cache)
         invalid = ~torch.isfinite(rewards)  # masked: left out of its group's statistics, Â = 0, not trained on
-        state["invalid_rewards"] += int(invalid.sum())
+        state["invalid_rewards"] += int(accelerator.reduce(invalid.sum(), "sum"))
         rewards = torch.where(invalid, torch.full_like(rewards, math.nan), rewards)
         advantages = group_advantages(rewards, cfg.group_size, scale=cfg.scale_rewards)
         keep = ~invalid
@@ -182,10 +191,15 @@ def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dic
             keep &= ~zero_variance_groups(rewards, cfg.group_size).repeat_interleave(cfg.group_size)
         metrics = {"reward": rewards[~invalid].mean().item() if (~invalid).any() else math.nan,
                    "completion_len": mask.sum(1).float().mean().item(), "rollout_s": t_rollout,
-                   "kept_samples": int(keep.sum()), **reward_fn.metrics()}
-        if keep.any():
-            sel = keep.nonzero().squeeze(1)
+                   **reward_fn.metrics()}
+        metrics = mean_over_ranks(accelerator, metrics)
+        metrics["kept_samples"] = int(accelerator.reduce(keep.sum(), "sum"))
+        if metrics["kept_samples"]:
+            # a rank that kept nothing trains on its first sample with weight 0 (its backward joins DDP's)
+            sel = keep.nonzero().squeeze(1) if keep.any() else torch.zeros(1, dtype=torch.long)
             enc_k, ids_k, mask_k = enc.select(sel), ids[sel], mask[sel]
+            count = (mask_k.sum() if cfg.loss_type in ("dapo", "bnpo") else torch.tensor(len(sel))) * keep.any()
+            weight = rank_weight(accelerator, count)
             adv_k, off_k = advantages[sel].to(ids.device), off_policy[sel].to(ids.device)
             ref = _reference_logps(model, policy, ref_policy, enc_k, ids_k, mask_k) if cfg.beta > 0 else None
             policy.train()
@@ -198,10 +212,10 @@ def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dic
                 loss, stats = grpo_loss(logp, old, ref, adv_k, mask_k, loss_type=cfg.loss_type, eps_low=cfg.epsilon,
                                         eps_high=cfg.epsilon_high, beta=cfg.beta,
                                         max_completion_length=cfg.max_new_tokens, off_policy=off_k)
-                accelerator.backward(loss)
+                accelerator.backward(loss * weight)
                 optimizer.step()
                 optimizer.zero_grad()
-            metrics.update(loss=loss.item(), **{k: v.item() for k, v in stats.items()})
+            metrics.update(mean_over_ranks(accelerator, {k: (v * weight).item() for k, v in {"loss": loss, **stats}.items()}))
         else:
             state["skipped_steps"] += 1
         scheduler.step()
@@ -214,14 +228,16 @@ def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dic
             logger.log(metrics, step=step, stage=stage)
         if cfg.eval_every and step % cfg.eval_every == 0 and step != cfg.max_steps:
             evaluate_dev()
-        if step % cfg.checkpoint_every == 0:
+        if step % cfg.checkpoint_every == 0 and accelerator.is_main_process:
             checkpoint.save(out_dir, step, policy, optimizer, scheduler, state)
     bar.close()
     evaluate_dev()
+    accelerator.wait_for_everyone()  # the best weights are on disk before any rank reloads them
     if state["best_step"] != step:
         checkpoint.load_weights(best_path, policy)
     result = {"best_score": state["best_score"], "best_step": state["best_step"], "steps": step,
               "train_s": round(state["train_s"], 1), "skipped_steps": state["skipped_steps"],
               "invalid_rewards": state["invalid_rewards"]}
-    write_json(out_dir / "result.json", result)
+    if accelerator.is_main_process:
+        write_json(out_dir / "result.json", result)
     return result

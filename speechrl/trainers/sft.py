@@ -4,6 +4,12 @@ setup → loop (NLL of the reference completion; dev evaluation every ``eval_eve
 weights kept in ``<out>/best``, early stop after ``patience`` evaluations without improvement, or a
 wall-time budget) → restore the best weights. Checkpoints every ``checkpoint_every`` steps make the
 run resumable: a restarted call continues from the latest one.
+
+Under ``accelerate launch`` each rank takes its share of every global batch (``batch_size`` examples
+in all), the rank's token-mean NLL is weighted by :func:`~speechrl.trainers.common.rank_weight` (DDP's
+gradient average then equals the global batch's token mean), logged values are reduced over the
+ranks, every rank evaluates the same dev set (same model selection everywhere), and only the main
+process writes checkpoints and results.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ from speechrl import checkpoint
 from speechrl.config import doc
 from speechrl.data.tasks import Example
 from speechrl.eval.speech_tasks import evaluate, prompt_batch, score
+from speechrl.parallel import rank_share
 from speechrl.runlog import MetricsLogger, read_json, write_json
-from speechrl.trainers.common import batch_indices, make_accelerator, make_optimizer, reference_tokens
+from speechrl.trainers.common import (batch_indices, make_accelerator, make_optimizer, mean_over_ranks, rank_weight,
+                                     reference_tokens)
 
 
 @dataclass
@@ -42,13 +50,14 @@ class SFTConfig:
     seed: int = doc("seed for batch order and initialisation", 0)
 
 
-def sft_loss(model: Any, policy: Any, examples: list[Example], feats: dict, max_tokens: int) -> torch.Tensor:
-    """Mean NLL per completion token of the reference answers. ``model`` is ``policy`` as prepared by
-    accelerate (its forward is ``completion_logps``); ``policy`` the unwrapped module."""
+def sft_nll(model: Any, policy: Any, examples: list[Example], feats: dict, max_tokens: int
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed NLL, number) of the reference answers' completion tokens. ``model`` is ``policy`` as
+    prepared by accelerate (its forward is ``completion_logps``); ``policy`` the unwrapped module."""
     ids, mask = reference_tokens(policy.tokenizer, [e.reference for e in examples], policy.eos_token_id, max_tokens)
     ids, mask = ids.to(policy.lm.device), mask.to(policy.lm.device)
     logps = model(policy.encode(prompt_batch(examples, feats)), ids, mask)
-    return -(logps * mask).sum() / mask.sum()
+    return -(logps * mask).sum(), mask.sum()
 
 
 def train_sft(policy: Any, train: list[Example], dev: list[Example], feats: dict, task: str, cfg: SFTConfig,
@@ -79,7 +88,8 @@ def train_sft(policy: Any, train: list[Example], dev: list[Example], feats: dict
         s = score(task, metrics)
         if state["best_score"] is None or s > state["best_score"]:
             state.update(best_score=s, best_step=step, bad_evals=0)
-            checkpoint.save_weights(best_path, policy)
+            if accelerator.is_main_process:
+                checkpoint.save_weights(best_path, policy)
         else:
             state["bad_evals"] += 1
         if logger:
@@ -94,26 +104,31 @@ def train_sft(policy: Any, train: list[Example], dev: list[Example], feats: dict
         if cfg.time_budget_s and state["train_s"] >= cfg.time_budget_s:
             break
         t0 = time.time()
-        batch = [train[i] for i in batch_indices(step, len(train), cfg.batch_size, cfg.seed)]
-        loss = sft_loss(model, policy, batch, feats, cfg.max_new_tokens)
+        batch = rank_share([train[i] for i in batch_indices(step, len(train), cfg.batch_size, cfg.seed)])
+        nll, tokens = sft_nll(model, policy, batch, feats, cfg.max_new_tokens)
+        loss = nll / tokens * rank_weight(accelerator, tokens)
         accelerator.backward(loss)
+        logged = mean_over_ranks(accelerator, {"loss": loss.item(), "tokens": tokens.item()})
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
         step += 1
         state["train_s"] += time.time() - t0
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{logged['loss']:.3f}")
         if logger:
-            logger.log({"loss": loss.item(), "lr": scheduler.get_last_lr()[-1]}, step=step, stage=stage)
+            logger.log({"loss": logged["loss"], "tokens": round(logged["tokens"] * accelerator.num_processes),
+                        "step_s": time.time() - t0, "lr": scheduler.get_last_lr()[-1]}, step=step, stage=stage)
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             evaluate_dev()
-        if step % cfg.checkpoint_every == 0:
+        if step % cfg.checkpoint_every == 0 and accelerator.is_main_process:
             checkpoint.save(out_dir, step, policy, optimizer, scheduler, state)
     bar.close()
+    accelerator.wait_for_everyone()  # the best weights are on disk before any rank reloads them
     if state["best_step"] != step and best_path.is_file():
         checkpoint.load_weights(best_path, policy)
     result = {"best_score": state["best_score"], "best_step": state["best_step"], "steps": step,
               "train_s": round(state["train_s"], 1)}
-    write_json(out_dir / "result.json", result)
+    if accelerator.is_main_process:
+        write_json(out_dir / "result.json", result)
     return result
