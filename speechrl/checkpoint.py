@@ -13,6 +13,9 @@ is always complete; older ones are pruned only after the new one exists. ``lates
 newest complete checkpoint. A write that fails (a full disk) raises :class:`CheckpointError` naming
 the checkpoint and leaves the previous ones untouched; the temp folder of a writer that was killed is
 removed by the next save.
+
+Under a multi-process launch (``RANK`` set) only rank 0 writes — the DDP replicas are identical — and
+every rank reads; trainers wait for all ranks before reloading what rank 0 wrote.
 """
 
 from __future__ import annotations
@@ -87,8 +90,14 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def _writer() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def save_weights(path: str | Path, model: torch.nn.Module) -> Path:
-    """The trainable parameters alone, written atomically (e.g. the best-on-dev weights)."""
+    """The trainable parameters alone, written atomically (e.g. the best-on-dev weights); rank 0 only."""
+    if not _writer():
+        return Path(path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -127,10 +136,12 @@ def load_weights(path: str | Path, model: torch.nn.Module) -> None:
 
 def save(run_dir: str | Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
          scheduler: Any = None, state: dict[str, Any] | None = None, keep: int = 2) -> Path:
-    """Write checkpoint ``step`` atomically; keep the ``keep`` newest."""
+    """Write checkpoint ``step`` atomically; keep the ``keep`` newest. Rank 0 only."""
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
+    if not _writer():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".step-{step:07d}.tmp"
     for stale in root.glob(".step-*.tmp"):  # left by a writer that was killed mid-save
         shutil.rmtree(stale, ignore_errors=True)

@@ -35,6 +35,13 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> list[int]:
     return perm[i * batch_size:(i + 1) * batch_size].tolist()
 
 
+def rank_batch(items, step: int, batch_size: int, seed: int) -> list:
+    """This rank's share of global batch ``step`` (all of it on one process; see :func:`batch_indices`)."""
+    from speechrl.parallel import rank_share
+
+    return rank_share([items[i] for i in batch_indices(step, len(items), batch_size, seed)])
+
+
 def reference_tokens(tokenizer, texts: list[str], eos_token_id: int, max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Target completions: the reference text's tokens (cut to ``max_tokens − 1``) + EOS, right-padded."""
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"][: max_tokens - 1] + [eos_token_id] for t in texts]

@@ -38,7 +38,7 @@ from speechrl.config import doc
 from speechrl.losses.dpo import dpo_loss, dpo_metrics
 from speechrl.models.unit_lm import UnitLM
 from speechrl.runlog import MetricsLogger, read_json, write_json
-from speechrl.trainers.common import batch_indices, make_accelerator, make_optimizer
+from speechrl.trainers.common import make_accelerator, make_optimizer, mean_over_ranks, rank_batch
 from speechrl.trainers.grpo import LoRAConfig, add_lora, reference_policy
 
 Pair = tuple[Sequence[int], Sequence[int], Sequence[int]]  # (prompt, chosen, rejected) unit ids
@@ -166,7 +166,7 @@ def train_dpo(unit_lm: UnitLM, train_pairs: Sequence[Pair], dev_pairs: Sequence[
         if cfg.time_budget_s and state["train_s"] >= cfg.time_budget_s:
             break
         t0 = time.time()
-        batch = [train_pairs[i] for i in batch_indices(step, len(train_pairs), cfg.batch_size, cfg.seed)]
+        batch = rank_batch(train_pairs, step, cfg.batch_size, cfg.seed)  # equal shares: DDP's mean is global
         loss_sum, chosen, rejected = 0.0, [], []
         for start in range(0, len(batch), micro):
             chunk = batch[start:start + micro]
@@ -184,9 +184,10 @@ def train_dpo(unit_lm: UnitLM, train_pairs: Sequence[Pair], dev_pairs: Sequence[
         step_s = time.time() - t0
         state["train_s"] += step_s
         c, r = torch.cat(chosen), torch.cat(rejected)
-        metrics = {"loss": loss_sum / len(batch), **{k: v.item() for k, v in dpo_metrics(c, r).items()},
-                   "chosen_reward": c.mean().item(), "rejected_reward": r.mean().item(),
-                   "lr": scheduler.get_last_lr()[-1], "step_s": step_s}
+        metrics = mean_over_ranks(accelerator, {
+            "loss": loss_sum / len(batch), **{k: v.item() for k, v in dpo_metrics(c, r).items()},
+            "chosen_reward": c.mean().item(), "rejected_reward": r.mean().item()})
+        metrics.update(lr=scheduler.get_last_lr()[-1], step_s=step_s)
         bar.update(1)
         bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['reward_accuracy']:.2f}")
         if logger:
@@ -198,6 +199,7 @@ def train_dpo(unit_lm: UnitLM, train_pairs: Sequence[Pair], dev_pairs: Sequence[
     bar.close()
     if state["evaluated_step"] != step:
         evaluate_dev()  # stopped by the time budget between evaluations: the last weights compete
+    accelerator.wait_for_everyone()  # the best weights are on disk before any rank reloads them
     if not dev:  # nothing to select on: the last weights are the result
         state["best_step"] = step
         checkpoint.save_weights(best_path, unit_lm)

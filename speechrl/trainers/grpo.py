@@ -41,9 +41,8 @@ from speechrl.models.policy import completion_mask, decode, pad_completions
 from speechrl.rewards import make_reward
 from speechrl.rewards.service import RemoteReward
 from speechrl.runlog import MetricsLogger, read_json, write_json
-from speechrl.parallel import rank_share
-from speechrl.trainers.common import (batch_indices, make_accelerator, make_optimizer,
-                                     mean_over_ranks, rank_weight, reference_tokens)
+from speechrl.trainers.common import (make_accelerator, make_optimizer,
+                                     mean_over_ranks, rank_batch, rank_weight, reference_tokens)
 
 
 @dataclass
@@ -163,8 +162,7 @@ def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dic
         s = score(task, metrics)
         if state["best_score"] is None or s > state["best_score"]:
             state.update(best_score=s, best_step=step)
-            if accelerator.is_main_process:
-                checkpoint.save_weights(best_path, policy)
+            checkpoint.save_weights(best_path, policy)
         if logger:
             logger.log({f"dev_{k}": v for k, v in metrics.items()}, step=step, stage=stage)
 
@@ -173,7 +171,7 @@ def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dic
     bar = tqdm(total=cfg.max_steps, initial=step, desc=stage, unit="step")
     while step < cfg.max_steps:
         t0 = time.time()
-        batch = rank_share([train[i] for i in batch_indices(step, len(train), cfg.prompts_per_step, cfg.seed)])
+        batch = rank_batch(train, step, cfg.prompts_per_step, cfg.seed)
         policy.eval()  # no dropout in rollouts
         enc, ids, mask, off_policy, texts = rollout(policy, batch, feats, cfg)
         t_rollout = time.time() - t0
@@ -228,7 +226,7 @@ def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dic
             logger.log(metrics, step=step, stage=stage)
         if cfg.eval_every and step % cfg.eval_every == 0 and step != cfg.max_steps:
             evaluate_dev()
-        if step % cfg.checkpoint_every == 0 and accelerator.is_main_process:
+        if step % cfg.checkpoint_every == 0:
             checkpoint.save(out_dir, step, policy, optimizer, scheduler, state)
     bar.close()
     evaluate_dev()
@@ -238,6 +236,5 @@ def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dic
     result = {"best_score": state["best_score"], "best_step": state["best_step"], "steps": step,
               "train_s": round(state["train_s"], 1), "skipped_steps": state["skipped_steps"],
               "invalid_rewards": state["invalid_rewards"]}
-    if accelerator.is_main_process:
-        write_json(out_dir / "result.json", result)
+    write_json(out_dir / "result.json", result)
     return result

@@ -26,9 +26,8 @@ from speechrl import checkpoint
 from speechrl.config import doc
 from speechrl.data.tasks import Example
 from speechrl.eval.speech_tasks import evaluate, prompt_batch, score
-from speechrl.parallel import rank_share
 from speechrl.runlog import MetricsLogger, read_json, write_json
-from speechrl.trainers.common import (batch_indices, make_accelerator, make_optimizer, mean_over_ranks, rank_weight,
+from speechrl.trainers.common import (make_accelerator, make_optimizer, mean_over_ranks, rank_batch, rank_weight,
                                      reference_tokens)
 
 
@@ -88,8 +87,7 @@ def train_sft(policy: Any, train: list[Example], dev: list[Example], feats: dict
         s = score(task, metrics)
         if state["best_score"] is None or s > state["best_score"]:
             state.update(best_score=s, best_step=step, bad_evals=0)
-            if accelerator.is_main_process:
-                checkpoint.save_weights(best_path, policy)
+            checkpoint.save_weights(best_path, policy)
         else:
             state["bad_evals"] += 1
         if logger:
@@ -104,7 +102,7 @@ def train_sft(policy: Any, train: list[Example], dev: list[Example], feats: dict
         if cfg.time_budget_s and state["train_s"] >= cfg.time_budget_s:
             break
         t0 = time.time()
-        batch = rank_share([train[i] for i in batch_indices(step, len(train), cfg.batch_size, cfg.seed)])
+        batch = rank_batch(train, step, cfg.batch_size, cfg.seed)
         nll, tokens = sft_nll(model, policy, batch, feats, cfg.max_new_tokens)
         loss = nll / tokens * rank_weight(accelerator, tokens)
         accelerator.backward(loss)
@@ -121,7 +119,7 @@ def train_sft(policy: Any, train: list[Example], dev: list[Example], feats: dict
                         "step_s": time.time() - t0, "lr": scheduler.get_last_lr()[-1]}, step=step, stage=stage)
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             evaluate_dev()
-        if step % cfg.checkpoint_every == 0 and accelerator.is_main_process:
+        if step % cfg.checkpoint_every == 0:
             checkpoint.save(out_dir, step, policy, optimizer, scheduler, state)
     bar.close()
     accelerator.wait_for_everyone()  # the best weights are on disk before any rank reloads them
@@ -129,6 +127,5 @@ def train_sft(policy: Any, train: list[Example], dev: list[Example], feats: dict
         checkpoint.load_weights(best_path, policy)
     result = {"best_score": state["best_score"], "best_step": state["best_step"], "steps": step,
               "train_s": round(state["train_s"], 1)}
-    if accelerator.is_main_process:
-        write_json(out_dir / "result.json", result)
+    write_json(out_dir / "result.json", result)
     return result

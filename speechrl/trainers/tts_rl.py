@@ -45,7 +45,7 @@ from speechrl.rewards import make_reward
 from speechrl.rewards.tts import UnitRenderer
 from speechrl.runlog import MetricsLogger, read_json, write_json
 from speechrl.text import cer, sentence_wer, wer
-from speechrl.trainers.common import batch_indices, make_accelerator, make_optimizer
+from speechrl.trainers.common import make_accelerator, make_optimizer, mean_over_ranks, rank_batch, rank_weight
 from speechrl.trainers.grpo import LoRAConfig, add_lora, reference_policy
 from speechrl.trainers.tts_sft import TTSExample
 
@@ -294,7 +294,7 @@ def train_tts_rl(policy: Any, token2text: Any, train: Sequence[TTSExample], dev:
     bar = tqdm(total=cfg.max_steps, initial=step, desc=stage, unit="step")
     while step < cfg.max_steps:
         t0 = time.time()
-        batch = [train[i] for i in batch_indices(step, len(train), cfg.prompts_per_step, cfg.seed)]
+        batch = rank_batch(train, step, cfg.prompts_per_step, cfg.seed)  # whole groups per rank
         texts = [e.text for e in batch for _ in range(g)]
         policy.eval()
         with torch.no_grad():
@@ -309,7 +309,7 @@ def train_tts_rl(policy: Any, token2text: Any, train: Sequence[TTSExample], dev:
             t1 = time.time()
             rewards, hyps = _rewards(policy, ids, texts, [i // g for i in range(len(texts))], renderer, reward_fn)
             invalid = ~torch.isfinite(rewards)
-            state["invalid_rewards"] += int(invalid.sum())
+            state["invalid_rewards"] += int(accelerator.reduce(invalid.sum(), "sum"))
             rewards = torch.where(invalid, torch.zeros_like(rewards), rewards)
             advantages = group_advantages(rewards, g, scale=cfg.scale_rewards)
             keep = ~invalid
@@ -317,7 +317,9 @@ def train_tts_rl(policy: Any, token2text: Any, train: Sequence[TTSExample], dev:
                            rollout_wer=float(np.mean([sentence_wer(t, h) for t, h in zip(texts, hyps)])),
                            positive_advantage=float((advantages[keep] > 0).sum()), **reward_fn.metrics())
         t2 = time.time()
-        sel = keep.nonzero().squeeze(1)
+        # a rank with nothing valid trains on its first sample with weight 0 (its backward joins DDP's)
+        weight = rank_weight(accelerator, keep.sum())
+        sel = keep.nonzero().squeeze(1) if keep.any() else torch.zeros(1, dtype=torch.long)
         text_ids = text_mask = None
         if token2text is not None and cfg.uses_diffro:
             text_ids, text_mask = token2text.text_targets([texts[i] for i in sel.tolist()])
@@ -328,12 +330,13 @@ def train_tts_rl(policy: Any, token2text: Any, train: Sequence[TTSExample], dev:
         ref_logits = _reference_logits(model, policy, ref_policy, enc, ids_k, mask_k)
         loss, stats = rl_loss(logits, ref_logits, ids_k, mask_k, advantages[sel].to(logits.device), token2text,
                               text_ids, text_mask, cfg)
-        accelerator.backward(loss)
+        accelerator.backward(loss * weight)
         optimizer.step()
         optimizer.zero_grad()
         scheduler.step()
         step += 1
-        metrics.update(loss=loss.item(), update_s=time.time() - t2, step_s=time.time() - t0, **stats)
+        metrics = mean_over_ranks(accelerator, {**metrics, "loss": (loss * weight).item(), **stats})
+        metrics.update(update_s=time.time() - t2, step_s=time.time() - t0)
         state["train_s"] += metrics["step_s"]
         bar.update(1)
         bar.set_postfix(loss=f"{metrics['loss']:.3f}")
@@ -345,6 +348,7 @@ def train_tts_rl(policy: Any, token2text: Any, train: Sequence[TTSExample], dev:
             checkpoint.save(out_dir, step, policy, optimizer, scheduler, state)
     bar.close()
     evaluate_dev()
+    accelerator.wait_for_everyone()  # the best weights are on disk before any rank reloads them
     if dev and state["best_step"] != step:
         checkpoint.load_weights(best_path, policy)
     result = {"best_score": state["best_score"], "best_step": state["best_step"], "steps": step,

@@ -21,7 +21,7 @@ from speechrl import checkpoint
 from speechrl.config import doc
 from speechrl.runlog import MetricsLogger, read_json, write_json
 from speechrl.speech.units import Units
-from speechrl.trainers.common import batch_indices, make_accelerator, make_optimizer
+from speechrl.trainers.common import make_accelerator, make_optimizer, mean_over_ranks, rank_batch
 
 __all__ = ["TTSExample", "tts_examples", "SupervisedConfig", "train_supervised", "tts_nll", "token2text_nll",
            "train_tts_lm", "train_token2text"]
@@ -159,7 +159,9 @@ def train_supervised(model: torch.nn.Module, train: Sequence[Any], dev: Sequence
         if cfg.time_budget_s and state["train_s"] >= cfg.time_budget_s:
             break
         t0 = time.time()
-        batch = [train[i] for i in batch_indices(step, len(train), cfg.batch_size, cfg.seed)]
+        # each rank's token-mean loss on its share, DDP-averaged: the global token mean up to the shares'
+        # token counts (exact when they match)
+        batch = rank_batch(train, step, cfg.batch_size, cfg.seed)
         value = loss(model, batch)
         accelerator.backward(value)
         optimizer.step()
@@ -168,14 +170,16 @@ def train_supervised(model: torch.nn.Module, train: Sequence[Any], dev: Sequence
         step += 1
         state["train_s"] += time.time() - t0
         bar.update(1)
-        bar.set_postfix(loss=f"{value.item():.3f}")
+        logged = mean_over_ranks(accelerator, {"loss": value.item()})
+        bar.set_postfix(loss=f"{logged['loss']:.3f}")
         if logger:
-            logger.log({"loss": value.item(), "lr": scheduler.get_last_lr()[-1]}, step=step, stage=stage)
+            logger.log({**logged, "lr": scheduler.get_last_lr()[-1]}, step=step, stage=stage)
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             evaluate_dev()
         if step % cfg.checkpoint_every == 0:
             checkpoint.save(out_dir, step, model, optimizer, scheduler, state)
     bar.close()
+    accelerator.wait_for_everyone()  # the best weights are on disk before any rank reloads them
     if state["best_step"] != step and best_path.is_file():
         checkpoint.load_weights(best_path, model)
     result = {"best_score": state["best_score"], "best_step": state["best_step"], "steps": step,

@@ -26,7 +26,7 @@ from speechrl import checkpoint
 from speechrl.config import doc
 from speechrl.models.unit_lm import UnitLM
 from speechrl.runlog import MetricsLogger, read_json, write_json
-from speechrl.trainers.common import batch_indices, make_accelerator, make_optimizer
+from speechrl.trainers.common import make_accelerator, make_optimizer, mean_over_ranks, rank_batch, rank_weight
 
 
 @dataclass
@@ -69,12 +69,13 @@ def mean_nll(model: UnitLM, seqs: Sequence[Sequence[int]], batch_size: int = 32)
     return sum(t for t, _ in scored) / max(1, sum(n for _, n in scored))
 
 
-def unit_lm_loss(model: torch.nn.Module, unit_lm: UnitLM, batch: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Mean NLL per unit of ``batch`` (every unit scored; ``model`` is ``unit_lm`` as prepared by
-    accelerate)."""
+def unit_lm_loss(model: torch.nn.Module, unit_lm: UnitLM, batch: Sequence[Sequence[int]]
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean NLL per unit of ``batch``, number of units scored); every unit is scored; ``model`` is
+    ``unit_lm`` as prepared by accelerate."""
     ids, attn, score = unit_lm.pack([[] for _ in batch], batch)
     logps, mask = unit_lm.token_logps(ids, attn, score, model)
-    return -(logps * mask).sum() / mask.sum().clamp(min=1)
+    return -(logps * mask).sum() / mask.sum().clamp(min=1), mask.sum()
 
 
 def train_unit_lm(unit_lm: UnitLM, train_seqs: Sequence[Sequence[int]], dev_seqs: Sequence[Sequence[int]],
@@ -121,15 +122,19 @@ def train_unit_lm(unit_lm: UnitLM, train_seqs: Sequence[Sequence[int]], dev_seqs
 
     if state["best_dev_nll"] is None:
         evaluate_dev()  # the starting point competes too (continued training must not make it worse)
-    bar = tqdm(total=cfg.max_steps, initial=step, desc=stage, unit="step")
+    # a time-budgeted run (max_steps only a cap) shows its count and rate, not an ETA for the cap
+    bar = tqdm(total=None if cfg.time_budget_s else cfg.max_steps, initial=step, desc=stage, unit="step")
     unit_lm.train()
     while step < cfg.max_steps and not (cfg.patience and state["bad_evals"] >= cfg.patience):
         if cfg.time_budget_s and state["train_s"] >= cfg.time_budget_s:
             break
         t0 = time.time()
-        batch = [train[i] for i in batch_indices(step, len(train), cfg.batch_size, cfg.seed)]
-        loss = unit_lm_loss(model, unit_lm, batch)
-        accelerator.backward(loss)
+        batch = rank_batch(train, step, cfg.batch_size, cfg.seed)
+        loss, units = unit_lm_loss(model, unit_lm, batch)
+        weight = rank_weight(accelerator, units)
+        accelerator.backward(loss * weight)
+        logged = mean_over_ranks(accelerator, {"loss": (loss * weight).item(),
+                                               "tokens": float(sum(len(s) for s in batch))})
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
@@ -137,15 +142,16 @@ def train_unit_lm(unit_lm: UnitLM, train_seqs: Sequence[Sequence[int]], dev_seqs
         step_s = time.time() - t0
         state["train_s"] += step_s
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{logged['loss']:.3f}")
         if logger:
-            logger.log({"loss": loss.item(), "lr": scheduler.get_last_lr()[-1], "step_s": step_s,
-                        "tokens": sum(len(s) for s in batch)}, step=step, stage=stage)
+            logger.log({"loss": logged["loss"], "lr": scheduler.get_last_lr()[-1], "step_s": step_s,
+                        "tokens": round(logged["tokens"] * accelerator.num_processes)}, step=step, stage=stage)
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             evaluate_dev()
         if step % cfg.checkpoint_every == 0:
             checkpoint.save(out_dir, step, unit_lm, optimizer, scheduler, state)
     bar.close()
+    accelerator.wait_for_everyone()  # the best weights are on disk before any rank reloads them
     if dev:
         if state["evaluated_step"] != step:
             evaluate_dev()  # stopped by the budget between evaluations: the last weights compete
