@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for mode in (MODES if r % 2 == 0 else MODES[::-1]):
                 if mode == "rollout()":
                     t0 = time.perf_counter()
-                    _, ids, *_ = rollout(policy, examples, feats, cfg)
+                    ids = rollout(policy, examples, feats, cfg).ids
                     enc_s, gen_s = None, time.perf_counter() - t0  # not split: it is the trainer's code
                 else:
                     enc_s, gen_s, ids = timed_rollout(policy, batch, g, args.max_new_tokens, mode == "encode_once")

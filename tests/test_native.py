@@ -125,10 +125,9 @@ def test_teacher_forced_logps_match_generation_scores(policies, kind):
     policy = policies[kind]
     enc = policy.encode(batch(policy))
     assert len(set(prompt_lengths(enc))) == 3
-    ids, scores = policy.generate(enc, max_new_tokens=6, output_scores=True)
-    assert ids.shape[0] == 3 and ids.shape[1] <= 6 and scores.shape[:2] == ids.shape
+    ids, gen_logps = policy.generate(enc, max_new_tokens=6, return_logps=True)
+    assert ids.shape[0] == 3 and ids.shape[1] <= 6 and gen_logps.shape == ids.shape
     mask = completion_mask(ids, policy.eos_token_id)
-    gen_logps = torch.log_softmax(scores, -1).gather(2, ids[..., None])[..., 0]
     with torch.no_grad():
         tf_logps = policy.completion_logps(enc, ids, mask)
     assert torch.allclose(tf_logps * mask, gen_logps * mask, atol=1e-4)

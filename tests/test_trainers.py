@@ -84,6 +84,8 @@ def test_grpo_updates_lora_and_logs_each_reward(asr, tmp_path):
     rows = [m for m in read_metrics(tmp_path / "metrics.jsonl") if m.get("stage") == "grpo" and "loss" in m]
     assert len(rows) == 4
     assert {"rewards/accuracy_wer_mean", "rewards/hallucination_mean", "kl", "reward"} <= set(rows[0])
+    # the engine's log-probs of what it sampled equal the trainer's teacher-forced ones (fp32 CPU)
+    assert all(r["rollout_logp_diff_max"] < 1e-4 for r in rows)
     assert result["steps"] == 4
 
 
@@ -91,9 +93,33 @@ def test_mixed_policy_puts_the_reference_in_each_group(asr):
     train, _, feats = asr
     policy = make_tiny_policy()
     cfg = grpo_cfg(mixed_policy=True, max_new_tokens=24)
-    _, ids, mask, off_policy, texts = rollout(policy, train[:2], feats, cfg)
+    ro = rollout(policy, train[:2], feats, cfg)
+    ids, mask, off_policy, texts = ro.ids, ro.mask, ro.off_policy, ro.texts
     assert off_policy.tolist() == [False, False, False, True] * 2
     assert texts[3] == train[0].reference and texts[7] == train[1].reference
+    # the engine drew the on-policy rows only: their log-probs are known, the reference rows' are not
+    assert ro.logps.shape == ids.shape and ro.logps[off_policy].isnan().all()
+    on = ~off_policy
+    assert torch.isfinite(ro.logps[on][mask[on].bool()]).all()
+
+
+def test_rollout_logps_match_teacher_forcing_and_engines_are_named(asr):
+    """Sampling (temperature 0.7, top-p 0.9) returns each token's raw log-prob — what the trainer
+    computes by teacher forcing; a wrong engine name or 'vllm' (not built) is a clear error."""
+    from speechrl.rollout import logp_parity, make_engine
+
+    train, _, feats = asr
+    policy = make_tiny_policy()
+    ro = rollout(policy, train[:3], feats, grpo_cfg(temperature=0.7, top_p=0.9, max_new_tokens=10))
+    with torch.no_grad():
+        trainer = policy.completion_logps(ro.enc, ro.ids, ro.mask)
+    parity = logp_parity(ro.logps, trainer, ro.mask)
+    assert parity["rollout_logp_diff_max"] < 1e-4
+    assert logp_parity(ro.logps + 0.5, trainer, ro.mask)["rollout_logp_diff_mean"] == pytest.approx(0.5, abs=1e-4)
+    with pytest.raises(ValueError, match="not built yet"):
+        make_engine("vllm")
+    with pytest.raises(ValueError, match="unknown rollout engine"):
+        make_engine("sglang")
 
 
 def test_grpo_resume_reproduces_uninterrupted_losses(asr, tmp_path):

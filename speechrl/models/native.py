@@ -19,7 +19,8 @@ and :func:`load_policy`, which picks the class from a checkpoint's ``config.json
     ids = policy.generate(enc, max_new_tokens=64, do_sample=True, top_p=0.9)
     logps = policy.completion_logps(enc, ids, completion_mask(ids, policy.eos_token_id))
 
-``generate(..., output_scores=True)`` returns ``(ids, scores)`` with the per-step logits [N, T, V].
+``generate(..., return_logps=True)`` returns ``(ids, logps)``: the generated tokens' log-probs under the
+raw next-token distribution (what teacher forcing computes; the rollout/trainer parity check).
 
 Scheme (all three). ``featurize`` turns one 16 kHz waveform into the model's features (cached on
 disk by the corpus builders). ``encode`` runs the audio encoder and projector **once** per prompt.
@@ -60,7 +61,7 @@ from torch import nn
 from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 
 from speechrl.losses.logps import token_logps
-from speechrl.models.policy import Encoded, PromptBatch
+from speechrl.models.policy import Encoded, PromptBatch, generated_logps
 
 SAMPLE_RATE = 16000
 SETTINGS_FILE = "native_policy.json"
@@ -249,14 +250,14 @@ class NativePolicy(nn.Module):
 
     @torch.no_grad()
     def _generate(self, max_new_tokens: int, do_sample: bool, temperature: float, top_p: float, top_k: int,
-                  output_scores: bool, **inputs: Any) -> Any:
+                  return_logps: bool, **inputs: Any) -> Any:
         with plain_generation(self.model):
             # GenerationMixin.generate itself: Granite's override toggles its audio LoRA off whenever no
             # input_features are passed, Whisper's adds its forced/suppressed-token machinery
             out = GenerationMixin.generate(
                 self.model, **inputs, max_new_tokens=max_new_tokens, eos_token_id=self.eos_token_id,
-                pad_token_id=self.pad_token_id, output_scores=output_scores,
-                return_dict_in_generate=output_scores, **sampling_kwargs(do_sample, temperature, top_p, top_k))
+                pad_token_id=self.pad_token_id, output_logits=return_logps,
+                return_dict_in_generate=return_logps, **sampling_kwargs(do_sample, temperature, top_p, top_k))
         return out
 
     # -- persistence ----------------------------------------------------------------------------
@@ -361,14 +362,14 @@ class DecoderOnlySpeechPolicy(NativePolicy):
         return Encoded({"embeds": self.merge_audio(ids, audio), "mask": mask})
 
     def generate(self, enc: Encoded, max_new_tokens: int, do_sample: bool = False, temperature: float = 1.0,
-                 top_p: float = 1.0, top_k: int = 0, output_scores: bool = False) -> Any:
+                 top_p: float = 1.0, top_k: int = 0, return_logps: bool = False) -> Any:
         """Completion ids [N, T] (T ≤ ``max_new_tokens``), right-padded after EOS. With
-        ``output_scores=True``: ``(ids, scores)``, scores [N, T, V] the processed next-token logits."""
-        out = self._generate(max_new_tokens, do_sample, temperature, top_p, top_k, output_scores,
+        ``return_logps=True``: ``(ids, logps)`` (:func:`~speechrl.models.policy.generated_logps`)."""
+        out = self._generate(max_new_tokens, do_sample, temperature, top_p, top_k, return_logps,
                              inputs_embeds=enc["embeds"], attention_mask=enc["mask"])
-        ids = out.sequences if output_scores else out
+        ids = out.sequences if return_logps else out
         ids = ids[:, -max_new_tokens:] if ids.shape[1] > max_new_tokens else ids
-        return (ids, torch.stack(out.scores, 1)) if output_scores else ids
+        return (ids, generated_logps(out, ids)) if return_logps else ids
 
     def completion_logps(self, enc: Encoded, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
         """log π(o_t | prompt, o_<t) for every completion token [N, T] (teacher forcing)."""
@@ -671,18 +672,18 @@ class WhisperPolicy(NativePolicy):
         return Encoded({"encoder_hidden": hidden, "prefix": ids.to(self.device), "prefix_mask": mask.to(self.device)})
 
     def generate(self, enc: Encoded, max_new_tokens: int, do_sample: bool = False, temperature: float = 1.0,
-                 top_p: float = 1.0, top_k: int = 0, output_scores: bool = False) -> Any:
-        """Completion ids [N, T] (prefix removed), right-padded after EOS; ``(ids, scores)`` with
-        ``output_scores=True``."""
+                 top_p: float = 1.0, top_k: int = 0, return_logps: bool = False) -> Any:
+        """Completion ids [N, T] (prefix removed), right-padded after EOS; ``(ids, logps)`` with
+        ``return_logps=True``."""
         from transformers.modeling_outputs import BaseModelOutput
 
         prefix = enc["prefix"]
         max_new_tokens = min(max_new_tokens, self.model.config.max_target_positions - prefix.shape[1])
-        out = self._generate(max_new_tokens, do_sample, temperature, top_p, top_k, output_scores,
+        out = self._generate(max_new_tokens, do_sample, temperature, top_p, top_k, return_logps,
                              encoder_outputs=BaseModelOutput(last_hidden_state=enc["encoder_hidden"]),
                              decoder_input_ids=prefix, decoder_attention_mask=enc["prefix_mask"])
-        ids = (out.sequences if output_scores else out)[:, prefix.shape[1]:]
-        return (ids, torch.stack(out.scores, 1)) if output_scores else ids
+        ids = (out.sequences if return_logps else out)[:, prefix.shape[1]:]
+        return (ids, generated_logps(out, ids)) if return_logps else ids
 
     def completion_logps(self, enc: Encoded, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
         """log π(o_t | audio, prefix, o_<t) for every completion token [N, T] (teacher-forced decoder)."""

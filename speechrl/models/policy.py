@@ -71,7 +71,7 @@ class Policy(Protocol):
     def encode(self, batch: PromptBatch) -> Encoded: ...
 
     def generate(self, enc: Encoded, max_new_tokens: int, do_sample: bool = False, temperature: float = 1.0,
-                 top_p: float = 1.0) -> torch.Tensor: ...
+                 top_p: float = 1.0, return_logps: bool = False) -> Any: ...
 
     def completion_logps(self, enc: Encoded, completion_ids: torch.Tensor,
                          completion_mask: torch.Tensor) -> torch.Tensor: ...
@@ -87,6 +87,16 @@ def left_pad_embeds(rows: list[torch.Tensor]) -> Encoded:
         embeds[i, width - r.shape[0]:] = r
         mask[i, width - r.shape[0]:] = 1
     return Encoded({"embeds": embeds, "mask": mask})
+
+
+def generated_logps(out: Any, ids: torch.Tensor) -> torch.Tensor:
+    """log π(o_t) of the generated tokens ``ids`` [N, T] under the **raw** next-token distribution
+    (temperature 1, no top-p/k filtering: what teacher forcing computes), from a HF ``generate``
+    output made with ``output_logits=True, return_dict_in_generate=True``."""
+    from speechrl.losses.logps import token_logps
+
+    logits = torch.stack(out.logits, 1)[:, -ids.shape[1]:]
+    return token_logps(logits.float(), ids)
 
 
 def completion_mask(ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:

@@ -25,7 +25,7 @@ from transformers import PreTrainedModel
 from speechrl.losses.logps import token_logps
 from speechrl.models.frontends import make_front_end
 from speechrl.models.hub import load_causal_lm, load_tokenizer
-from speechrl.models.policy import Encoded, PromptBatch, left_pad_embeds
+from speechrl.models.policy import Encoded, PromptBatch, generated_logps, left_pad_embeds
 
 
 def truncate_layers(lm: PreTrainedModel, num_layers: int | None) -> PreTrainedModel:
@@ -89,12 +89,17 @@ class SpeechLM(nn.Module):
 
     @torch.no_grad()
     def generate(self, enc: Encoded, max_new_tokens: int, do_sample: bool = False, temperature: float = 1.0,
-                 top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:
+                 top_p: float = 1.0, top_k: int = 0, return_logps: bool = False) -> Any:
+        """Completion ids [N, T]; with ``return_logps``: ``(ids, logps)``, the sampled tokens' log-probs
+        under the raw distribution (:func:`~speechrl.models.policy.generated_logps`)."""
         kw = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if do_sample else \
             dict(do_sample=False, temperature=None, top_p=None, top_k=None)
         out = self.lm.generate(inputs_embeds=enc["embeds"], attention_mask=enc["mask"], max_new_tokens=max_new_tokens,
-                               eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id, **kw)
-        return out[:, -max_new_tokens:] if out.shape[1] > max_new_tokens else out
+                               eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id,
+                               output_logits=return_logps, return_dict_in_generate=return_logps, **kw)
+        ids = out.sequences if return_logps else out
+        ids = ids[:, -max_new_tokens:] if ids.shape[1] > max_new_tokens else ids
+        return (ids, generated_logps(out, ids)) if return_logps else ids
 
     def forward(self, enc: Encoded, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`completion_logps` (so DDP-wrapped training goes through ``forward``)."""

@@ -40,6 +40,7 @@ from speechrl.losses.grpo import group_advantages, grpo_loss, soft_overlong_pena
 from speechrl.models.policy import completion_mask, decode, pad_completions
 from speechrl.rewards import make_reward
 from speechrl.rewards.service import RemoteReward
+from speechrl.rollout import Engine, logp_parity, make_engine
 from speechrl.runlog import MetricsLogger, read_json, write_json
 from speechrl.trainers.common import (make_accelerator, make_optimizer,
                                      mean_over_ranks, rank_batch, rank_weight, reference_tokens)
@@ -77,6 +78,7 @@ class GRPOConfig:
     dynamic_sampling: bool = doc("drop groups whose rewards are all equal", True)
     overlong_cache: int = doc("soft overlong penalty window C (0: off)", 0)
     mixed_policy: bool = doc("replace one sample per group by the reference (π_φ = 1, unclipped)", False)
+    rollout_engine: str = doc("who samples the rollouts: hf (the policy's generate; see speechrl.rollout)", "hf")
     eval_every: int = doc("evaluate on dev every N steps (0: only at the end)", 20)
     dev_examples: int = doc("dev examples used for model selection", 96)
     checkpoint_every: int = doc("write a resumable checkpoint every N steps", 10)
@@ -113,13 +115,28 @@ def _reference_logps(model: Any, policy: Any, ref: Any, enc, ids, mask) -> torch
             return model(enc, ids, mask)
 
 
-def rollout(policy: Any, examples: list[Example], feats: dict, cfg: GRPOConfig):
-    """Encode once, sample G per prompt; returns (encoding repeated G×, ids, mask, off-policy flags, texts)."""
+@dataclass
+class Rollout:
+    """One step's samples: the encoding repeated G× (row k·G + j: prompt k, sample j), completion ids and
+    mask, off-policy flags (mixed policy), decoded texts, and the engine's raw log-probs (NaN rows:
+    samples the engine did not draw)."""
+
+    enc: Any
+    ids: torch.Tensor
+    mask: torch.Tensor
+    off_policy: torch.Tensor
+    texts: list[str]
+    logps: torch.Tensor
+
+
+def rollout(policy: Any, examples: list[Example], feats: dict, cfg: GRPOConfig, engine: Engine | None = None) -> Rollout:
+    """Encode once, sample G per prompt with the rollout engine (``cfg.rollout_engine`` by default)."""
+    engine = engine or make_engine(cfg.rollout_engine)
     with torch.no_grad():
         enc = policy.encode(prompt_batch(examples, feats)).detach()
-    g = cfg.group_size
-    enc_g = enc.repeat(g)
-    ids = policy.generate(enc_g, cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p)
+        g = cfg.group_size
+        enc_g = enc.repeat(g)
+        ids, logps = engine.sample(policy, enc_g, cfg.max_new_tokens, cfg.temperature, cfg.top_p)
     mask = completion_mask(ids, policy.eos_token_id)
     off_policy = torch.zeros(ids.shape[0], dtype=torch.bool)
     if cfg.mixed_policy:
@@ -130,8 +147,12 @@ def rollout(policy: Any, examples: list[Example], feats: dict, cfg: GRPOConfig):
             rows[k * g + g - 1] = ref_ids[k, : int(ref_mask[k].sum())].tolist()
             off_policy[k * g + g - 1] = True
         ids, mask = pad_completions(rows, policy.pad_token_id)
+        width = ids.shape[1]  # engine log-probs re-aligned to the new width; the reference rows unknown
+        logps = torch.nn.functional.pad(logps, (0, max(0, width - logps.shape[1])), value=float("nan"))[:, :width]
+        logps[off_policy] = float("nan")
     texts = decode(policy.tokenizer, ids, mask)
-    return enc_g, ids.to(enc_g["embeds"].device), mask.to(enc_g["embeds"].device), off_policy, texts
+    device = enc_g["embeds"].device
+    return Rollout(enc_g, ids.to(device), mask.to(device), off_policy, texts, logps.to(device))
 
 
 def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dict, task: str, cfg: GRPOConfig,
@@ -149,6 +170,7 @@ def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dic
     model, optimizer = accelerator.prepare(policy, optimizer)
     policy = accelerator.unwrap_model(model)
     reward_fn = make_reward(cfg.rewards) if not cfg.reward_url else RemoteReward(cfg.reward_url)
+    engine = make_engine(cfg.rollout_engine)
     ref_policy = reference_policy(policy) if cfg.beta > 0 else None
     dev = dev[: cfg.dev_examples]
     state = {"best_score": None, "best_step": -1, "train_s": 0.0, "skipped_steps": 0, "invalid_rewards": 0}
@@ -173,7 +195,8 @@ def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dic
         t0 = time.time()
         batch = rank_batch(train, step, cfg.prompts_per_step, cfg.seed)
         policy.eval()  # no dropout in rollouts
-        enc, ids, mask, off_policy, texts = rollout(policy, batch, feats, cfg)
+        ro = rollout(policy, batch, feats, cfg, engine)
+        enc, ids, mask, off_policy, texts = ro.enc, ro.ids, ro.mask, ro.off_policy, ro.texts
         t_rollout = time.time() - t0
         group_examples = [e for e in batch for _ in range(cfg.group_size)]
         rewards = torch.tensor(reward_fn([e.instruction for e in group_examples], texts,
@@ -205,14 +228,17 @@ def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dic
             if cfg.num_iterations > 1:
                 with torch.no_grad():
                     old = model(enc_k, ids_k, mask_k)
-            for _ in range(cfg.num_iterations):
+            for it in range(cfg.num_iterations):
                 logp = model(enc_k, ids_k, mask_k)
+                if it == 0:  # the trainer's view of the samples the engine drew: parity, for free
+                    metrics.update(logp_parity(ro.logps[sel], logp, mask_k))
                 loss, stats = grpo_loss(logp, old, ref, adv_k, mask_k, loss_type=cfg.loss_type, eps_low=cfg.epsilon,
                                         eps_high=cfg.epsilon_high, beta=cfg.beta,
                                         max_completion_length=cfg.max_new_tokens, off_policy=off_k)
                 accelerator.backward(loss * weight)
                 optimizer.step()
                 optimizer.zero_grad()
+            engine.sync_weights(policy)
             metrics.update(mean_over_ranks(accelerator, {k: (v * weight).item() for k, v in {"loss": loss, **stats}.items()}))
         else:
             state["skipped_steps"] += 1
