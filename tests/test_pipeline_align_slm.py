@@ -3,6 +3,8 @@ real vocoder, Whisper and SmolLM2 judge; a rerun resumes from the cached stages.
 
 import json
 
+import pytest
+
 from speechrl.cli import main
 from speechrl.models.unit_lm import UnitLM
 
@@ -14,7 +16,7 @@ def test_align_slm_recipe_end_to_end(tmp_path, monkeypatch):
     out = tmp_path / "run"
     tiny = ["corpus.size=30", "corpus.evaluate=false", f"model.lm={lm_dir}", "model.layers=null",
             "pretrain.max_steps=2", "pretrain.eval_every=2", "pretrain.batch_size=4",
-            "curriculum.prompts_per_round=4", "curriculum.chosen_min=[1.2,1.3]", "curriculum.rejected_max=[1.1,1.2]",
+            "curriculum.prompts_per_round=4",  # the recipe's quantile thresholds
             "sampling.n=3", "sampling.max_new_units=12", "dpo.epochs=1", "dpo.batch_size=2",
             "benchmarks.pairs=3", "test_prompts=3", "eval_continuations=1", "samples=2"]
     args = ["run", "recipes/align_slm.yaml", "--out", str(out)] + [a for kv in tiny for a in ("--set", kv)]
@@ -28,6 +30,7 @@ def test_align_slm_recipe_end_to_end(tmp_path, monkeypatch):
     for k in (1, 2):
         stats = json.loads((out / f"round{k}" / "pair_stats.json").read_text())
         assert stats["prompts"] == 4 and stats["candidates"] == 12  # every prompt sampled and judged
+        assert stats["chosen_min"] > stats["rejected_max"]  # the round's quantiles, as judge scores
         trained = summary["training"][f"round{k}"]
         assert "skipped" in trained or trained["steps"] > 0
     rows = [json.loads(x) for x in (out / "samples" / "continuations.jsonl").read_text().splitlines()]
@@ -37,3 +40,6 @@ def test_align_slm_recipe_end_to_end(tmp_path, monkeypatch):
     assert main(args) == 0  # every stage cached: nothing trains again
     rerun = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()[before:]]
     assert not any("loss" in r for r in rerun)
+    # other pair thresholds on a finished round: refused, naming the folder (not silently reused)
+    with pytest.raises(ValueError, match="trained with pair settings"):
+        main(args + ["--set", "curriculum.chosen_min=[0.6,0.8]"])

@@ -50,7 +50,7 @@ FAMILIES: dict[str, Family] = {
          "curriculum": {"prompts_per_round": 60, "thresholds": "quantile", "chosen_min": [0.7, 0.8],
                         "rejected_max": [0.3, 0.4]},
          "sampling": {"max_new_units": 40},
-         "dpo": {"epochs": 3.0, "eval_every": 4}, "benchmarks": {"pairs": 100},
+         "dpo": {"epochs": 6.0, "batch_size": 8, "lr": 1e-3, "eval_every": 4}, "benchmarks": {"pairs": 100},
          "test_prompts": 50, "eval_continuations": 2, "samples": 8},
         "base", "round2", "judge_score", False),
     "tts_rl": Family(
