@@ -1,7 +1,10 @@
 """What every command leaves in ``--out``: resolved config, ``metrics.jsonl``, ``summary.json``.
 
 Files are written atomically (temp file in the same folder + ``os.replace``) so a crash never leaves
-a half-written summary or config behind. TensorBoard events are written too when it is installed.
+a half-written summary or config behind. TensorBoard events are written too when it is installed, and
+Weights & Biases receives the same records when configured: ``WANDB_PROJECT`` set in the environment
+and ``pip install wandb`` (``WANDB_MODE=offline`` keeps the run on disk). A resumed run continues the
+same W&B run (its id is kept in ``<out>/wandb_id.txt``).
 
 ``metrics.jsonl`` is appended to, one line per record. A process killed mid-write can leave a last
 line without its newline: :func:`read_metrics` skips that fragment, and a :class:`MetricsLogger`
@@ -16,10 +19,12 @@ API keys are read from the environment at the point of use, never stored in a co
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +121,20 @@ class MetricsLogger:
                 self._tb = SummaryWriter(str(self.out_dir / "tb"))
             except Exception:  # tensorboard not installed: JSONL is the record
                 self._tb = None
+        self._wandb = self._start_wandb() if self.enabled and os.environ.get("WANDB_PROJECT") else None
+
+    def _start_wandb(self) -> Any:
+        try:
+            import wandb
+        except ImportError:
+            logging.getLogger(__name__).warning("WANDB_PROJECT is set but wandb is not installed (pip install "
+                                                "wandb): logging to metrics.jsonl only")
+            return None
+        id_file = self.out_dir / "wandb_id.txt"
+        if not id_file.is_file():
+            atomic_write_text(id_file, uuid.uuid4().hex[:12])
+        return wandb.init(project=os.environ["WANDB_PROJECT"], id=id_file.read_text().strip(), resume="allow",
+                          name=self.out_dir.resolve().name, dir=str(self.out_dir))
 
     def log(self, metrics: dict[str, Any], step: int | None = None, stage: str | None = None) -> None:
         if not self.enabled:
@@ -132,10 +151,16 @@ class MetricsLogger:
             for k, v in metrics.items():
                 if isinstance(v, (int, float)) and math.isfinite(v):
                     self._tb.add_scalar(f"{stage}/{k}" if stage else k, v, step)
+        if self._wandb is not None:  # stages restart their step count: W&B keeps its own, ours is a metric
+            prefix = f"{stage}/" if stage else ""
+            self._wandb.log({f"{prefix}{k}": v for k, v in {**metrics, "step": step}.items()
+                             if isinstance(v, (int, float)) and v is not None and math.isfinite(v)})
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
 
 
 def _drop_partial_last_line(path: Path) -> None:
