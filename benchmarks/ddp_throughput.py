@@ -83,7 +83,8 @@ def _free_port() -> int:
 def run_side(args: Args, processes: int) -> dict:
     out = Path(tempfile.mkdtemp(prefix=f"ddp{processes}-"))
     accelerate = Path(sys.executable).with_name("accelerate")
-    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
+    multi = ["--multi_gpu"] if processes > 1 else []  # accelerate refuses --multi_gpu with one process
+    cmd = [str(accelerate), "launch", *multi, "--num_processes", str(processes), "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
            __file__, "--worker", json.dumps(asdict(args)), str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, args.threads // processes)), "TOKENIZERS_PARALLELISM": "false"}
