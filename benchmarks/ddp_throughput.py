@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 import common  # first: sets HF_HUB_OFFLINE before anything loads the hub
 
 from speechrl.config import doc
+from speechrl.parallel import local_launch_command
 
 
 @dataclass
@@ -74,19 +74,9 @@ def worker(cfg_json: str, out: str) -> None:
     train_sft(policy, train, dev, feats, "asr", cfg, Path(out) / "sft", MetricsLogger(out, tensorboard=False))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_side(args: Args, processes: int) -> dict:
     out = Path(tempfile.mkdtemp(prefix=f"ddp{processes}-"))
-    accelerate = Path(sys.executable).with_name("accelerate")
-    multi = ["--multi_gpu"] if processes > 1 else []  # accelerate refuses --multi_gpu with one process
-    cmd = [str(accelerate), "launch", *multi, "--num_processes", str(processes), "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           __file__, "--worker", json.dumps(asdict(args)), str(out)]
+    cmd = local_launch_command(__file__, ["--worker", json.dumps(asdict(args)), str(out)], processes)
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, args.threads // processes)), "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode:

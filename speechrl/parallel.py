@@ -57,3 +57,21 @@ def all_gather_list(items: list[T], state: Any = None) -> list[T]:
     from accelerate.utils import gather_object
 
     return list(gather_object(items))
+
+
+def local_launch_command(script: str, args: list[str], num_processes: int) -> list[str]:
+    """``accelerate launch`` of ``script`` on ``num_processes`` local processes (beside this python).
+    ``--multi_gpu`` starts torchrun, and on a machine without CUDA the trainers' ``Accelerator(cpu=True)``
+    then joins a gloo process group (``--cpu`` with several processes means mpirun in accelerate 1.15);
+    one process is launched without it (accelerate refuses ``--multi_gpu`` for one)."""
+    import socket
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    multi = ["--multi_gpu"] if num_processes > 1 else []
+    return [str(Path(sys.executable).with_name("accelerate")), "launch", *multi, "--num_processes", str(num_processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+            str(port), script, *args]

@@ -15,7 +15,6 @@ Run as a script, the file is the worker that ``accelerate launch`` starts on eac
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -117,19 +116,10 @@ def run_grpo_worker(corpus: str, out: str, steps: int = 2) -> dict:
     return info
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(corpus: str, out: Path, num_processes: int, steps: int = STEPS, mode: str = "sft") -> tuple[list[dict], str]:
-    accelerate = Path(sys.executable).with_name("accelerate")
-    # `--cpu` with several processes means mpirun in accelerate 1.15; `--multi_gpu` starts torchrun, and
-    # on a machine without CUDA the trainer's Accelerator(cpu=True) then joins a gloo process group
-    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           __file__, mode, corpus, str(out), str(steps)]
+    from speechrl.parallel import local_launch_command
+
+    cmd = local_launch_command(__file__, [mode, corpus, str(out), str(steps)], num_processes)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]

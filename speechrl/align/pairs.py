@@ -42,7 +42,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from speechrl.runlog import atomic_write_text
 
@@ -60,6 +60,7 @@ __all__ = [
     "score_quantiles",
 ]
 
+T = TypeVar("T")
 DROP_REASONS = ("too_few", "unscored", "no_chosen", "no_rejected", "tie")
 
 
@@ -225,29 +226,35 @@ def save_pairs(pairs: Sequence[PreferencePair], path: str | Path) -> Path:
     return atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
-def load_pairs(path: str | Path) -> list[PreferencePair]:
-    """Read pairs written by :func:`save_pairs`; a malformed line is a ``ValueError`` naming it."""
+def _candidate(row: dict[str, Any], prefix: str = "") -> Candidate:
+    bleu = row[f"{prefix}auto_bleu"]
+    return Candidate(row[f"{prefix}transcript"], row[f"{prefix}score"], math.nan if bleu is None else bleu,
+                     row[f"{prefix}ppl"], list(row[f"{prefix}units"]))
+
+
+def _read_jsonl(path: str | Path, parse: Callable[[dict[str, Any]], T], what: str) -> list[T]:
+    """``parse`` of every non-empty line; a malformed line is a ``ValueError`` naming file and line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no pairs file at {path}")
-    pairs = []
+        raise FileNotFoundError(f"no {what} file at {path}")
+    items = []
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-                sides = {side: Candidate(row[f"{side}_transcript"], row[f"{side}_score"],
-                                         row[f"{side}_auto_bleu"] if row[f"{side}_auto_bleu"] is not None else math.nan,
-                                         row[f"{side}_ppl"], list(row[f"{side}_units"]))
-                         for side in ("chosen", "rejected")}
-                pairs.append(PreferencePair(row["prompt_id"], list(row["prompt_units"]), sides["chosen"],
-                                            sides["rejected"], int(row["chosen_index"]), int(row["rejected_index"]),
-                                            row["feedback"], row.get("prompt_text", "")))
+                items.append(parse(json.loads(line)))
             except (ValueError, KeyError, TypeError) as err:
-                raise ValueError(f"{path}:{lineno}: not a preference pair ({err})") from None
-    return pairs
+                raise ValueError(f"{path}:{lineno}: not {what} ({err})") from None
+    return items
 
+
+def load_pairs(path: str | Path) -> list[PreferencePair]:
+    """Read pairs written by :func:`save_pairs`; a malformed line is a ``ValueError`` naming it."""
+    return _read_jsonl(path, lambda row: PreferencePair(
+        row["prompt_id"], list(row["prompt_units"]), _candidate(row, "chosen_"), _candidate(row, "rejected_"),
+        int(row["chosen_index"]), int(row["rejected_index"]), row["feedback"], row.get("prompt_text", "")),
+        "a preference pair")
 
 def score_quantiles(groups: Sequence[PromptCandidates], chosen_q: float, rejected_q: float,
                     max_auto_bleu: float = 0.1) -> tuple[float, float]:
@@ -286,17 +293,6 @@ def save_candidates(groups: Sequence[PromptCandidates], path: str | Path) -> Pat
 
 def load_candidates(path: str | Path) -> list[PromptCandidates]:
     """Read groups written by :func:`save_candidates`; a malformed line is a ``ValueError`` naming it."""
-    path = Path(path)
-    groups = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                cands = [Candidate(c["transcript"], c["score"], c["auto_bleu"] if c["auto_bleu"] is not None else math.nan,
-                                   c["ppl"], list(c["units"])) for c in row["candidates"]]
-                groups.append(PromptCandidates(row["prompt_id"], list(row["prompt_units"]), cands, row["prompt_text"]))
-            except (ValueError, KeyError, TypeError) as err:
-                raise ValueError(f"{path}:{lineno}: not a prompt's candidates ({err})") from None
-    return groups
+    return _read_jsonl(path, lambda row: PromptCandidates(
+        row["prompt_id"], list(row["prompt_units"]), [_candidate(c) for c in row["candidates"]], row["prompt_text"]),
+        "a prompt's candidates")
