@@ -17,7 +17,7 @@ Under ``accelerate launch`` each rank rolls out its share of the B prompts (whol
 advantages stay local); each rank's loss is weighted by :func:`~speechrl.trainers.common.rank_weight`
 over the samples (or tokens, for dapo/bnpo) it trains on, a step is skipped only when no rank kept a
 sample, a rank that kept none still runs a zero-weight backward (no all-reduce waits forever), logged
-values are reduced over the ranks, and only the main process writes checkpoints and results.
+values are reduced over the ranks, and rank 0 alone writes checkpoints and the log.
 """
 
 from __future__ import annotations
@@ -129,7 +129,8 @@ class Rollout:
     logps: torch.Tensor
 
 
-def rollout(policy: Any, examples: list[Example], feats: dict, cfg: GRPOConfig, engine: Engine | None = None) -> Rollout:
+def rollout(policy: Any, examples: list[Example], feats: dict, cfg: GRPOConfig,
+            engine: Engine | None = None) -> Rollout:
     """Encode once, sample G per prompt with the rollout engine (``cfg.rollout_engine`` by default)."""
     engine = engine or make_engine(cfg.rollout_engine)
     with torch.no_grad():

@@ -8,8 +8,8 @@ run resumable: a restarted call continues from the latest one.
 Under ``accelerate launch`` each rank takes its share of every global batch (``batch_size`` examples
 in all), the rank's token-mean NLL is weighted by :func:`~speechrl.trainers.common.rank_weight` (DDP's
 gradient average then equals the global batch's token mean), logged values are reduced over the
-ranks, every rank evaluates the same dev set (same model selection everywhere), and only the main
-process writes checkpoints and results.
+ranks, every rank evaluates the same dev set (same model selection everywhere), and rank 0 alone writes
+checkpoints and the log.
 """
 
 from __future__ import annotations
