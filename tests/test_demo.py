@@ -52,3 +52,10 @@ def test_demo_runs_end_to_end_writes_summary_and_report(tmp_path, monkeypatch, c
 def test_headline_direction(lower, before, after, improved):
     family = demo.Family("p", {}, "a", "b", "m", lower)
     assert demo.headline(family, {"a": {"m": before}, "b": {"m": after}})["improved"] is improved
+
+
+def test_headline_falls_back_to_the_systems_the_run_has():
+    """`--set systems=[grpo]` leaves the family's aligned system out: the last one run stands in, named."""
+    family = demo.Family("p", {}, "sft", "combined_filtered", "wer", True)
+    head = demo.headline(family, {"sft": {"wer": 0.62}, "grpo": {"wer": 0.60}})
+    assert head == {"metric": "wer", "sft": 0.62, "grpo": 0.60, "improved": True}
