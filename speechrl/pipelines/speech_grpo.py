@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
 from speechrl import checkpoint
 from speechrl.config import doc
 from speechrl.corpus.build import CorpusConfig
@@ -51,7 +53,10 @@ class SpeechGRPORecipe:
     sft_extra: bool = doc("also run the control: SFT continued for RL's wall time (off only in the demo)", True)
 
 
-def new_policy(cfg: ModelConfig) -> SpeechLM:
+def new_policy(cfg: ModelConfig, seed: int = 0) -> SpeechLM:
+    """The policy before training; its new parts (the audio front end) initialised from ``seed``, so a
+    rerun of a recipe reproduces its numbers."""
+    torch.manual_seed(seed)
     return SpeechLM.create(cfg.lm, front_end=cfg.front_end, decoder_layers=cfg.decoder_layers)
 
 
@@ -79,7 +84,7 @@ def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
         logger.log({f"test_{k}": v for k, v in metrics.items()}, stage=name)
 
     # SFT baseline, trained to its best dev score
-    policy = new_policy(recipe.model)
+    policy = new_policy(recipe.model, recipe.sft.seed)
     sft = train_sft(policy, split["train"], split["dev"], feats, recipe.task, recipe.sft, out / "sft", logger)
     test_eval("sft", policy)
     sft_weights = out / "sft" / "best" / "model.safetensors"
@@ -95,7 +100,7 @@ def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
     if recipe.sft_extra:
         # SFT given the same extra wall time as RL; warm-up because a fresh optimizer at full learning rate
         # knocks a converged model off its optimum (measured: dev WER 0.41 → 0.49 in 50 steps without it)
-        extra = new_policy(recipe.model)
+        extra = new_policy(recipe.model, recipe.sft.seed)
         checkpoint.load_weights(sft_weights, extra)
         extra_cfg = SFTConfig(**{**recipe.sft.__dict__, "time_budget_s": rl["train_s"], "warmup_steps": 20,
                                  "patience": 10**6})

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from speechrl import checkpoint
 from speechrl.audio import save_audio
 from speechrl.config import doc
@@ -147,7 +149,8 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
         save_results("ground_truth", tts_metrics(test, wavs, hyps, None, time.time() - t0)[0],
                      tts_metrics(test, wavs, hyps)[1])
 
-    def new_policy() -> TTSLM:
+    def new_policy() -> TTSLM:  # new speech rows initialised from the SFT seed: reruns reproduce
+        torch.manual_seed(recipe.sft.seed)
         return TTSLM.create(vocab, recipe.model.lm, recipe.model.decoder_layers)
 
     # SFT baseline, to its best dev NLL
@@ -166,6 +169,7 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
 
     # Token2Text reward model, frozen after training
     rates = sorted({e.speed for e in train}) if recipe.model.rate_head else []
+    torch.manual_seed(recipe.token2text.seed)
     t2t = Token2Text.create(vocab, recipe.model.lm, recipe.model.token2text_layers, rates)
     training["token2text"] = train_token2text(t2t, train, dev, recipe.token2text, out / "token2text", logger)
     if "token2text" not in results:
