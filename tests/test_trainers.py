@@ -142,3 +142,26 @@ def test_full_finetune_grpo_has_a_frozen_reference(asr, tmp_path):
                MetricsLogger(tmp_path, False))
     kls = [m["kl"] for m in read_metrics(tmp_path / "metrics.jsonl") if "kl" in m]
     assert kls[0] == 0.0 and max(kls[1:]) > 0  # policy == reference only before the first update
+
+
+def test_rank_share_splits_a_global_batch_in_rank_order():
+    """Rank r of W takes items [r·n/W, (r+1)·n/W): together the ranks cover the batch once."""
+    from types import SimpleNamespace
+
+    from speechrl.parallel import rank_share
+
+    batch = list("abcdef")
+    shares = [rank_share(batch, SimpleNamespace(num_processes=3, process_index=r)) for r in range(3)]
+    assert shares == [["a", "b"], ["c", "d"], ["e", "f"]]
+    assert rank_share(batch, SimpleNamespace(num_processes=1, process_index=0)) == batch
+    with pytest.raises(ValueError, match="divisible by 4"):
+        rank_share(batch, SimpleNamespace(num_processes=4, process_index=0))
+
+
+def test_rank_weight_and_mean_over_ranks_on_one_process():
+    """w = world·n/Σn: 1 on one process whatever n (the loss is untouched), 0 when there is nothing."""
+    from speechrl.trainers.common import make_accelerator, mean_over_ranks, rank_weight
+
+    acc = make_accelerator(0)
+    assert rank_weight(acc, torch.tensor(37)).item() == 1.0 and rank_weight(acc, 0).item() == 0.0
+    assert mean_over_ranks(acc, {"loss": 0.25, "kl": 2}) == {"loss": 0.25, "kl": 2.0}
