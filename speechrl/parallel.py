@@ -1,7 +1,6 @@
 """Parallel work: a process pool for batch jobs that fails loudly instead of hanging, and the
 distributed-training helpers every stage shares (which rank am I, this rank's share, gather to all).
 
-
 ``concurrent.futures`` raises ``BrokenProcessPool`` when a worker dies, where ``multiprocessing.Pool``
 would respawn it forever. Workers are forked on POSIX (engines load lazily inside each worker, after
 the fork), so scripts without an ``if __name__ == "__main__"`` guard work too; ``spawn`` elsewhere.
