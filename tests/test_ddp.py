@@ -116,6 +116,36 @@ def run_grpo_worker(corpus: str, out: str, steps: int = 2) -> dict:
     return info
 
 
+def run_unit_worker(_corpus: str, out: str, steps: int = 4) -> dict:
+    """LoRA-DPO and next-unit pretraining of a tiny unit LM (no corpus needed): the pairs and sequences
+    of tests/test_dpo_trainer.py and test_unit_lm-style random sequences; rank 0 logs the losses."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_dpo_trainer import TRAIN, cfg, tiny_unit_lm
+    from speechrl.parallel import process_state
+    from speechrl.runlog import MetricsLogger, read_metrics, write_json
+    from speechrl.trainers.dpo import train_dpo
+    from speechrl.trainers.unit_lm import UnitLMConfig, train_unit_lm
+
+    state, out = process_state(), Path(out)
+    seqs = [[(i * 7 + j * (i % 5 + 1)) % 16 for j in range(12)] for i in range(64)]
+    lm = tiny_unit_lm()
+    train_unit_lm(lm, seqs, [], UnitLMConfig(lr=1e-2, batch_size=8, max_steps=steps, seq_len=16, eval_every=100,
+                                             checkpoint_every=100, warmup_steps=0), out / "unit_lm",
+                  MetricsLogger(out, tensorboard=False))
+    dpo_model = tiny_unit_lm()
+    train_dpo(dpo_model, TRAIN, [], cfg(max_steps=steps, batch_size=8), out / "dpo", MetricsLogger(out, tensorboard=False))
+    rows = read_metrics(out / "metrics.jsonl")
+    info = {"rank": state.process_index,
+            "lm_losses": [m["loss"] for m in rows if m.get("stage") == "unit_lm" and "loss" in m],
+            "dpo_losses": [m["loss"] for m in rows if m.get("stage") == "dpo" and "loss" in m],
+            "lm_abs": float(sum(p.detach().double().abs().sum() for p in lm.parameters() if p.requires_grad)),
+            "dpo_abs": float(sum(p.detach().double().abs().sum() for p in dpo_model.parameters() if p.requires_grad))}
+    write_json(out / f"ddp{state.process_index}.json", info)
+    return info
+
+
 def _launch(corpus: str, out: Path, num_processes: int, steps: int = STEPS, mode: str = "sft") -> tuple[list[dict], str]:
     from speechrl.parallel import local_launch_command
 
@@ -165,6 +195,19 @@ def test_two_process_grpo_shards_prompts_and_survives_a_rank_with_nothing_kept(u
     assert (tmp_path / "run" / "grpo" / "result.json").is_file()
 
 
+def test_two_process_unit_lm_and_dpo_match_one_process(tmp_path):
+    """Next-unit pretraining (token-mean loss, rank_weight by units) and DPO (pair mean, equal shares):
+    2 ranks × half of each global batch ≡ 1 process × the whole batch."""
+    _need_accelerate_cli()
+    single = run_unit_worker("", str(tmp_path / "single"))
+    ranks, _ = _launch("-", tmp_path / "ddp", 2, steps=4, mode="unit")
+    for key in ("lm_losses", "dpo_losses"):
+        assert len(single[key]) == 4 and ranks[0][key] == pytest.approx(single[key], rel=LOSS_RTOL)
+    for key in ("lm_abs", "dpo_abs"):
+        assert ranks[0][key] == ranks[1][key] == pytest.approx(single[key], rel=LOSS_RTOL)
+    assert single["lm_losses"][-1] < single["lm_losses"][0] and single["dpo_losses"][-1] < single["dpo_losses"][0]
+
+
 def test_corrupt_file_on_one_rank_is_skipped_by_every_rank(unit_features, tiny_corpus, tmp_path):
     """Rank 1's copy of one utterance is corrupt: both ranks finish and drop that utterance."""
     import numpy as np
@@ -198,4 +241,5 @@ def test_corrupt_file_on_one_rank_is_skipped_by_every_rank(unit_features, tiny_c
 
 
 if __name__ == "__main__":
-    {"sft": run_worker, "grpo": run_grpo_worker}[sys.argv[1]](sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    {"sft": run_worker, "grpo": run_grpo_worker, "unit": run_unit_worker}[sys.argv[1]](sys.argv[2], sys.argv[3],
+                                                                                       int(sys.argv[4]))
