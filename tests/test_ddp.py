@@ -146,6 +146,34 @@ def run_unit_worker(_corpus: str, out: str, steps: int = 4) -> dict:
     return info
 
 
+def run_tts_worker(_corpus: str, out: str, steps: int = 3) -> dict:
+    """TTS SFT of a tiny TTS LM (4 texts, every target 8 units: equal token counts per share, so the
+    rank-averaged token mean is the global one), then DiffRO from it with a tiny Token2Text."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_tts_models import tiny_token2text, tiny_tts_lm
+    from test_tts_rl import examples, rl_cfg
+    from speechrl.parallel import process_state
+    from speechrl.runlog import MetricsLogger, read_metrics, write_json
+    from speechrl.trainers.tts_rl import train_tts_rl
+    from speechrl.trainers.tts_sft import SupervisedConfig, train_tts_lm
+
+    state, out = process_state(), Path(out)
+    policy = tiny_tts_lm()
+    sft = SupervisedConfig(lr=1e-2, new_lr=1e-2, batch_size=4, max_steps=steps, warmup_steps=0, eval_every=100,
+                           dev_examples=2, max_tokens=16, checkpoint_every=100)
+    train_tts_lm(policy, examples(), examples()[:2], sft, out / "sft", MetricsLogger(out, tensorboard=False))
+    sft_abs = float(sum(p.detach().double().abs().sum() for p in policy.parameters() if p.requires_grad))
+    train_tts_rl(policy, tiny_token2text(), examples(), [], rl_cfg(max_steps=steps), out / "diffro",
+                 MetricsLogger(out, tensorboard=False))
+    rows = read_metrics(out / "metrics.jsonl")
+    info = {"rank": state.process_index, "sft_abs": sft_abs,
+            "sft_losses": [m["loss"] for m in rows if m.get("stage") == "sft" and "loss" in m],
+            "diffro_steps": len([m for m in rows if m.get("stage") == "diffro" and "loss" in m]),
+            "rl_abs": float(sum(p.detach().double().abs().sum() for n, p in policy.named_parameters() if "lora" in n))}
+    write_json(out / f"ddp{state.process_index}.json", info)
+    return info
+
+
 def _launch(corpus: str, out: Path, num_processes: int, steps: int = STEPS, mode: str = "sft") -> tuple[list[dict], str]:
     from speechrl.parallel import local_launch_command
 
@@ -208,6 +236,17 @@ def test_two_process_unit_lm_and_dpo_match_one_process(tmp_path):
     assert single["lm_losses"][-1] < single["lm_losses"][0] and single["dpo_losses"][-1] < single["dpo_losses"][0]
 
 
+def test_two_process_tts_sft_matches_one_process_and_diffro_runs(tmp_path):
+    """TTS SFT: 2 ranks × 2 texts ≡ 1 process × 4. DiffRO (rollouts sampled per rank, so not comparable
+    to one process): both ranks finish every step with identical adapters."""
+    _need_accelerate_cli()
+    single = run_tts_worker("", str(tmp_path / "single"))
+    ranks, _ = _launch("-", tmp_path / "ddp", 2, steps=3, mode="tts")
+    assert len(single["sft_losses"]) == 3 and ranks[0]["sft_losses"] == pytest.approx(single["sft_losses"], rel=LOSS_RTOL)
+    assert ranks[0]["sft_abs"] == ranks[1]["sft_abs"] == pytest.approx(single["sft_abs"], rel=LOSS_RTOL)
+    assert ranks[0]["diffro_steps"] == 3 and ranks[0]["rl_abs"] == ranks[1]["rl_abs"] > 0
+
+
 def test_corrupt_file_on_one_rank_is_skipped_by_every_rank(unit_features, tiny_corpus, tmp_path):
     """Rank 1's copy of one utterance is corrupt: both ranks finish and drop that utterance."""
     import numpy as np
@@ -241,5 +280,5 @@ def test_corrupt_file_on_one_rank_is_skipped_by_every_rank(unit_features, tiny_c
 
 
 if __name__ == "__main__":
-    {"sft": run_worker, "grpo": run_grpo_worker, "unit": run_unit_worker}[sys.argv[1]](sys.argv[2], sys.argv[3],
-                                                                                       int(sys.argv[4]))
+    workers = {"sft": run_worker, "grpo": run_grpo_worker, "unit": run_unit_worker, "tts": run_tts_worker}
+    workers[sys.argv[1]](sys.argv[2], sys.argv[3], int(sys.argv[4]))

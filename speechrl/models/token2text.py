@@ -101,6 +101,10 @@ class Token2Text(nn.Module):
         return self.lm.model(inputs_embeds=torch.cat(parts, dim=1), attention_mask=mask,
                              position_ids=positions).last_hidden_state
 
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`text_logprob` (so accelerate-wrapped training goes through ``forward``)."""
+        return self.text_logprob(*args, **kwargs)
+
     def text_logprob(self, units: torch.Tensor, unit_mask: torch.Tensor, text_ids: torch.Tensor,
                      text_mask: torch.Tensor, return_rate_logits: bool = False):
         """R = Σ_n log P(Y_n | Y_<n, units), one value per row ``[N]`` (differentiable in soft ``units``).

@@ -67,22 +67,31 @@ class SupervisedConfig:
     seed: int = doc("seed for batch order and initialisation", 0)
 
 
+def _module(model: Any) -> Any:
+    """The model itself, or the module inside accelerate's DDP wrapper (whose forward must be the one
+    called in training: it is what synchronises the gradients)."""
+    return getattr(model, "module", model)
+
+
 def tts_nll(model: Any, batch: Sequence[TTSExample], max_tokens: int) -> torch.Tensor:
-    """Mean NLL per speech token of the ground-truth tokens (+ EOS) given the text."""
-    ids, mask = model.target_tokens([e.units for e in batch], max_tokens)
-    logps = model(model.encode([e.text for e in batch]), ids, mask)
+    """Mean NLL per speech token of the ground-truth tokens (+ EOS) given the text (``model`` may be
+    DDP-wrapped)."""
+    inner = _module(model)
+    ids, mask = inner.target_tokens([e.units for e in batch], max_tokens)
+    logps = model(inner.encode([e.text for e in batch]), ids, mask)
     return -(logps * mask).sum() / mask.sum()
 
 
 def token2text_nll(model: Any, batch: Sequence[TTSExample], max_tokens: int) -> torch.Tensor:
     """Mean NLL per text token given the ground-truth speech tokens (+ the rate head's cross-entropy
-    on the utterance's speed class when the model has one)."""
-    ids, mask = _unit_tokens(model.vocab, [e.units for e in batch], max_tokens, model.device)
-    text_ids, text_mask = model.text_targets([e.text for e in batch])
-    if model.rate_head is None:
-        return -model.text_logprob(ids, mask, text_ids, text_mask).sum() / text_mask.sum()
-    logprob, rate_logits = model.text_logprob(ids, mask, text_ids, text_mask, return_rate_logits=True)
-    target = torch.tensor([model.rate_class(e.speed) for e in batch], device=rate_logits.device)
+    on the utterance's speed class when the model has one; ``model`` may be DDP-wrapped)."""
+    inner = _module(model)
+    ids, mask = _unit_tokens(inner.vocab, [e.units for e in batch], max_tokens, inner.device)
+    text_ids, text_mask = inner.text_targets([e.text for e in batch])
+    if inner.rate_head is None:
+        return -model(ids, mask, text_ids, text_mask).sum() / text_mask.sum()
+    logprob, rate_logits = model(ids, mask, text_ids, text_mask, return_rate_logits=True)
+    target = torch.tensor([inner.rate_class(e.speed) for e in batch], device=rate_logits.device)
     return -logprob.sum() / text_mask.sum() + torch.nn.functional.cross_entropy(rate_logits, target)
 
 
@@ -162,7 +171,7 @@ def train_supervised(model: torch.nn.Module, train: Sequence[Any], dev: Sequence
         # each rank's token-mean loss on its share, DDP-averaged: the global token mean up to the shares'
         # token counts (exact when they match)
         batch = rank_batch(train, step, cfg.batch_size, cfg.seed)
-        value = loss(model, batch)
+        value = loss(wrapped, batch)  # through the wrapper's forward: DDP synchronises the gradients
         accelerator.backward(value)
         optimizer.step()
         scheduler.step()
