@@ -66,3 +66,36 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTra
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def save_model_folder(folder: str | Path, lm: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
+                      tensors: dict[str, torch.Tensor], tensors_file: str, meta: dict, meta_file: str) -> Path:
+    """The layout every speechrl model saves: ``lm/`` (HF folder, safetensors; a LoRA adapter merged into
+    a copy, so the live model keeps training unchanged) with the tokenizer, the model's own tensors in
+    ``tensors_file`` (safetensors) and its description in ``meta_file`` (JSON)."""
+    import copy
+    import json
+
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lm = copy.deepcopy(lm).merge_and_unload() if hasattr(lm, "merge_and_unload") else lm
+    lm.save_pretrained(folder / "lm", safe_serialization=True)
+    tokenizer.save_pretrained(folder / "lm")
+    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(folder / tensors_file))
+    (folder / meta_file).write_text(json.dumps(meta, indent=1))
+    return folder
+
+
+def read_model_folder(folder: str | Path, tensors_file: str, meta_file: str
+                      ) -> tuple[dict, PreTrainedTokenizerBase, dict[str, torch.Tensor]]:
+    """(description, tokenizer, own tensors) of a folder written by :func:`save_model_folder`; the
+    caller loads ``<folder>/lm`` with the LM class it needs."""
+    import json
+
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    return (json.loads((folder / meta_file).read_text()), load_tokenizer(str(folder / "lm")),
+            load_file(str(folder / tensors_file)))

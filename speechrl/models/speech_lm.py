@@ -12,19 +12,16 @@ audio span is never cut. Implements :class:`speechrl.models.policy.Policy`.
 
 from __future__ import annotations
 
-import copy
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
 
 from speechrl.losses.logps import token_logps
 from speechrl.models.frontends import make_front_end
-from speechrl.models.hub import load_causal_lm, load_tokenizer
+from speechrl.models.hub import load_causal_lm, load_tokenizer, read_model_folder, save_model_folder
 from speechrl.models.policy import Encoded, PromptBatch, generated_logps, left_pad_embeds
 
 
@@ -119,24 +116,14 @@ class SpeechLM(nn.Module):
     # -- persistence ----------------------------------------------------------------------------
     def save_pretrained(self, folder: str | Path) -> Path:
         """``lm/`` (HF folder, safetensors; LoRA merged), ``front_end.safetensors``, ``speech_lm.json``."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        # a LoRA adapter is merged into a copy: the live model keeps training unchanged
-        lm = copy.deepcopy(self.lm).merge_and_unload() if hasattr(self.lm, "merge_and_unload") else self.lm
-        lm.save_pretrained(folder / "lm", safe_serialization=True)
-        self.tokenizer.save_pretrained(folder / "lm")
-        state = {k: v.detach().contiguous() for k, v in self.front_end.state_dict().items()}
-        save_file(state, str(folder / "front_end.safetensors"))
-        (folder / "speech_lm.json").write_text(json.dumps({"front_end": self.front_end_kwargs,
-                                                           "lm_name": self.lm_name}, indent=2))
-        return folder
+        return save_model_folder(folder, self.lm, self.tokenizer, self.front_end.state_dict(), "front_end.safetensors",
+                                 {"front_end": self.front_end_kwargs, "lm_name": self.lm_name}, "speech_lm.json")
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "SpeechLM":
-        folder = Path(folder)
-        meta = json.loads((folder / "speech_lm.json").read_text())
-        lm = load_causal_lm(str(folder / "lm"))
+        meta, tokenizer, tensors = read_model_folder(folder, "front_end.safetensors", "speech_lm.json")
+        lm = load_causal_lm(str(Path(folder) / "lm"))
         fe_kwargs = dict(meta["front_end"])
         fe = make_front_end(fe_kwargs.pop("kind"), lm.config.hidden_size, **fe_kwargs)
-        fe.load_state_dict(load_file(str(folder / "front_end.safetensors")))
-        return cls(lm, load_tokenizer(str(folder / "lm")), fe, meta["front_end"], meta.get("lm_name", ""))
+        fe.load_state_dict(tensors)
+        return cls(lm, tokenizer, fe, meta["front_end"], meta.get("lm_name", ""))

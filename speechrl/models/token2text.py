@@ -19,17 +19,15 @@ out of attention; position ids count real tokens only), so a soft batch needs no
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from speechrl.losses.diffro import soft_embed
 from speechrl.losses.logps import IGNORE_INDEX, token_logps
-from speechrl.models.hub import load_causal_lm, load_tokenizer
+from speechrl.models.hub import load_causal_lm, load_tokenizer, read_model_folder, save_model_folder
 from speechrl.models.speech_lm import truncate_layers
 from speechrl.models.tts_lm import FactoredEmbedding, SpeechVocab
 
@@ -162,23 +160,15 @@ class Token2Text(nn.Module):
     # -- persistence ------------------------------------------------------------------------
     def save_pretrained(self, folder: str | Path) -> Path:
         """``lm/`` (HF folder), ``token2text.safetensors`` (speech embeddings, rate head), ``token2text.json``."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.lm.save_pretrained(folder / "lm", safe_serialization=True)
-        self.tokenizer.save_pretrained(folder / "lm")
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items() if not k.startswith("lm.")}
-        save_file(state, str(folder / "token2text.safetensors"))
-        (folder / "token2text.json").write_text(json.dumps(
-            {"vocab": self.vocab.to_dict(), "lm_name": self.lm_name, "rate_classes": self.rate_classes},
-            indent=1))
-        return folder
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("lm.")}
+        return save_model_folder(folder, self.lm, self.tokenizer, state, "token2text.safetensors",
+                                 {"vocab": self.vocab.to_dict(), "lm_name": self.lm_name,
+                                  "rate_classes": self.rate_classes}, "token2text.json")
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "Token2Text":
-        folder = Path(folder)
-        meta = json.loads((folder / "token2text.json").read_text())
-        lm = load_causal_lm(str(folder / "lm"))
-        model = cls(lm, load_tokenizer(str(folder / "lm")), SpeechVocab.from_dict(meta["vocab"]),
-                    meta["rate_classes"], meta["lm_name"])
-        model.load_state_dict(load_file(str(folder / "token2text.safetensors")), strict=False)
+        meta, tokenizer, tensors = read_model_folder(folder, "token2text.safetensors", "token2text.json")
+        lm = load_causal_lm(str(Path(folder) / "lm"))
+        model = cls(lm, tokenizer, SpeechVocab.from_dict(meta["vocab"]), meta["rate_classes"], meta["lm_name"])
+        model.load_state_dict(tensors, strict=False)
         return model

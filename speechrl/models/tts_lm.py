@@ -23,8 +23,6 @@ unit and its duration class learned elsewhere; the head is a full linear layer.
 
 from __future__ import annotations
 
-import copy
-import json
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -33,11 +31,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from speechrl.losses.logps import token_logps
-from speechrl.models.hub import load_causal_lm, load_tokenizer
+from speechrl.models.hub import load_causal_lm, load_tokenizer, read_model_folder, save_model_folder
 from speechrl.models.policy import Encoded, completion_mask, left_pad_embeds
 from speechrl.models.speech_lm import truncate_layers
 from speechrl.speech.units import WORD_BOUNDARY_ID, Units
@@ -321,25 +318,17 @@ class TTSLM(nn.Module):
     def save_pretrained(self, folder: str | Path) -> Path:
         """``lm/`` (HF base-model folder, safetensors; a LoRA adapter merged), ``speech.safetensors``
         (speech embeddings and head), ``tts_lm.json`` (vocabulary, text LM name)."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        lm = copy.deepcopy(self.lm).merge_and_unload() if hasattr(self.lm, "merge_and_unload") else self.lm
-        lm.save_pretrained(folder / "lm", safe_serialization=True)
-        self.tokenizer.save_pretrained(folder / "lm")
         state = {f"speech_embed.{k}": v for k, v in self.speech_embed.state_dict().items()}
         state.update({f"speech_head.{k}": v for k, v in self.speech_head.state_dict().items()})
-        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(folder / "speech.safetensors"))
-        (folder / "tts_lm.json").write_text(json.dumps({"vocab": self.vocab.to_dict(), "lm_name": self.lm_name},
-                                                       indent=1))
-        return folder
+        return save_model_folder(folder, self.lm, self.tokenizer, state, "speech.safetensors",
+                                 {"vocab": self.vocab.to_dict(), "lm_name": self.lm_name}, "tts_lm.json")
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "TTSLM":
         from transformers import AutoModel
 
-        folder = Path(folder)
-        meta = json.loads((folder / "tts_lm.json").read_text())
-        lm = AutoModel.from_pretrained(str(folder / "lm"), use_safetensors=True)
-        model = cls(lm, load_tokenizer(str(folder / "lm")), SpeechVocab.from_dict(meta["vocab"]), meta["lm_name"])
-        model.load_state_dict(load_file(str(folder / "speech.safetensors")), strict=False)
+        meta, tokenizer, tensors = read_model_folder(folder, "speech.safetensors", "tts_lm.json")
+        lm = AutoModel.from_pretrained(str(Path(folder) / "lm"), use_safetensors=True)
+        model = cls(lm, tokenizer, SpeechVocab.from_dict(meta["vocab"]), meta["lm_name"])
+        model.load_state_dict(tensors, strict=False)
         return model
