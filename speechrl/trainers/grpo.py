@@ -40,8 +40,9 @@ from speechrl.losses.grpo import group_advantages, grpo_loss, soft_overlong_pena
 from speechrl.models.policy import completion_mask, decode, pad_completions
 from speechrl.rewards import make_reward
 from speechrl.rewards.service import RemoteReward
-from speechrl.rollout import Engine, logp_parity, make_engine
+from speechrl.rollout import Engine, VLLMConfig, logp_parity, make_engine
 from speechrl.runlog import MetricsLogger, read_json, write_json
+from speechrl.schedule import TimeShared, audio_encoder
 from speechrl.trainers.common import (make_accelerator, make_optimizer,
                                      mean_over_ranks, rank_batch, rank_weight, reference_tokens)
 
@@ -78,7 +79,12 @@ class GRPOConfig:
     dynamic_sampling: bool = doc("drop groups whose rewards are all equal", True)
     overlong_cache: int = doc("soft overlong penalty window C (0: off)", 0)
     mixed_policy: bool = doc("replace one sample per group by the reference (π_φ = 1, unclipped)", False)
-    rollout_engine: str = doc("who samples the rollouts: hf (the policy's generate; see speechrl.rollout)", "hf")
+    rollout_engine: Literal["hf", "vllm"] = doc("who samples the rollouts: hf (the policy's generate) or vllm "
+                                                "(CUDA; settings in vllm; see speechrl.rollout)", "hf")
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    offload_idle: bool = doc("time-shared schedule: keep the audio encoder, a full reference copy and the optimizer "
+                             "state in CPU memory while the stages that do not use them run (CUDA only; "
+                             "speechrl.schedule); per-stage peak memory is logged on CUDA either way", False)
     eval_every: int = doc("evaluate on dev every N steps (0: only at the end)", 20)
     dev_examples: int = doc("dev examples used for model selection", 96)
     checkpoint_every: int = doc("write a resumable checkpoint every N steps", 10)
@@ -130,14 +136,17 @@ class Rollout:
 
 
 def rollout(policy: Any, examples: list[Example], feats: dict, cfg: GRPOConfig,
-            engine: Engine | None = None) -> Rollout:
-    """Encode once, sample G per prompt with the rollout engine (``cfg.rollout_engine`` by default)."""
-    engine = engine or make_engine(cfg.rollout_engine)
+            engine: Engine | None = None, schedule: TimeShared | None = None) -> Rollout:
+    """Encode once, sample G per prompt with the rollout engine (``cfg.rollout_engine`` by default);
+    the two are stages of the time-shared ``schedule`` when one is given."""
+    engine = engine or make_engine(cfg.rollout_engine, cfg.vllm)
+    schedule = schedule or TimeShared("cpu", {}, offload=False)
+    g = cfg.group_size
     with torch.no_grad():
-        enc = policy.encode(prompt_batch(examples, feats)).detach()
-        g = cfg.group_size
-        enc_g = enc.repeat(g)
-        ids, logps = engine.sample(policy, enc_g, cfg.max_new_tokens, cfg.temperature, cfg.top_p)
+        with schedule.stage("encode"):
+            enc_g = policy.encode(prompt_batch(examples, feats)).detach().repeat(g)
+        with schedule.stage("rollout"):
+            ids, logps = engine.sample(policy, enc_g, cfg.max_new_tokens, cfg.temperature, cfg.top_p)
     mask = completion_mask(ids, policy.eos_token_id)
     off_policy = torch.zeros(ids.shape[0], dtype=torch.bool)
     if cfg.mixed_policy:
@@ -171,8 +180,12 @@ def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dic
     model, optimizer = accelerator.prepare(policy, optimizer)
     policy = accelerator.unwrap_model(model)
     reward_fn = make_reward(cfg.rewards) if not cfg.reward_url else RemoteReward(cfg.reward_url)
-    engine = make_engine(cfg.rollout_engine)
+    engine = make_engine(cfg.rollout_engine, cfg.vllm, out_dir)
     ref_policy = reference_policy(policy) if cfg.beta > 0 else None
+    # under DDP the policy's parameters stay where DDP bound them: only the reference and optimizer move
+    schedule = TimeShared(accelerator.device, {
+        "encoder": audio_encoder(policy) if accelerator.num_processes == 1 else None,
+        "reference": ref_policy, "optimizer": getattr(optimizer, "optimizer", optimizer)}, offload=cfg.offload_idle)
     dev = dev[: cfg.dev_examples]
     state = {"best_score": None, "best_step": -1, "train_s": 0.0, "skipped_steps": 0, "invalid_rewards": 0}
     step = 0
@@ -181,7 +194,8 @@ def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dic
         step, state = restored["step"], restored["state"]
 
     def evaluate_dev() -> None:
-        metrics, _ = evaluate(policy, dev, feats, task, cfg.max_new_tokens, semantic=False, desc=f"{stage} dev")
+        with schedule.stage("evaluate"):
+            metrics, _ = evaluate(policy, dev, feats, task, cfg.max_new_tokens, semantic=False, desc=f"{stage} dev")
         s = score(task, metrics)
         if state["best_score"] is None or s > state["best_score"]:
             state.update(best_score=s, best_step=step)
@@ -196,12 +210,13 @@ def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dic
         t0 = time.time()
         batch = rank_batch(train, step, cfg.prompts_per_step, cfg.seed)
         policy.eval()  # no dropout in rollouts
-        ro = rollout(policy, batch, feats, cfg, engine)
+        ro = rollout(policy, batch, feats, cfg, engine, schedule)
         enc, ids, mask, off_policy, texts = ro.enc, ro.ids, ro.mask, ro.off_policy, ro.texts
         t_rollout = time.time() - t0
         group_examples = [e for e in batch for _ in range(cfg.group_size)]
-        rewards = torch.tensor(reward_fn([e.instruction for e in group_examples], texts,
-                                         **reward_columns(group_examples)), dtype=torch.float32)
+        with schedule.stage("reward"):
+            rewards = torch.tensor(reward_fn([e.instruction for e in group_examples], texts,
+                                             **reward_columns(group_examples)), dtype=torch.float32)
         if cfg.overlong_cache:
             rewards = rewards + soft_overlong_penalty(mask.sum(1).cpu(), cfg.max_new_tokens, cfg.overlong_cache)
         invalid = ~torch.isfinite(rewards)  # masked: left out of its group's statistics, Â = 0, not trained on
@@ -223,22 +238,24 @@ def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dic
             count = (mask_k.sum() if cfg.loss_type in ("dapo", "bnpo") else torch.tensor(len(sel))) * keep.any()
             weight = rank_weight(accelerator, count)
             adv_k, off_k = advantages[sel].to(ids.device), off_policy[sel].to(ids.device)
-            ref = _reference_logps(model, policy, ref_policy, enc_k, ids_k, mask_k) if cfg.beta > 0 else None
+            with schedule.stage("reference"):
+                ref = _reference_logps(model, policy, ref_policy, enc_k, ids_k, mask_k) if cfg.beta > 0 else None
             policy.train()
-            old = None
-            if cfg.num_iterations > 1:
-                with torch.no_grad():
-                    old = model(enc_k, ids_k, mask_k)
-            for it in range(cfg.num_iterations):
-                logp = model(enc_k, ids_k, mask_k)
-                if it == 0:  # the trainer's view of the samples the engine drew: parity, for free
-                    metrics.update(logp_parity(ro.logps[sel], logp, mask_k))
-                loss, stats = grpo_loss(logp, old, ref, adv_k, mask_k, loss_type=cfg.loss_type, eps_low=cfg.epsilon,
-                                        eps_high=cfg.epsilon_high, beta=cfg.beta,
-                                        max_completion_length=cfg.max_new_tokens, off_policy=off_k)
-                accelerator.backward(loss * weight)
-                optimizer.step()
-                optimizer.zero_grad()
+            with schedule.stage("update"):
+                old = None
+                if cfg.num_iterations > 1:
+                    with torch.no_grad():
+                        old = model(enc_k, ids_k, mask_k)
+                for it in range(cfg.num_iterations):
+                    logp = model(enc_k, ids_k, mask_k)
+                    if it == 0:  # the trainer's view of the samples the engine drew: parity, for free
+                        metrics.update(logp_parity(ro.logps[sel], logp, mask_k))
+                    loss, stats = grpo_loss(logp, old, ref, adv_k, mask_k, loss_type=cfg.loss_type,
+                                            eps_low=cfg.epsilon, eps_high=cfg.epsilon_high, beta=cfg.beta,
+                                            max_completion_length=cfg.max_new_tokens, off_policy=off_k)
+                    accelerator.backward(loss * weight)
+                    optimizer.step()
+                    optimizer.zero_grad()
             engine.sync_weights(policy)
             metrics.update(mean_over_ranks(accelerator, {k: (v * weight).item() for k, v in {"loss": loss, **stats}.items()}))
         else:
@@ -247,6 +264,7 @@ def train_grpo(policy: Any, train: list[Example], dev: list[Example], feats: dic
         step += 1
         state["train_s"] += time.time() - t0
         metrics["step_s"] = time.time() - t0
+        metrics.update(schedule.metrics())
         bar.update(1)
         bar.set_postfix(reward=f"{metrics['reward']:.3f}")
         if logger:
