@@ -69,7 +69,7 @@ def test_dpo_learns_the_preference_and_keeps_the_reference_frozen(tmp_path):
     assert (pol_c - ref_c).mean() > 1.0  # chosen-style continuations became likelier than under the reference
     frozen = {n.replace("base_model.model.", "").replace(".base_layer", ""): p
               for n, p in model.lm.named_parameters() if "lora_" not in n}
-    assert all(torch.equal(frozen[n], base[n]) for n in base)  # the reference is untouched
+    assert all(torch.equal(frozen[n].cpu(), base[n].cpu()) for n in base)  # the reference is untouched
     best = load_file(str(tmp_path / "best" / "model.safetensors"))
     assert best and all("lora_" in k for k in best)
     dev_rows = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "dev_reward_accuracy" in r]

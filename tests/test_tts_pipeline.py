@@ -42,3 +42,10 @@ def test_tts_recipe_end_to_end_and_rerun_is_cached(tiny_corpus, unit_features, t
     assert main(args) == 0  # every stage is cached: nothing trains again
     rerun = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()[steps_before:]]
     assert not any("loss" in row for row in rerun)
+    # GRPO alone (the demo's setting) has no DiffRO term: no Token2Text is trained for it
+    grpo_only = tmp_path / "grpo_only"
+    args[args.index(str(out))] = str(grpo_only)
+    assert main(args + ["--set", "systems=[grpo]"]) == 0
+    summary = json.loads((grpo_only / "summary.json").read_text())
+    assert set(summary["metrics"]) == {"sft", "grpo"} and summary["token2text"] is None
+    assert not (grpo_only / "token2text").exists()

@@ -105,6 +105,8 @@ class AlignSLMRecipe:
     test_prompts: int = doc("held-out (test-split) prompts for the generative metrics", 100)
     eval_continuations: int = doc("continuations per test prompt for the generative metrics", 2)
     samples: int = doc("test prompts with audio kept for the report", 12)
+    control: bool = doc("also train and evaluate continued_ntp: the base trained further on next-unit "
+                        "prediction for the DPO rounds' training time (the paper's control)", True)
     seed: int = doc("seed of prompt choice and sampling", 0)
 
 
@@ -238,15 +240,16 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
 
     # control: the base model trained further on next-unit prediction for the DPO rounds' training time
     del model
-    control = UnitLM.create(recipe.model.lm, num_units, recipe.model.layers, seed=recipe.seed)
-    checkpoint.load_weights(base_weights, control)
-    ntp_cfg = UnitLMConfig(**{**recipe.pretrain.__dict__, "time_budget_s": max(dpo_train_s, 1.0), "warmup_steps": 0,
-                              "max_steps": 10**6, "patience": 0})
-    training["continued_ntp"] = train_unit_lm(control, seqs["train"], seqs["dev"], ntp_cfg, out / "continued_ntp",
-                                              logger, "continued_ntp")
-    evaluate("continued_ntp", control, {"pairs": 0})
+    if recipe.control:
+        control = UnitLM.create(recipe.model.lm, num_units, recipe.model.layers, seed=recipe.seed)
+        checkpoint.load_weights(base_weights, control)
+        ntp_cfg = UnitLMConfig(**{**recipe.pretrain.__dict__, "time_budget_s": max(dpo_train_s, 1.0),
+                                  "warmup_steps": 0, "max_steps": 10**6, "patience": 0})
+        training["continued_ntp"] = train_unit_lm(control, seqs["train"], seqs["dev"], ntp_cfg, out / "continued_ntp",
+                                                  logger, "continued_ntp")
+        evaluate("continued_ntp", control, {"pairs": 0})
 
-    systems = ["base", *[f"round{k}" for k in range(1, cur.rounds + 1)], "continued_ntp"]
+    systems = ["base", *[f"round{k}" for k in range(1, cur.rounds + 1)], *(["continued_ntp"] if recipe.control else [])]
     merge_samples(out / "eval_samples", systems, out / "samples" / "continuations.jsonl")
     summary = {"test_size": len(test_prompts), "wall_s": round(time.time() - start, 1),
                "metrics": {k: results[k] for k in systems}, "training": training,

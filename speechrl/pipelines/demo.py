@@ -51,7 +51,8 @@ FAMILIES: dict[str, Family] = {
                         "rejected_max": [0.3, 0.4]},
          "sampling": {"max_new_units": 40},
          "dpo": {"epochs": 6.0, "batch_size": 8, "lr": 1e-3, "eval_every": 4}, "benchmarks": {"pairs": 100},
-         "test_prompts": 50, "eval_continuations": 2, "samples": 8},
+         "test_prompts": 50, "eval_continuations": 2, "samples": 8,
+         "control": False},  # the continued-NTP control belongs to the full recipe (recipes/align_slm.yaml)
         "base", "round2", "judge_score", False),
     "tts_rl": Family(
         "tts_rl",

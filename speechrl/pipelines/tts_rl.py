@@ -167,16 +167,18 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
     sft_dev = read_json(sft_dev_path) if dev_rl else None
     del policy
 
-    # Token2Text reward model, frozen after training
-    rates = sorted({e.speed for e in train}) if recipe.model.rate_head else []
-    torch.manual_seed(recipe.token2text.seed)
-    t2t = Token2Text.create(vocab, recipe.model.lm, recipe.model.token2text_layers, rates)
-    training["token2text"] = train_token2text(t2t, train, dev, recipe.token2text, out / "token2text", logger)
-    if "token2text" not in results:
-        results["token2text"] = {"dev_wer": token2text_wer(t2t, dev, recipe.token2text.max_tokens),
-                                 "test_wer": token2text_wer(t2t, test, recipe.token2text.max_tokens)}
-        write_json(out / "metrics_test.json", results)
-        logger.log({f"token2text_{k}": v for k, v in results["token2text"].items()}, stage="token2text")
+    # Token2Text reward model, frozen after training — only the systems with a DiffRO term need it
+    t2t = None
+    if any(SYSTEMS[name][0] != "grpo" for name in recipe.systems):
+        rates = sorted({e.speed for e in train}) if recipe.model.rate_head else []
+        torch.manual_seed(recipe.token2text.seed)
+        t2t = Token2Text.create(vocab, recipe.model.lm, recipe.model.token2text_layers, rates)
+        training["token2text"] = train_token2text(t2t, train, dev, recipe.token2text, out / "token2text", logger)
+        if "token2text" not in results:
+            results["token2text"] = {"dev_wer": token2text_wer(t2t, dev, recipe.token2text.max_tokens),
+                                     "test_wer": token2text_wer(t2t, test, recipe.token2text.max_tokens)}
+            write_json(out / "metrics_test.json", results)
+            logger.log({f"token2text_{k}": v for k, v in results["token2text"].items()}, stage="token2text")
 
     # RL systems, each from the SFT weights (its own reference)
     for name in recipe.systems:
@@ -196,7 +198,7 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
     systems = ["sft", *recipe.systems]
     summary = {"test_size": len(test), "wall_s": round(time.time() - start, 1),
                "metrics": {k: results[k] for k in systems},
-               "ground_truth": results["ground_truth"], "token2text": results["token2text"],
+               "ground_truth": results["ground_truth"], "token2text": results.get("token2text"),
                "training": {k: {kk: vv for kk, vv in v.items() if kk != "dev"} for k, v in training.items()},
                "data": {"train": len(train), "dev": len(dev), "test": len(test), "speech_vocab": vocab.output_size}}
     write_json(out / "summary.json", summary)

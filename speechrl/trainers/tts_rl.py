@@ -267,6 +267,8 @@ def train_tts_rl(policy: Any, token2text: Any, train: Sequence[TTSExample], dev:
     accelerator = make_accelerator(cfg.seed)
     optimizer, scheduler = make_optimizer([{"params": trainable, "lr": cfg.lr}], cfg.max_steps, cfg.warmup_steps)
     model, optimizer = accelerator.prepare(policy, optimizer)
+    if token2text is not None:  # the frozen reward model sits beside the policy (it is not trained: no DDP)
+        token2text.to(accelerator.device)
     policy = accelerator.unwrap_model(model)
     ref_policy = reference_policy(policy)
     reward_fn = make_reward(cfg.rewards) if cfg.uses_rewards else None
