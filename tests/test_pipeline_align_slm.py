@@ -40,8 +40,10 @@ def test_align_slm_recipe_end_to_end(tmp_path, monkeypatch):
     assert main(args) == 0  # every stage cached: nothing trains again
     rerun = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()[before:]]
     assert not any("loss" in r for r in rerun)
-    assert main(args + ["--set", "control=false"]) == 0  # the demo's setting: no continued-NTP control
+    assert main(args + ["--set", "control=false"]) == 0  # no continued-NTP control
     assert set(json.loads((out / "summary.json").read_text())["metrics"]) == {"base", "round1", "round2"}
+    assert main(args + ["--set", "control=false", "--set", "eval_all_rounds=false"]) == 0  # the demo's settings
+    assert set(json.loads((out / "summary.json").read_text())["metrics"]) == {"base", "round2"}
     # other pair thresholds on a finished round: refused, naming the folder (not silently reused)
     with pytest.raises(ValueError, match="trained with pair settings"):
         main(args + ["--set", "curriculum.chosen_min=[0.6,0.8]"])

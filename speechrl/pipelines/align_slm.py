@@ -105,6 +105,7 @@ class AlignSLMRecipe:
     test_prompts: int = doc("held-out (test-split) prompts for the generative metrics", 100)
     eval_continuations: int = doc("continuations per test prompt for the generative metrics", 2)
     samples: int = doc("test prompts with audio kept for the report", 12)
+    eval_all_rounds: bool = doc("evaluate every curriculum round (off: only the last, as the demo does)", True)
     control: bool = doc("also train and evaluate continued_ntp: the base trained further on next-unit "
                         "prediction for the DPO rounds' training time (the paper's control)", True)
     seed: int = doc("seed of prompt choice and sampling", 0)
@@ -230,13 +231,15 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
             log.warning("%s: only %d preference pairs (dropped: %s); the round trains nothing — lower "
                         "curriculum.chosen_min/rejected_max or sample more prompts", name, len(pairs), stats["dropped"])
             training[name] = {"skipped": f"{len(pairs)} pairs", "pair_stats": stats}
-            evaluate(name, model, {"pairs": len(pairs), "dpo_reward_accuracy": math.nan})
+            if recipe.eval_all_rounds or k == cur.rounds:
+                evaluate(name, model, {"pairs": len(pairs), "dpo_reward_accuracy": math.nan})
             continue
         dpo_cfg = recipe.dpo if k == 1 else DPOConfig(**{**recipe.dpo.__dict__, "warmup_steps": 0})
         dpo = train_dpo(model, triples[n_dev:], triples[:n_dev], dpo_cfg, round_dir, logger, name)
         dpo_train_s += dpo["train_s"]
         training[name] = {**dpo, "pair_stats": stats}
-        evaluate(name, model, {"pairs": len(pairs), "dpo_reward_accuracy": dpo["best_reward_accuracy"]})
+        if recipe.eval_all_rounds or k == cur.rounds:
+            evaluate(name, model, {"pairs": len(pairs), "dpo_reward_accuracy": dpo["best_reward_accuracy"]})
 
     # control: the base model trained further on next-unit prediction for the DPO rounds' training time
     del model
@@ -249,7 +252,8 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
                                                   logger, "continued_ntp")
         evaluate("continued_ntp", control, {"pairs": 0})
 
-    systems = ["base", *[f"round{k}" for k in range(1, cur.rounds + 1)], *(["continued_ntp"] if recipe.control else [])]
+    rounds = range(1, cur.rounds + 1) if recipe.eval_all_rounds else [cur.rounds]
+    systems = ["base", *[f"round{k}" for k in rounds], *(["continued_ntp"] if recipe.control else [])]
     merge_samples(out / "eval_samples", systems, out / "samples" / "continuations.jsonl")
     summary = {"test_size": len(test_prompts), "wall_s": round(time.time() - start, 1),
                "metrics": {k: results[k] for k in systems}, "training": training,
