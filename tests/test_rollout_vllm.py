@@ -27,8 +27,8 @@ from conftest import make_tiny_policy
 from speechrl.models.policy import generated_logps
 from speechrl.rollout import VLLMConfig, VLLMEngine
 from speechrl.runlog import MetricsLogger, read_metrics
-from speechrl.trainers.grpo import GRPOConfig, LoRAConfig, train_grpo
-from test_gpu import synthetic_asr
+from speechrl.trainers.grpo import LoRAConfig, train_grpo
+from test_gpu import grpo_cfg, synthetic_asr
 
 
 def hf_sample(model, embeds: torch.Tensor, p: dict) -> tuple[list[int], list[float]]:
@@ -84,12 +84,10 @@ def fake_vllm(monkeypatch):
     return module
 
 
-def grpo_cfg(**kw):
+def vllm_cfg(**kw):
     # tanh_wer: random completions still differ in it, so advantages (and updates) are not all zero
-    return GRPOConfig(**{"rewards": {"tanh_wer": 1.0}, "group_size": 4, "prompts_per_step": 2, "max_steps": 3,
-                         "max_new_tokens": 8, "eval_every": 0, "dev_examples": 2, "checkpoint_every": 100,
-                         "dynamic_sampling": False, "beta": 0.05, "lr": 3e-2, "temperature": 0.9,
-                         "rollout_engine": "vllm", "lora": LoRAConfig(r=4), **kw})
+    return grpo_cfg(**{"rewards": {"tanh_wer": 1.0}, "beta": 0.05, "lr": 3e-2, "temperature": 0.9,
+                       "rollout_engine": "vllm", "lora": LoRAConfig(r=4), **kw})
 
 
 def parity(out):
@@ -99,7 +97,7 @@ def parity(out):
 def test_colocated_vllm_samples_from_the_trained_weights(fake_vllm, tmp_path, monkeypatch):
     train, dev, feats = synthetic_asr()
     out = tmp_path / "sync"
-    train_grpo(make_tiny_policy(), train, dev, feats, "asr", grpo_cfg(), out, MetricsLogger(out, tensorboard=False))
+    train_grpo(make_tiny_policy(), train, dev, feats, "asr", vllm_cfg(), out, MetricsLogger(out, tensorboard=False))
     llm = FakeLLM.instances[0]
     assert llm.kw["enable_prompt_embeds"] and llm.kw["logprobs_mode"] == "raw_logprobs"
     assert llm.loads == 3  # after every update
@@ -107,18 +105,18 @@ def test_colocated_vllm_samples_from_the_trained_weights(fake_vllm, tmp_path, mo
     # the check has teeth: without weight sync the engine samples from stale weights after step 1
     monkeypatch.setattr(VLLMEngine, "sync_weights", lambda self, policy: None)
     stale = tmp_path / "stale"
-    train_grpo(make_tiny_policy(), train, dev, feats, "asr", grpo_cfg(), stale, MetricsLogger(stale, tensorboard=False))
+    train_grpo(make_tiny_policy(), train, dev, feats, "asr", vllm_cfg(), stale, MetricsLogger(stale, tensorboard=False))
     assert parity(stale)[0] < 1e-4 and max(parity(stale)[1:]) > 1e-3
 
 
 def test_full_finetuning_needs_colocate_and_vllm_must_be_installed(tmp_path, monkeypatch):
     train, dev, feats = synthetic_asr()
-    server = grpo_cfg(vllm=VLLMConfig(mode="server", url="http://127.0.0.1:9"), lora=LoRAConfig(r=0))
+    server = vllm_cfg(vllm=VLLMConfig(mode="server", url="http://127.0.0.1:9"), lora=LoRAConfig(r=0))
     with pytest.raises(ValueError, match="full fine-tuning.*colocate"):
         train_grpo(make_tiny_policy(), train, dev, feats, "asr", server, tmp_path / "a")
     monkeypatch.setitem(sys.modules, "vllm", None)  # not installed
     with pytest.raises(ImportError, match="pip install vllm"):
-        train_grpo(make_tiny_policy(), train, dev, feats, "asr", grpo_cfg(), tmp_path / "b")
+        train_grpo(make_tiny_policy(), train, dev, feats, "asr", vllm_cfg(), tmp_path / "b")
 
 
 class FakeServer(BaseHTTPRequestHandler):
@@ -167,7 +165,7 @@ def test_vllm_server_mode_syncs_the_lora_adapter_every_step(tmp_path, monkeypatc
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        train_grpo(make_tiny_policy(), train, dev, feats, "asr", grpo_cfg(vllm=VLLMConfig(mode="server", url=url)),
+        train_grpo(make_tiny_policy(), train, dev, feats, "asr", vllm_cfg(vllm=VLLMConfig(mode="server", url=url)),
                    out, MetricsLogger(out, tensorboard=False))
     finally:
         server.shutdown()
