@@ -18,7 +18,6 @@ peak with offloading ÷ peak without.
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 import tempfile
@@ -99,7 +98,7 @@ def run(args: Args, encoder_path: str, lora: bool, offload: bool, root: Path) ->
     torch.cuda.empty_cache()
     params = sum(p.numel() for p in policy.parameters())
     train_grpo(policy, examples[4:], examples[:4], feats, "asr", cfg, out, MetricsLogger(out, tensorboard=False))
-    logged = [m for m in read_metrics(out / "metrics.jsonl")]
+    logged = read_metrics(out / "metrics.jsonl")
     steps = [m for m in logged if "step_s" in m]
     stage_peaks = {s: max((m[f"mem/{s}_gb"] for m in logged if f"mem/{s}_gb" in m), default=None) for s in STAGES}
     result = {"lora": lora, "offload": offload, "params_m": round(params / 1e6, 1),
@@ -139,5 +138,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     main()

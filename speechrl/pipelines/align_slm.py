@@ -204,6 +204,7 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
 
     # curriculum rounds: sample with the current model, judge, pair, DPO (the adapter keeps training)
     dpo_train_s = 0.0
+    evaluated = list(range(1, cur.rounds + 1)) if recipe.eval_all_rounds else [cur.rounds]
     for k in range(1, cur.rounds + 1):
         name, round_dir = f"round{k}", out / f"round{k}"
         candidates_path = round_dir / "candidates.jsonl"
@@ -231,14 +232,14 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
             log.warning("%s: only %d preference pairs (dropped: %s); the round trains nothing — lower "
                         "curriculum.chosen_min/rejected_max or sample more prompts", name, len(pairs), stats["dropped"])
             training[name] = {"skipped": f"{len(pairs)} pairs", "pair_stats": stats}
-            if recipe.eval_all_rounds or k == cur.rounds:
+            if k in evaluated:
                 evaluate(name, model, {"pairs": len(pairs), "dpo_reward_accuracy": math.nan})
             continue
         dpo_cfg = recipe.dpo if k == 1 else DPOConfig(**{**recipe.dpo.__dict__, "warmup_steps": 0})
         dpo = train_dpo(model, triples[n_dev:], triples[:n_dev], dpo_cfg, round_dir, logger, name)
         dpo_train_s += dpo["train_s"]
         training[name] = {**dpo, "pair_stats": stats}
-        if recipe.eval_all_rounds or k == cur.rounds:
+        if k in evaluated:
             evaluate(name, model, {"pairs": len(pairs), "dpo_reward_accuracy": dpo["best_reward_accuracy"]})
 
     # control: the base model trained further on next-unit prediction for the DPO rounds' training time
@@ -252,8 +253,7 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
                                                   logger, "continued_ntp")
         evaluate("continued_ntp", control, {"pairs": 0})
 
-    rounds = range(1, cur.rounds + 1) if recipe.eval_all_rounds else [cur.rounds]
-    systems = ["base", *[f"round{k}" for k in rounds], *(["continued_ntp"] if recipe.control else [])]
+    systems = ["base", *[f"round{k}" for k in evaluated], *(["continued_ntp"] if recipe.control else [])]
     merge_samples(out / "eval_samples", systems, out / "samples" / "continuations.jsonl")
     summary = {"test_size": len(test_prompts), "wall_s": round(time.time() - start, 1),
                "metrics": {k: results[k] for k in systems}, "training": training,

@@ -129,8 +129,9 @@ def describe(summary: dict[str, Any]) -> str:
         family = FAMILIES[name]
         arrow = "↓" if family.lower_is_better else "↑"
         verdict = "improved" if h["improved"] else "NOT improved"
+        final = next(k for k in h if k not in ("metric", family.baseline, "improved", "note"))  # as headline() chose
         lines.append(f"  {name:<12} {h['metric']} {arrow}  {family.baseline} {h[family.baseline]:.4f} → "
-                     f"{family.final} {h[family.final]:.4f}  ({verdict}; {summary['wall_s'][name]:.0f} s)")
+                     f"{final} {h[final]:.4f}  ({verdict}; {summary['wall_s'][name]:.0f} s)")
         if h.get("note"):
             lines.append(f"  {'':<12} note: {h['note']}")
     lines.append(f"  total {summary['wall_s']['total']:.0f} s")
