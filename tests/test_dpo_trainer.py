@@ -62,7 +62,7 @@ def test_dpo_learns_the_preference_and_keeps_the_reference_frozen(tmp_path):
     model = tiny_unit_lm()
     base = {n: p.detach().clone() for n, p in model.lm.named_parameters()}
     model, result = run(tmp_path, model, max_steps=24, eval_every=8, checkpoint_every=8)
-    held_out = evaluate_pairs(model, TEST)
+    held_out = evaluate_pairs(model, TEST, DPOConfig())
     assert held_out["reward_accuracy"] > 0.9 and held_out["margin"] > 0
     pol_c, _ = pair_logps(model, TEST)
     ref_c, _ = reference_logps(model, None, TEST)
@@ -80,7 +80,7 @@ def test_dpo_learns_the_preference_and_keeps_the_reference_frozen(tmp_path):
     # finished: a second call reuses result.json and loads the best adapter into a fresh model
     again_model, again = run(tmp_path)
     assert again == result
-    assert evaluate_pairs(again_model, TEST) == pytest.approx(held_out, abs=1e-5)
+    assert evaluate_pairs(again_model, TEST, DPOConfig()) == pytest.approx(held_out, abs=1e-5)
 
 
 def by_hand_logps(model: UnitLM, prompt, completion) -> torch.Tensor:
@@ -97,7 +97,8 @@ def by_hand_logps(model: UnitLM, prompt, completion) -> torch.Tensor:
 def test_first_step_loss_equals_dpo_loss_by_hand(tmp_path):
     """On a model that already carries an adapter (a later curriculum round), the policy and the
     adapter-off reference differ at step 0, so the first logged loss is a real check; gradient
-    accumulation over micro-batches gives the same loss and the same update."""
+    accumulation over micro-batches gives the same loss and the same update. With the chosen-NLL term
+    (α = 0.3) as well."""
     model = tiny_unit_lm()
     add_lora(model, LoRAConfig(r=8, alpha=16))
     with torch.no_grad():
@@ -105,7 +106,7 @@ def test_first_step_loss_equals_dpo_loss_by_hand(tmp_path):
             if "lora_B" in n:
                 p.normal_(0, 0.3)
     twin = copy.deepcopy(model)
-    c = cfg(max_steps=1, beta=0.5, label_smoothing=0.1)
+    c = cfg(max_steps=1, beta=0.5, label_smoothing=0.1, nll_weight=0.3)
     batch = [TRAIN[i] for i in batch_indices(0, len(TRAIN), c.batch_size, c.seed)]
     with torch.no_grad():
         terms = []
@@ -114,7 +115,8 @@ def test_first_step_loss_equals_dpo_loss_by_hand(tmp_path):
             with model.lm.disable_adapter():
                 rc, rr = by_hand_logps(model, prompt, chosen), by_hand_logps(model, prompt, rejected)
             z = c.beta * ((pc - rc) - (pr - rr))
-            terms.append(-(1 - c.label_smoothing) * F.logsigmoid(z) - c.label_smoothing * F.logsigmoid(-z))
+            terms.append(-(1 - c.label_smoothing) * F.logsigmoid(z) - c.label_smoothing * F.logsigmoid(-z)
+                         - c.nll_weight * pc / len(chosen))  # RPO: the chosen side's per-unit NLL
         expected = torch.stack(terms).mean().item()
     assert expected != pytest.approx(0.6931, abs=1e-2)  # not the trivial policy == reference value
     train_dpo(model, TRAIN, [], c, tmp_path / "full", MetricsLogger(tmp_path / "full", tensorboard=False))

@@ -54,6 +54,11 @@ def test_dpo_loss_by_hand():
     smoothed, _, _ = dpo_loss(*args, beta=0.1, label_smoothing=0.2)
     expected = 0.8 * math.log1p(math.exp(-0.1)) + 0.2 * math.log1p(math.exp(0.1))
     assert smoothed.item() == pytest.approx(expected)
+    # RPO, α = 0.5, |y_w| = 4: + 0.5 · (1.0 / 4) on top of −log σ(0.1)
+    rpo, _, _ = dpo_loss(*args, beta=0.1, nll_weight=0.5, chosen_tokens=torch.tensor([4]))
+    assert rpo.item() == pytest.approx(math.log1p(math.exp(-0.1)) + 0.125)
+    with pytest.raises(ValueError, match="chosen_tokens"):
+        dpo_loss(*args, beta=0.1, nll_weight=0.5)
 
 
 def test_dpo_gradient_and_detached_rewards():
@@ -85,7 +90,7 @@ def _tiny_lm(seed: int):
     return LlamaForCausalLM(config).float()
 
 
-def _trl_dpo_loss(policy, ref, inputs, *, beta, loss_type="sigmoid", label_smoothing=0.0):
+def _trl_dpo_loss(policy, ref, inputs, *, beta, loss_type="sigmoid", label_smoothing=0.0, loss_weights=(1.0,)):
     """Run TRL's own ``DPOTrainer._compute_loss``.
 
     The trainer is not constructed (its __init__ tokenizes datasets and builds accelerate state); the
@@ -100,7 +105,8 @@ def _trl_dpo_loss(policy, ref, inputs, *, beta, loss_type="sigmoid", label_smoot
         model=policy, ref_model=ref, precompute_ref_logps=False, aux_loss_enabled=False,
         accelerator=SimpleNamespace(device=torch.device("cpu"), gather=identity, gather_for_metrics=identity),
         args=SimpleNamespace(gradient_checkpointing_kwargs=None), f_divergence_type="reverse_kl",
-        loss_types=[loss_type], loss_weights=[1.0], beta=beta, label_smoothing=label_smoothing,
+        loss_types=[loss_type] if isinstance(loss_type, str) else list(loss_type), loss_weights=list(loss_weights),
+        beta=beta, label_smoothing=label_smoothing,
         ld_alpha=None, use_weighting=False, _metrics={"train": defaultdict(list), "eval": defaultdict(list)},
         _total_train_tokens=0, _tp_size=1,
     )
@@ -108,14 +114,16 @@ def _trl_dpo_loss(policy, ref, inputs, *, beta, loss_type="sigmoid", label_smoot
     return loss, fake._metrics["train"]
 
 
-def _our_dpo_loss(policy, ref, inputs, *, beta, label_smoothing=0.0):
+def _our_dpo_loss(policy, ref, inputs, *, beta, label_smoothing=0.0, nll_weight=0.0):
     ids, attn, mask = inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"]
     logps = sequence_logps(*shift_for_causal_lm(policy(input_ids=ids, attention_mask=attn).logits, ids, mask))
     with torch.no_grad():
         ref_logits = ref(input_ids=ids, attention_mask=attn).logits
     ref_logps = sequence_logps(*shift_for_causal_lm(ref_logits, ids, mask))
     (pc, pr), (rc, rr) = logps.chunk(2), ref_logps.chunk(2)
-    return dpo_loss(pc, pr, rc, rr, beta=beta, label_smoothing=label_smoothing)
+    chosen_tokens = mask.chunk(2)[0][:, 1:].sum(1)
+    return dpo_loss(pc, pr, rc, rr, beta=beta, label_smoothing=label_smoothing, nll_weight=nll_weight,
+                    chosen_tokens=chosen_tokens)
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +171,23 @@ def test_parity_label_smoothing_with_trl_aot_on_single_pairs(tiny_pair):
     theirs, _ = _trl_dpo_loss(policy, ref, single, beta=0.5, loss_type="aot", label_smoothing=0.2)
     ours, _, _ = _our_dpo_loss(policy, ref, single, beta=0.5, label_smoothing=0.2)
     assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
+
+
+def test_parity_chosen_nll_with_trl_sigmoid_plus_sft_on_single_pairs(tiny_pair):
+    """RPO: TRL 1.16 writes it as ``loss_type=["sigmoid", "sft"]`` with weights [1, α]; its SFT term
+    is the token mean over the batch's chosen tokens, ours the per-pair mean — equal on one pair."""
+    policy, ref, inputs = tiny_pair
+    single = {k: v[[1, 3]] for k, v in inputs.items()}
+    policy.zero_grad()
+    theirs, _ = _trl_dpo_loss(policy, ref, single, beta=0.5, loss_type=("sigmoid", "sft"), loss_weights=(1.0, 0.7))
+    theirs.backward()
+    trl_grads = [p.grad.clone() for p in policy.parameters()]
+    policy.zero_grad()
+    ours, _, _ = _our_dpo_loss(policy, ref, single, beta=0.5, nll_weight=0.7)
+    ours.backward()
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
+    plain, _, _ = _our_dpo_loss(policy, ref, single, beta=0.5)
+    assert abs(ours.item() - plain.item()) > 0.1  # the NLL term is there
+    for ours_g, trl_g in zip((p.grad for p in policy.parameters()), trl_grads):
+        assert torch.allclose(ours_g, trl_g, atol=1e-5)
+    policy.zero_grad()

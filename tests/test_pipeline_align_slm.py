@@ -46,6 +46,14 @@ def test_align_slm_recipe_end_to_end(tmp_path, monkeypatch):
     assert set(json.loads((out / "summary.json").read_text())["metrics"]) == {"base", "round1", "round2"}
     assert main(args + ["--set", "control=false", "--set", "eval_all_rounds=false"]) == 0  # the demo's settings
     assert set(json.loads((out / "summary.json").read_text())["metrics"]) == {"base", "round2"}
+    test_metrics = (out / "metrics_test.json").read_text()
+    assert main(args + ["--set", "control=false", "--set", "eval_all_rounds=false", "--set", "eval_split=dev"]) == 0
+    dev_summary = json.loads((out / "summary.json").read_text())
+    assert dev_summary["eval_split"] == "dev" and set(dev_summary["metrics"]) == {"base", "round2"}
+    assert json.loads((out / "metrics_dev.json").read_text()) == dev_summary["metrics"]
+    assert (out / "metrics_test.json").read_text() == test_metrics  # the test results are left alone
+    dev_ids = {json.loads(x)["id"] for x in (out / "samples" / "continuations.jsonl").read_text().splitlines()}
+    assert dev_ids and not dev_ids & {r["id"] for r in rows}  # dev prompts, not test ones
     # other pair thresholds on a finished round: refused, naming the folder (not silently reused)
     with pytest.raises(ValueError, match="trained with pair settings"):
         main(args + ["--set", "curriculum.chosen_min=[0.6,0.8]"])

@@ -102,7 +102,9 @@ class AlignSLMRecipe:
     dpo: DPOConfig = field(default_factory=lambda: DPOConfig(
         lr=1e-4, batch_size=16, epochs=3.0, eval_every=5, checkpoint_every=10, lora=LoRAConfig(r=32, alpha=8)))
     benchmarks: BenchmarkConfig = field(default_factory=BenchmarkConfig)
-    test_prompts: int = doc("held-out (test-split) prompts for the generative metrics", 100)
+    test_prompts: int = doc("held-out prompts for the generative metrics", 100)
+    eval_split: Literal["test", "dev"] = doc("where those prompts come from: 'dev' to choose settings without "
+                                             "looking at the test split", "test")
     eval_continuations: int = doc("continuations per test prompt for the generative metrics", 2)
     samples: int = doc("test prompts with audio kept for the report", 12)
     eval_all_rounds: bool = doc("evaluate every curriculum round (off: only the last, as the demo does)", True)
@@ -171,10 +173,12 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
     split = {s: [r for r in rows if r["split"] == s and r["id"] in feats] for s in ("train", "dev", "test")}
     benches = benchmark_sets(recipe.benchmarks)
     train_prompts = corpus_prompts(split["train"], feats, recipe.sampling.prompt_seconds)
-    test_prompts = corpus_prompts(split["test"], feats, recipe.sampling.prompt_seconds)
+    test_prompts = corpus_prompts(split[recipe.eval_split], feats, recipe.sampling.prompt_seconds)
     test_prompts = [test_prompts[i] for i in sorted(np.random.default_rng(recipe.seed).permutation(len(test_prompts))[:recipe.test_prompts])]
     feedback = Feedback(recipe.judge)
-    results: dict[str, Any] = read_json(out / "metrics_test.json") if (out / "metrics_test.json").is_file() else {}
+    results_path = out / f"metrics_{recipe.eval_split}.json"  # cached per system
+    samples_dir = out / ("eval_samples" if recipe.eval_split == "test" else f"eval_samples_{recipe.eval_split}")
+    results: dict[str, Any] = read_json(results_path) if results_path.is_file() else {}
     s = recipe.sampling
 
     def continuations(model: UnitLM, prompts: list[Prompt], n: int, seed: int) -> list[list[list[int]]]:
@@ -189,9 +193,9 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
         for bench, pairs in tqdm(benches.items(), desc=f"minimal pairs {name}"):
             metrics[bench] = 100 * evaluate_minimal_pairs(pairs, model.nll)["accuracy"]
         results[name] = {**metrics, **(extra or {})}
-        write_json(out / "metrics_test.json", results)
-        write_samples(out / "eval_samples" / f"{name}.jsonl", name, groups[: recipe.samples], feedback)
-        logger.log({f"test_{k}": v for k, v in results[name].items()}, stage=name)
+        write_json(results_path, results)
+        write_samples(samples_dir / f"{name}.jsonl", name, groups[: recipe.samples], feedback)
+        logger.log({f"{recipe.eval_split}_{k}": v for k, v in results[name].items()}, stage=name)
 
     # base: the unit LM warm-started from the text LM, pretrained on next-unit prediction
     num_units = BLANK_ID  # phoneme unit ids 0..189 (word boundary included)
@@ -254,8 +258,8 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
         evaluate("continued_ntp", control, {"pairs": 0})
 
     systems = ["base", *[f"round{k}" for k in evaluated], *(["continued_ntp"] if recipe.control else [])]
-    merge_samples(out / "eval_samples", systems, out / "samples" / "continuations.jsonl")
-    summary = {"test_size": len(test_prompts), "wall_s": round(time.time() - start, 1),
+    merge_samples(samples_dir, systems, out / "samples" / "continuations.jsonl")
+    summary = {"test_size": len(test_prompts), "eval_split": recipe.eval_split, "wall_s": round(time.time() - start, 1),
                "metrics": {k: results[k] for k in systems}, "training": training,
                "benchmark_pairs": {k: len(v) for k, v in benches.items()}}
     write_json(out / "summary.json", summary)

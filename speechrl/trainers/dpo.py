@@ -48,6 +48,8 @@ Pair = tuple[Sequence[int], Sequence[int], Sequence[int]]  # (prompt, chosen, re
 class DPOConfig:
     beta: float = doc("DPO β (unpublished in the paper; 0.1 is the common default)", 0.1)
     label_smoothing: float = doc("conservative-DPO ε: the label is assumed flipped with this probability", 0.0)
+    nll_weight: float = doc("α: weight of the chosen continuation's per-unit NLL added to the loss (RPO; TRL's "
+                            "rpo_alpha); keeps DPO from pushing both sides down into degenerate output", 0.0)
     lr: float = doc("learning rate of the LoRA parameters (paper: 1e-6 at batch 512 on TWIST-1.3B)", 5e-5)
     batch_size: int = doc("pairs per optimizer step (paper: 512)", 16)
     micro_batch_size: int = doc("pairs per forward/backward; gradients accumulate to batch_size (0: all)", 0)
@@ -97,18 +99,23 @@ def reference_logps(unit_lm: UnitLM, ref: UnitLM | None, pairs: Sequence[Pair]) 
             return pair_logps(unit_lm, pairs)
 
 
+def pair_loss(pol: tuple[torch.Tensor, torch.Tensor], ref: tuple[torch.Tensor, torch.Tensor], pairs: Sequence[Pair],
+              cfg: DPOConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`dpo_loss` of ``cfg`` on the (chosen, rejected) log-probs of ``pairs``."""
+    tokens = torch.tensor([len(c) for _, c, _ in pairs], dtype=pol[0].dtype, device=pol[0].device)
+    return dpo_loss(*pol, *ref, cfg.beta, cfg.label_smoothing, cfg.nll_weight, tokens)
+
+
 @torch.no_grad()
-def evaluate_pairs(unit_lm: UnitLM, pairs: Sequence[Pair], beta: float = 0.1, label_smoothing: float = 0.0,
-                   ref: UnitLM | None = None, batch_size: int = 32) -> dict[str, float]:
+def evaluate_pairs(unit_lm: UnitLM, pairs: Sequence[Pair], cfg: DPOConfig, ref: UnitLM | None = None
+                   ) -> dict[str, float]:
     """DPO loss, reward accuracy and margin of ``unit_lm`` (vs its reference) on ``pairs``."""
     was_training = unit_lm.training
     unit_lm.eval()
     chosen, rejected, losses = [], [], []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
-        pc, pr = pair_logps(unit_lm, chunk)
-        rc, rr = reference_logps(unit_lm, ref, chunk)
-        loss, c, r = dpo_loss(pc, pr, rc, rr, beta, label_smoothing)
+    for start in range(0, len(pairs), cfg.eval_batch_size):
+        chunk = pairs[start:start + cfg.eval_batch_size]
+        loss, c, r = pair_loss(pair_logps(unit_lm, chunk), reference_logps(unit_lm, ref, chunk), chunk, cfg)
         chosen.append(c)
         rejected.append(r)
         losses.append(loss * len(chunk))
@@ -149,7 +156,7 @@ def train_dpo(unit_lm: UnitLM, train_pairs: Sequence[Pair], dev_pairs: Sequence[
         state["evaluated_step"] = step
         if not dev:
             return
-        m = evaluate_pairs(unit_lm, dev, cfg.beta, cfg.label_smoothing, ref, cfg.eval_batch_size)
+        m = evaluate_pairs(unit_lm, dev, cfg, ref)
         best = state["best_reward_accuracy"]
         if best is None or (m["reward_accuracy"], -m["loss"]) > (best, -state["best_dev_loss"]):
             state.update(best_reward_accuracy=m["reward_accuracy"], best_dev_loss=m["loss"], best_step=step)
@@ -170,9 +177,8 @@ def train_dpo(unit_lm: UnitLM, train_pairs: Sequence[Pair], dev_pairs: Sequence[
         loss_sum, chosen, rejected = 0.0, [], []
         for start in range(0, len(batch), micro):
             chunk = batch[start:start + micro]
-            ref_c, ref_r = reference_logps(unit_lm, ref, chunk)
-            pol_c, pol_r = pair_logps(unit_lm, chunk, model)
-            loss, c, r = dpo_loss(pol_c, pol_r, ref_c, ref_r, cfg.beta, cfg.label_smoothing)
+            ref_lp = reference_logps(unit_lm, ref, chunk)
+            loss, c, r = pair_loss(pair_logps(unit_lm, chunk, model), ref_lp, chunk, cfg)
             accelerator.backward(loss * (len(chunk) / len(batch)))  # the mean over the whole batch
             loss_sum += loss.item() * len(chunk)
             chosen.append(c)
