@@ -2,6 +2,7 @@
 real vocoder, Whisper and SmolLM2 judge; a rerun resumes from the cached stages."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -38,6 +39,16 @@ def test_align_slm_recipe_end_to_end(tmp_path, monkeypatch):
     rows = [json.loads(x) for x in (out / "samples" / "continuations.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and set(rows[0]["systems"]) == {"base", "round1", "round2", "continued_ntp"}
     assert (out / "report.html").is_file()
+    # a control that never beats the base on dev (here: lr 0) holds the base's weights: it reports the base's
+    # metrics instead of sampling and judging the same model again
+    shutil.rmtree(out / "continued_ntp")
+    results = json.loads((out / "metrics_test.json").read_text())
+    del results["continued_ntp"]
+    (out / "metrics_test.json").write_text(json.dumps(results))
+    assert main(args + ["--set", "pretrain.lr=0"]) == 0
+    kept = json.loads((out / "summary.json").read_text())
+    assert kept["training"]["continued_ntp"]["kept_base"] and kept["training"]["continued_ntp"]["best_step"] == 0
+    assert kept["metrics"]["continued_ntp"] == kept["metrics"]["base"]
     before = len((out / "metrics.jsonl").read_text().splitlines())
     assert main(args) == 0  # every stage cached: nothing trains again
     rerun = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()[before:]]

@@ -253,8 +253,10 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
         checkpoint.load_weights(base_weights, control)
         ntp_cfg = UnitLMConfig(**{**recipe.pretrain.__dict__, "time_budget_s": max(dpo_train_s, 1.0),
                                   "warmup_steps": 0, "max_steps": 10**6, "patience": 0})
-        training["continued_ntp"] = train_unit_lm(control, seqs["train"], seqs["dev"], ntp_cfg, out / "continued_ntp",
-                                                  logger, "continued_ntp")
+        ntp = train_unit_lm(control, seqs["train"], seqs["dev"], ntp_cfg, out / "continued_ntp", logger, "continued_ntp")
+        training["continued_ntp"] = {**ntp, "kept_base": ntp["best_step"] == 0}
+        if ntp["best_step"] == 0 and "base" in results:  # never beat the base on dev: the base's weights and metrics
+            results.setdefault("continued_ntp", results["base"])
         evaluate("continued_ntp", control, {"pairs": 0})
 
     systems = ["base", *[f"round{k}" for k in evaluated], *(["continued_ntp"] if recipe.control else [])]
