@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 
 STEPS = 6
-SFT = {"batch_size": 4, "max_steps": STEPS, "eval_every": 1000, "dev_examples": 2, "max_new_tokens": 8,
+SFT = {"batch_size": 4, "max_steps": STEPS, "eval_every": 1000, "dev_examples": 2, "max_tokens": 8,
        "checkpoint_every": 1000, "lr": 3e-3, "warmup_steps": 0, "train_embeddings": True}
 LOSS_RTOL = 1e-4  # float32: two half-batch sums all-reduced vs one sum over the batch, and the
 #                   launcher's thread count — rounding differences far below this
@@ -155,12 +155,13 @@ def run_tts_worker(_corpus: str, out: str, steps: int = 3) -> dict:
     from speechrl.parallel import process_state
     from speechrl.runlog import MetricsLogger, read_metrics, write_json
     from speechrl.trainers.tts_rl import train_tts_rl
-    from speechrl.trainers.tts_sft import SupervisedConfig, train_tts_lm
+    from speechrl.trainers.sft import SFTConfig
+    from speechrl.trainers.tts_sft import train_tts_lm
 
     state, out = process_state(), Path(out)
     policy = tiny_tts_lm()
-    sft = SupervisedConfig(lr=1e-2, new_lr=1e-2, batch_size=4, max_steps=steps, warmup_steps=0, eval_every=100,
-                           dev_examples=2, max_tokens=16, checkpoint_every=100)
+    sft = SFTConfig(lr=1e-2, new_lr=1e-2, batch_size=4, max_steps=steps, warmup_steps=0, eval_every=100,
+                    dev_examples=2, max_tokens=16, checkpoint_every=100)
     train_tts_lm(policy, examples(), examples()[:2], sft, out / "sft", MetricsLogger(out, tensorboard=False))
     sft_abs = float(sum(p.detach().double().abs().sum() for p in policy.parameters() if p.requires_grad))
     train_tts_rl(policy, tiny_token2text(), examples(), [], rl_cfg(max_steps=steps), out / "diffro",

@@ -86,7 +86,7 @@ def test_stages_hold_only_their_parts_on_the_gpu():
 def test_sft_then_grpo_train_on_the_gpu(tmp_path):
     train, dev, feats = synthetic_asr()
     policy = make_tiny_policy()
-    sft = SFTConfig(batch_size=4, max_steps=6, eval_every=100, dev_examples=2, max_new_tokens=8,
+    sft = SFTConfig(batch_size=4, max_steps=6, eval_every=100, dev_examples=2, max_tokens=8,
                     checkpoint_every=3, lr=3e-3, warmup_steps=0, train_embeddings=True)
     train_sft(policy, train, dev, feats, "asr", sft, tmp_path / "sft", MetricsLogger(tmp_path / "sft", tensorboard=False))
     assert next(policy.parameters()).device.type == "cuda"

@@ -108,7 +108,7 @@ CASES = {
     "sft": Case(
         "speechrl.trainers.sft:train_sft", "speechrl.trainers.sft:SFTConfig",
         {"batch_size": 4, "max_steps": 6, "checkpoint_every": 2, "eval_every": 4, "patience": 10,
-         "dev_examples": 2, "max_new_tokens": 8, "lr": 3e-3, "warmup_steps": 2, "train_embeddings": True},
+         "dev_examples": 2, "max_tokens": 8, "lr": 3e-3, "warmup_steps": 2, "train_embeddings": True},
         ("asr",), speech_task_inputs, kill_after=2),
     "grpo": Case(
         "speechrl.trainers.grpo:train_grpo", "speechrl.trainers.grpo:GRPOConfig",
@@ -127,7 +127,7 @@ CASES = {
         {"batch_size": 4, "max_steps": 6, "checkpoint_every": 2, "eval_every": 4, "lr": 1e-2, "warmup_steps": 1},
         (), unit_lm_inputs, kill_after=2),
     "tts_sft": Case(
-        "speechrl.trainers.tts_sft:train_tts_lm", "speechrl.trainers.tts_sft:SupervisedConfig",
+        "speechrl.trainers.tts_sft:train_tts_lm", "speechrl.trainers.sft:SFTConfig",
         {"batch_size": 2, "max_steps": 6, "checkpoint_every": 2, "eval_every": 4, "warmup_steps": 1,
          "patience": 10, "dev_examples": 2, "max_tokens": 12},
         (), tts_sft_inputs, kill_after=2),

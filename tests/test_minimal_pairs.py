@@ -19,7 +19,8 @@ import soundfile as sf
 
 from speechrl.align import minimal_pairs as mp
 from speechrl.align.minimal_pairs import (BENCHMARKS, MinimalPair, benchmark_texts, build_benchmark, encode_pairs,
-                                          evaluate_minimal_pairs, likelihood_accuracy, pair_score)
+                                          evaluate_minimal_pairs, likelihood_accuracy, pair_score,
+                                          story_context_use)
 from speechrl.align.zerospeech import load_sblimp, load_spoken_storycloze, load_swuggy
 
 FIXTURES = Path(__file__).parent / "fixtures" / "zerospeech"
@@ -69,6 +70,20 @@ def test_evaluate_minimal_pairs_groups_and_needs_units():
     assert result["accuracy"] == 1.0 and result["n"] == 2 and result["by_group"] == {"x": 1.0, "y": 1.0}
     with pytest.raises(ValueError, match="encode_pairs"):
         evaluate_minimal_pairs([MinimalPair("c", "swuggy", "p.wav", "n.wav")], lambda s: [])
+
+
+def test_story_context_use_by_hand():
+    """A toy LM that copies: a unit costs 1 nat if it occurred earlier in the sequence, else 3."""
+    def nll(seqs):
+        return [(float(sum(1 if u in s[:i] else 3 for i, u in enumerate(s))), len(s)) for s in seqs]
+
+    pairs = [MinimalPair("a", "tsc", "p.wav", "n.wav", positive_units=[4, 5, 4], negative_units=[4, 5, 6]),
+             MinimalPair("b", "tsc", "p.wav", "n.wav", positive_units=[7, 8, 8], negative_units=[7, 7])]
+    # a: whole 7/3 vs 9/3 → 1; given the context [4, 5] (6 nats): 1 vs 3 → 1; alone [4] vs [6]: 3 vs 3 → 0.5
+    # b: whole 7/3 vs 4/2 → 0; given [7] (3 nats): 4 vs 1 → 0; alone [8, 8] vs [7]: 4 vs 3 → 0
+    assert story_context_use(pairs, nll) == {"protocol": 50.0, "ending|context": 50.0, "ending alone": 25.0}
+    with pytest.raises(ValueError, match="share no context"):
+        story_context_use([MinimalPair("c", "tsc", "p.wav", "n.wav", positive_units=[1, 2], negative_units=[3])], nll)
 
 
 # -- offline sets from the grammar ---------------------------------------------------------------

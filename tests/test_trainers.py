@@ -28,7 +28,7 @@ def losses(out, stage):
 
 def run_sft(out, train, dev, feats, **kw):
     cfg = SFTConfig(**{"batch_size": 4, "max_steps": 12, "eval_every": 100, "dev_examples": 4,
-                       "max_new_tokens": 12, "checkpoint_every": 4, "lr": 3e-3, "warmup_steps": 0,
+                       "max_tokens": 12, "checkpoint_every": 4, "lr": 3e-3, "warmup_steps": 0,
                        "train_embeddings": True, **kw})  # a random tiny LM: its embeddings must learn too
     policy = make_tiny_policy()
     result = train_sft(policy, train, dev, feats, "asr", cfg, out, MetricsLogger(out, tensorboard=False))

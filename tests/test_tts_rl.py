@@ -49,7 +49,7 @@ def trained_token2text():
     pairs = [TTSExample("a", TEXTS[0], Units([3] * 6, [2] * 6), 1.0), TTSExample("b", TEXTS[1], Units([40] * 6, [2] * 6), 1.0)]
     optimizer = torch.optim.Adam(t2t.parameters(), lr=1e-2)
     for _ in range(40):
-        token2text_nll(t2t, pairs, 16).backward()
+        token2text_nll(t2t, pairs, 16)[0].backward()
         optimizer.step()
         optimizer.zero_grad()
     return t2t.eval().requires_grad_(False)

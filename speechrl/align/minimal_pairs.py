@@ -159,6 +159,35 @@ def evaluate_minimal_pairs(pairs: Sequence[MinimalPair], nll: NLLFn, batch_size:
             "by_group": {g: sum(v) / len(v) for g, v in sorted(groups.items())}}
 
 
+def story_context_use(pairs: Sequence[MinimalPair], nll: NLLFn) -> dict[str, float]:
+    """Does the model use the story? Story-cloze pairs (a shared context + two endings) scored three ways:
+    ``protocol`` (the benchmark: whole member, NLL per unit), ``ending|context`` (the ending's summed NLL
+    given the context) and ``ending alone`` (its summed NLL with no context). A model that reads the
+    context scores ``ending|context`` above ``ending alone``; when they are equal the benchmark measures
+    the endings' own likelihood, not coherence."""
+    contexts, pos_end, neg_end = [], [], []
+    for p in pairs:
+        a, b = list(p.positive_units), list(p.negative_units)
+        k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        if k == 0 or k == len(a) or k == len(b):
+            raise ValueError(f"pair {p.id}: the members share no context, or one is the context alone")
+        contexts.append(a[:k])
+        pos_end.append(a[k:])
+        neg_end.append(b[k:])
+    n = len(pairs)
+    whole = nll([list(p.positive_units) for p in pairs] + [list(p.negative_units) for p in pairs])
+    context = nll(contexts)
+    alone = nll(pos_end + neg_end)
+    given = [whole[i][0] - context[i % n][0] for i in range(2 * n)]
+
+    def accuracy(pos: list[tuple[float, int]], neg: list[tuple[float, int]]) -> float:
+        return 100 * sum(pair_score(p, q) for p, q in zip(pos, neg)) / n
+
+    return {"protocol": accuracy(whole[:n], whole[n:]),
+            "ending|context": accuracy([(g, 1) for g in given[:n]], [(g, 1) for g in given[n:]]),
+            "ending alone": accuracy([(t, 1) for t, _ in alone[:n]], [(t, 1) for t, _ in alone[n:]])}
+
+
 # ------------------------------------------------------------------------------------ benchmarks
 
 

@@ -32,8 +32,9 @@ from speechrl.pipelines.common import corpus_rows
 from speechrl.rewards.tts import UnitRenderer
 from speechrl.runlog import MetricsLogger, atomic_write_text, read_json, write_json
 from speechrl.text import wer
+from speechrl.trainers.sft import SFTConfig
 from speechrl.trainers.tts_rl import DecodeConfig, TTSRLConfig, evaluate_tts, tts_metrics, train_tts_rl
-from speechrl.trainers.tts_sft import (SupervisedConfig, TTSExample, train_token2text, train_tts_lm, tts_examples,
+from speechrl.trainers.tts_sft import (TTSExample, train_token2text, train_tts_lm, tts_examples,
                                        unit_tokens)
 
 SYSTEMS = {"grpo": ("grpo", True), "diffro": ("diffro", True), "combined": ("combined", False),
@@ -47,6 +48,13 @@ def tts_corpus() -> CorpusConfig:
     each sentence spoken once; ≈245 test sentences, ≈210 of them unseen in training."""
     return CorpusConfig(size=1200, voices=["hibari"], test_voice="piper-joe", voices_per_sentence=1,
                         evaluate=False)
+
+
+def tts_supervised(max_steps: int) -> SFTConfig:
+    """The TTS LM's and Token2Text's supervised training: new speech embeddings/heads at a high rate,
+    the text LM's layers at a low one, targets of up to 96 speech tokens."""
+    return SFTConfig(lr=5e-4, new_lr=2e-3, max_steps=max_steps, warmup_steps=50, patience=2, dev_examples=64,
+                     max_tokens=96)
 
 
 @dataclass
@@ -64,8 +72,8 @@ class TTSRLRecipe:
     corpus: CorpusConfig = field(default_factory=tts_corpus)
     corpus_dir: str | None = doc("use this built corpus folder instead of building `corpus`", None)
     model: TTSModelConfig = field(default_factory=TTSModelConfig)
-    sft: SupervisedConfig = field(default_factory=SupervisedConfig)
-    token2text: SupervisedConfig = field(default_factory=lambda: SupervisedConfig(max_steps=400))
+    sft: SFTConfig = field(default_factory=lambda: tts_supervised(max_steps=800))
+    token2text: SFTConfig = field(default_factory=lambda: tts_supervised(max_steps=400))
     rl: TTSRLConfig = field(default_factory=TTSRLConfig)
     diffro_steps: int | None = doc("steps of the pure DiffRO system (None: rl.max_steps; its steps are cheap)", 48)
     systems: list[str] = doc("RL systems to train: grpo, diffro, combined (naive), combined_filtered",

@@ -1,14 +1,16 @@
-"""Supervised fine-tuning of a speech policy, trained to its best dev score (the RL baseline).
+"""Supervised training to the best dev score: :func:`train_supervised`, the one loop behind the speech
+policy's SFT (:func:`train_sft`, the RL baseline) and the TTS LM / Token2Text training
+(:mod:`speechrl.trainers.tts_sft`).
 
-setup → loop (NLL of the reference completion; dev evaluation every ``eval_every`` steps, best
-weights kept in ``<out>/best``, early stop after ``patience`` evaluations without improvement, or a
-wall-time budget) → restore the best weights. Checkpoints every ``checkpoint_every`` steps make the
-run resumable: a restarted call continues from the latest one.
+setup → loop (a batch loss; dev evaluation every ``eval_every`` steps, best weights kept in
+``<out>/best``, early stop after ``patience`` evaluations without improvement, or a wall-time budget)
+→ restore the best weights. Checkpoints every ``checkpoint_every`` steps make the run resumable: a
+restarted call continues from the latest one.
 
 Under ``accelerate launch`` each rank takes its share of every global batch (``batch_size`` examples
-in all), the rank's token-mean NLL is weighted by :func:`~speechrl.trainers.common.rank_weight` (DDP's
-gradient average then equals the global batch's token mean), logged values are reduced over the
-ranks, every rank evaluates the same dev set (same model selection everywhere), and rank 0 alone writes
+in all), the rank's mean loss is weighted by :func:`~speechrl.trainers.common.rank_weight` (DDP's
+gradient average then equals the global batch's mean), logged values are reduced over the ranks,
+every rank evaluates the same dev set (same model selection everywhere), and rank 0 alone writes
 checkpoints and the log.
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 from tqdm import tqdm
@@ -33,8 +35,12 @@ from speechrl.trainers.common import (make_accelerator, make_optimizer, mean_ove
 
 @dataclass
 class SFTConfig:
-    lr: float = doc("learning rate of the language model", 1e-4)
-    front_end_lr: float = doc("learning rate of the audio front end (trained from scratch)", 1e-3)
+    """Supervised training of a pretrained LM with new parts: the speech policy's SFT, the TTS LM and the
+    Token2Text reward model (their recipes set their own defaults)."""
+
+    lr: float = doc("learning rate of the pretrained LM's trainable parameters", 1e-4)
+    new_lr: float = doc("learning rate of the parts trained from scratch (the audio front end; speech-token "
+                        "embeddings and heads)", 1e-3)
     batch_size: int = doc("examples per step", 16)
     max_steps: int = doc("upper bound on steps", 1500)
     warmup_steps: int = doc("linear warm-up steps", 30)
@@ -42,10 +48,11 @@ class SFTConfig:
     eval_every: int = doc("evaluate on dev every N steps", 100)
     patience: int = doc("stop after this many dev evaluations without improvement", 3)
     dev_examples: int = doc("dev examples used for model selection", 96)
-    max_new_tokens: int = doc("completion length cap (decoding and targets)", 40)
+    max_tokens: int = doc("target length cap in tokens (a speech policy's completions, also its decoding cap in "
+                          "dev evaluation; a TTS LM's or Token2Text's speech tokens)", 40)
     checkpoint_every: int = doc("write a resumable checkpoint every N steps", 100)
     time_budget_s: float = doc("stop after this many seconds of training (0: no budget)", 0.0)
-    train_embeddings: bool = doc("also train the (tied) token embeddings; off is 2× faster on CPU", False)
+    train_embeddings: bool = doc("also train the text LM's token embeddings (off is ≈2× faster on CPU)", False)
     seed: int = doc("seed for batch order and initialisation", 0)
 
 
@@ -59,54 +66,78 @@ def sft_nll(model: Any, policy: Any, examples: list[Example], feats: dict, max_t
     return -(logps * mask).sum(), mask.sum()
 
 
-def train_sft(policy: Any, train: list[Example], dev: list[Example], feats: dict, task: str, cfg: SFTConfig,
-              out_dir: str | Path, logger: MetricsLogger | None = None, stage: str = "sft") -> dict[str, Any]:
-    """Train ``policy`` in place; returns ``{best_score, best_step, steps, train_s}``. Resumable."""
+LossFn = Callable[[torch.nn.Module, Sequence[Any]], tuple[torch.Tensor, torch.Tensor]]
+DevScoreFn = Callable[[torch.nn.Module, Sequence[Any]], tuple[float, dict[str, float]]]
+
+
+@torch.no_grad()
+def mean_dev_loss(model: torch.nn.Module, dev: Sequence[Any], loss: LossFn, batch_size: int = 32
+                  ) -> tuple[float, dict[str, float]]:
+    """(−mean loss, ``{"nll": mean loss}``) over ``dev``, each batch weighted by its item count (eval
+    mode): the default dev score of :func:`train_supervised`."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0.0
+    for i in range(0, len(dev), batch_size):
+        mean, n = loss(model, dev[i:i + batch_size])
+        total, count = total + float(mean) * float(n), count + float(n)
+    model.train(was_training)
+    nll = total / max(count, 1e-12)
+    return -nll, {"nll": nll}
+
+
+def train_supervised(model: torch.nn.Module, train: Sequence[Any], dev: Sequence[Any], loss: LossFn,
+                     new_params: Sequence[torch.nn.Parameter], cfg: SFTConfig, out_dir: str | Path,
+                     logger: MetricsLogger | None = None, stage: str = "sft",
+                     dev_score: DevScoreFn | None = None) -> dict[str, Any]:
+    """Minimise ``loss(model, batch) → (mean over the batch's items, number of items)`` in place;
+    model selection by ``dev_score(model, dev) → (score, metrics to log)``, higher is better (default:
+    :func:`mean_dev_loss`). ``new_params`` get ``cfg.new_lr``, the other trainable parameters
+    ``cfg.lr``. Returns ``{best_score, best_step, steps, train_s, step_s}``; resumable; cached once
+    finished (``result.json``)."""
     out_dir = Path(out_dir)
+    best_path = out_dir / "best" / "model.safetensors"
     if (out_dir / "result.json").is_file():  # finished before: reuse (the stage is cached)
-        checkpoint.load_weights(out_dir / "best" / "model.safetensors", policy)
+        checkpoint.load_weights(best_path, model)
         return read_json(out_dir / "result.json")
     accelerator = make_accelerator(cfg.seed)
-    dev = dev[: cfg.dev_examples]
-    policy.lm.get_input_embeddings().requires_grad_(cfg.train_embeddings)
-    front = [p for p in policy.front_end.parameters() if p.requires_grad]
-    lm = [p for p in policy.lm.parameters() if p.requires_grad]
-    optimizer, scheduler = make_optimizer([{"params": front, "lr": cfg.front_end_lr}, {"params": lm, "lr": cfg.lr}],
+    new_ids = {id(p) for p in new_params}
+    pretrained = [p for p in model.parameters() if p.requires_grad and id(p) not in new_ids]
+    optimizer, scheduler = make_optimizer([{"params": list(new_params), "lr": cfg.new_lr},
+                                           {"params": pretrained, "lr": cfg.lr}],
                                           cfg.max_steps, cfg.warmup_steps, cfg.weight_decay)
-    model, optimizer = accelerator.prepare(policy, optimizer)
-    policy = accelerator.unwrap_model(model)
+    wrapped, optimizer = accelerator.prepare(model, optimizer)
+    model = accelerator.unwrap_model(wrapped)
+    dev = list(dev[: cfg.dev_examples])
     state = {"best_score": None, "best_step": -1, "bad_evals": 0, "train_s": 0.0}
     step = 0
     if (ckpt := checkpoint.latest(out_dir)) is not None:
-        restored = checkpoint.load(ckpt, policy, optimizer, scheduler)
+        restored = checkpoint.load(ckpt, model, optimizer, scheduler)
         step, state = restored["step"], restored["state"]
-    best_path = out_dir / "best" / "model.safetensors"
 
-    def evaluate_dev() -> float:
-        metrics, _ = evaluate(policy, dev, feats, task, cfg.max_new_tokens, semantic=False, desc=f"{stage} dev")
-        s = score(task, metrics)
+    def evaluate_dev() -> None:
+        s, metrics = (dev_score or (lambda m, d: mean_dev_loss(m, d, loss)))(model, dev)
         if state["best_score"] is None or s > state["best_score"]:
             state.update(best_score=s, best_step=step, bad_evals=0)
-            checkpoint.save_weights(best_path, policy)
+            checkpoint.save_weights(best_path, model)
         else:
             state["bad_evals"] += 1
         if logger:
             logger.log({f"dev_{k}": v for k, v in metrics.items()}, step=step, stage=stage)
-        return s
 
     if state["best_score"] is None:
         evaluate_dev()  # the starting point competes too (matters for continued training)
     bar = tqdm(total=cfg.max_steps, initial=step, desc=stage, unit="step")
-    policy.train()
+    model.train()
     while step < cfg.max_steps and state["bad_evals"] < cfg.patience:
         if cfg.time_budget_s and state["train_s"] >= cfg.time_budget_s:
             break
         t0 = time.time()
         batch = rank_batch(train, step, cfg.batch_size, cfg.seed)
-        nll, tokens = sft_nll(model, policy, batch, feats, cfg.max_new_tokens)
-        loss = nll / tokens * rank_weight(accelerator, tokens)
-        accelerator.backward(loss)
-        logged = mean_over_ranks(accelerator, {"loss": loss.item(), "tokens": tokens.item()})
+        mean, count = loss(wrapped, batch)  # through the wrapper's forward: DDP synchronises the gradients
+        value = mean * rank_weight(accelerator, count)  # DDP's average = the global batch's mean
+        accelerator.backward(value)
+        logged = mean_over_ranks(accelerator, {"loss": value.item(), "tokens": float(count)})
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
@@ -120,12 +151,30 @@ def train_sft(policy: Any, train: list[Example], dev: list[Example], feats: dict
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             evaluate_dev()
         if step % cfg.checkpoint_every == 0:
-            checkpoint.save(out_dir, step, policy, optimizer, scheduler, state)
+            checkpoint.save(out_dir, step, model, optimizer, scheduler, state)
     bar.close()
     accelerator.wait_for_everyone()  # the best weights are on disk before any rank reloads them
     if state["best_step"] != step and best_path.is_file():
-        checkpoint.load_weights(best_path, policy)
+        checkpoint.load_weights(best_path, model)
     result = {"best_score": state["best_score"], "best_step": state["best_step"], "steps": step,
-              "train_s": round(state["train_s"], 1)}
+              "train_s": round(state["train_s"], 1), "step_s": round(state["train_s"] / max(1, step), 4)}
     write_json(out_dir / "result.json", result)
     return result
+
+
+def train_sft(policy: Any, train: list[Example], dev: list[Example], feats: dict, task: str, cfg: SFTConfig,
+              out_dir: str | Path, logger: MetricsLogger | None = None, stage: str = "sft") -> dict[str, Any]:
+    """SFT of a speech policy on the reference completions, to its best dev task score (WER, BLEU…: greedy
+    decoding); the audio front end is the new part. Returns :func:`train_supervised`'s result."""
+    policy.lm.get_input_embeddings().requires_grad_(cfg.train_embeddings)
+
+    def loss(model: torch.nn.Module, batch: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor]:
+        nll, tokens = sft_nll(model, policy, batch, feats, cfg.max_tokens)
+        return nll / tokens, tokens
+
+    def dev_score(_model: torch.nn.Module, dev: Sequence[Example]) -> tuple[float, dict[str, float]]:
+        metrics, _ = evaluate(policy, list(dev), feats, task, cfg.max_tokens, semantic=False, desc=f"{stage} dev")
+        return score(task, metrics), metrics
+
+    front = [p for p in policy.front_end.parameters() if p.requires_grad]
+    return train_supervised(policy, train, dev, loss, front, cfg, out_dir, logger, stage, dev_score)
