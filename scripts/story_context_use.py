@@ -32,14 +32,12 @@ def main() -> None:
     model = UnitLM.create(recipe.model.lm, BLANK_ID, recipe.model.layers, seed=recipe.seed)
     checkpoint.load_weights(args.run / "unit_lm" / "best" / "model.safetensors", model)
     systems = {"base": None, **{d.name: d for d in sorted(args.run.glob("round*")) if (d / "best").is_dir()}}
-    results = {}
     for name, folder in systems.items():
         if folder is not None:
             prepare_policy(model, recipe.dpo.lora)  # the adapter is added once; each round's weights replace it
             checkpoint.load_weights(folder / "best" / "model.safetensors", model)
         model.eval()
-        results[name] = {b: story_context_use(benches[b], model.nll) for b in ("tsc", "ssc")}
-        print(name, json.dumps(results[name]))
+        print(name, json.dumps({b: story_context_use(benches[b], model.nll) for b in ("tsc", "ssc")}))
 
 
 if __name__ == "__main__":
