@@ -54,6 +54,18 @@ def test_headline_direction(lower, before, after, improved):
     assert demo.headline(family, {"a": {"m": before}, "b": {"m": after}})["improved"] is improved
 
 
+def test_a_speech_demo_on_another_task_is_judged_on_that_tasks_metric():
+    _, recipe = demo.recipe_for("speech_grpo", ["task=sqa"])
+    family = demo.family_for("speech_grpo", recipe)
+    assert family.metric == "bleu" and not family.lower_is_better
+    head = demo.headline(family, {"sft": {"bleu": 18.4}, "grpo": {"bleu": 19.0}})
+    assert head == {"metric": "bleu", "sft": 18.4, "grpo": 19.0, "improved": True}
+    summary = {"headline": {"speech_grpo": head}, "wall_s": {"speech_grpo": 1.0, "total": 1.0}}
+    assert "bleu ↑  sft 18.4000 → grpo 19.0000  (improved" in demo.describe(summary)
+    _, asr = demo.recipe_for("speech_grpo")
+    assert demo.family_for("speech_grpo", asr) == demo.FAMILIES["speech_grpo"]
+
+
 def test_headline_falls_back_to_the_systems_the_run_has():
     """`--set systems=[grpo]` leaves the family's aligned system out: the last one run stands in, named."""
     family = demo.Family("p", {}, "sft", "combined_filtered", "wer", True)

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from conftest import make_tiny_policy
 from speechrl.cli import main
 
@@ -32,3 +34,16 @@ def test_run_recipe_end_to_end_and_rerun_resumes(tmp_path, monkeypatch):
     assert main(args) == 0
     rerun = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()[steps_before:]]
     assert not any("loss" in row for row in rerun)
+
+
+def test_continued_sft_resumes_at_the_rate_the_schedule_had_reached():
+    from speechrl.pipelines.speech_grpo import continued_sft
+    from speechrl.trainers.sft import SFTConfig
+
+    cfg = SFTConfig(lr=3e-4, new_lr=1e-3, max_steps=400, warmup_steps=30, patience=3)
+    extra = continued_sft(cfg, best_step=350, budget_s=60.0)
+    # linear decay after warm-up: (400 − 350) / (400 − 30) = 50 / 370 of the peak
+    assert extra.lr == pytest.approx(3e-4 * 50 / 370) and extra.new_lr == pytest.approx(1e-3 * 50 / 370)
+    assert extra.warmup_steps == 0 and extra.time_budget_s == 60.0 and extra.patience >= 10**6
+    assert continued_sft(cfg, best_step=15, budget_s=1.0).lr == pytest.approx(1.5e-4)  # mid warm-up: half the peak
+    assert continued_sft(cfg, best_step=400, budget_s=1.0).lr == pytest.approx(3e-5)  # the schedule's end: floor

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,19 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+def family_for(name: str, recipe: Any) -> Family:
+    """Family ``name`` as run with ``recipe``: a speech-GRPO demo switched to another task
+    (``--set task=sqa``) is judged on that task's metric (BLEU), not on WER."""
+    from speechrl.eval.speech_tasks import PRIMARY
+    from speechrl.report import lower_is_better
+
+    family, task = FAMILIES[name], getattr(recipe, "task", None)
+    if task in PRIMARY and PRIMARY[task][0] != family.metric:
+        metric = PRIMARY[task][0]
+        return replace(family, metric=metric, lower_is_better=lower_is_better(metric), note="")
+    return family
+
+
 def headline(family: Family, metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
     """Baseline → aligned system on the family's metric. When ``--set`` left the family's aligned system
     out, the last system the run has stands in (named in the result)."""
@@ -121,7 +134,7 @@ def run(out: str | Path, families: list[str] | None = None, overrides: list[str]
         module = importlib.import_module(PIPELINES[pipeline].split(":")[0])
         result = module.run(recipe, run_dir)
         summary["metrics"][name] = result["metrics"]
-        summary["headline"][name] = headline(FAMILIES[name], result["metrics"])
+        summary["headline"][name] = headline(family_for(name, recipe), result["metrics"])
         summary["wall_s"][name] = round(time.time() - t0, 1)
     summary["wall_s"]["total"] = round(time.time() - start, 1)
     write_json(out / "summary.json", summary)
@@ -130,10 +143,12 @@ def run(out: str | Path, families: list[str] | None = None, overrides: list[str]
 
 def describe(summary: dict[str, Any]) -> str:
     """The plain-text lines printed at the end of a demo: held-out metric before → after per family."""
+    from speechrl.report import lower_is_better
+
     lines = ["speechrl demo — held-out test metrics"]
     for name, h in summary["headline"].items():
         family = FAMILIES[name]
-        arrow = "↓" if family.lower_is_better else "↑"
+        arrow = "↓" if lower_is_better(h["metric"]) else "↑"
         verdict = "improved" if h["improved"] else "NOT improved"
         final = next(k for k in h if k not in ("metric", family.baseline, "improved", "note"))  # as headline() chose
         lines.append(f"  {name:<12} {h['metric']} {arrow}  {family.baseline} {h[family.baseline]:.4f} → "

@@ -60,6 +60,22 @@ def new_policy(cfg: ModelConfig, seed: int = 0) -> SpeechLM:
     return SpeechLM.create(cfg.lm, front_end=cfg.front_end, decoder_layers=cfg.decoder_layers)
 
 
+def continued_sft(cfg: SFTConfig, best_step: int, budget_s: float) -> SFTConfig:
+    """The control ``sft_extra``: SFT resumed from its best weights for ``budget_s`` seconds (RL's training
+    time), at the learning rates its linear schedule had reached at ``best_step`` — at least a tenth of
+    the peak, so a run whose best was its last step still trains — decaying from there, no warm-up. A
+    fresh schedule at the peak rate knocks a converged model off its optimum (measured, spoken QA: dev
+    BLEU 32.8 → 0.0 in 50 steps; ASR: dev WER 0.41 → 0.49)."""
+    warm = min(cfg.warmup_steps, cfg.max_steps)
+    if best_step < warm:
+        reached = best_step / warm
+    else:
+        reached = (cfg.max_steps - best_step) / max(1, cfg.max_steps - warm)
+    scale = min(1.0, max(0.1, reached))
+    return SFTConfig(**{**cfg.__dict__, "lr": cfg.lr * scale, "new_lr": cfg.new_lr * scale, "warmup_steps": 0,
+                        "patience": 10**6, "time_budget_s": budget_s})
+
+
 def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
     out = Path(out)
     start = time.time()
@@ -98,12 +114,9 @@ def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
 
     training = {"sft": sft, rl_name: rl}
     if recipe.sft_extra:
-        # SFT given the same extra wall time as RL; warm-up because a fresh optimizer at full learning rate
-        # knocks a converged model off its optimum (measured: dev WER 0.41 → 0.49 in 50 steps without it)
         extra = new_policy(recipe.model, recipe.sft.seed)
         checkpoint.load_weights(sft_weights, extra)
-        extra_cfg = SFTConfig(**{**recipe.sft.__dict__, "time_budget_s": rl["train_s"], "warmup_steps": 20,
-                                 "patience": 10**6})
+        extra_cfg = continued_sft(recipe.sft, sft["best_step"], rl["train_s"])
         training["sft_extra"] = train_sft(extra, split["train"], split["dev"], feats, recipe.task, extra_cfg,
                                           out / "sft_extra", logger, "sft_extra")
         test_eval("sft_extra", extra)
