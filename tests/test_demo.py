@@ -48,10 +48,10 @@ def test_demo_runs_end_to_end_writes_summary_and_report(tmp_path, monkeypatch, c
     assert not any("loss" in json.loads(line) for line in rerun)
 
 
-@pytest.mark.parametrize("lower, before, after, improved", [(True, 0.5, 0.4, True), (False, 0.5, 0.4, False)])
-def test_headline_direction(lower, before, after, improved):
-    family = demo.Family("p", {}, "a", "b", "m", lower)
-    assert demo.headline(family, {"a": {"m": before}, "b": {"m": after}})["improved"] is improved
+@pytest.mark.parametrize("m, before, after, improved", [("wer", 0.5, 0.4, True), ("bleu", 0.5, 0.4, False)])
+def test_headline_direction(m, before, after, improved):
+    family = demo.Family("p", {}, "a", "b", m)  # the metric's direction: speechrl.report.lower_is_better
+    assert demo.headline(family, {"a": {m: before}, "b": {m: after}})["improved"] is improved
 
 
 def test_a_speech_demo_on_another_task_is_judged_on_that_tasks_metric():
@@ -68,6 +68,6 @@ def test_a_speech_demo_on_another_task_is_judged_on_that_tasks_metric():
 
 def test_headline_falls_back_to_the_systems_the_run_has():
     """`--set systems=[grpo]` leaves the family's aligned system out: the last one run stands in, named."""
-    family = demo.Family("p", {}, "sft", "combined_filtered", "wer", True)
+    family = demo.Family("p", {}, "sft", "combined_filtered", "wer")
     head = demo.headline(family, {"sft": {"wer": 0.62}, "grpo": {"wer": 0.60}})
     assert head == {"metric": "wer", "sft": 0.62, "grpo": 0.60, "improved": True}
