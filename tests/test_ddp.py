@@ -126,13 +126,13 @@ def run_unit_worker(_corpus: str, out: str, steps: int = 4) -> dict:
     from speechrl.parallel import process_state
     from speechrl.runlog import MetricsLogger, read_metrics, write_json
     from speechrl.trainers.dpo import train_dpo
-    from speechrl.trainers.unit_lm import UnitLMConfig, train_unit_lm
+    from speechrl.trainers.unit_lm import pretrain_config, train_unit_lm
 
     state, out = process_state(), Path(out)
     seqs = [[(i * 7 + j * (i % 5 + 1)) % 16 for j in range(12)] for i in range(64)]
     lm = tiny_unit_lm()
-    train_unit_lm(lm, seqs, [], UnitLMConfig(lr=1e-2, batch_size=8, max_steps=steps, seq_len=16, eval_every=100,
-                                             checkpoint_every=100, warmup_steps=0), out / "unit_lm",
+    train_unit_lm(lm, seqs, [], pretrain_config(lr=1e-2, batch_size=8, max_steps=steps, max_tokens=16,
+                                                eval_every=100, checkpoint_every=100, warmup_steps=0), out / "unit_lm",
                   MetricsLogger(out, tensorboard=False))
     dpo_model = tiny_unit_lm()
     train_dpo(dpo_model, TRAIN, [], cfg(max_steps=steps, batch_size=8), out / "dpo", MetricsLogger(out, tensorboard=False))

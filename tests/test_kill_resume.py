@@ -123,8 +123,9 @@ CASES = {
          "lora": {"r": 4, "alpha": 8}},
         (), unit_pair_inputs, kill_after=2),
     "unit_lm": Case(
-        "speechrl.trainers.unit_lm:train_unit_lm", "speechrl.trainers.unit_lm:UnitLMConfig",
-        {"batch_size": 4, "max_steps": 6, "checkpoint_every": 2, "eval_every": 4, "lr": 1e-2, "warmup_steps": 1},
+        "speechrl.trainers.unit_lm:train_unit_lm", "speechrl.trainers.sft:SFTConfig",
+        {"batch_size": 4, "max_steps": 6, "checkpoint_every": 2, "eval_every": 4, "lr": 1e-2, "warmup_steps": 1,
+         "patience": 0, "max_tokens": 256},
         (), unit_lm_inputs, kill_after=2),
     "tts_sft": Case(
         "speechrl.trainers.tts_sft:train_tts_lm", "speechrl.trainers.sft:SFTConfig",

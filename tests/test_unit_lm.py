@@ -11,7 +11,7 @@ from speechrl import checkpoint
 from speechrl.models.unit_lm import UnitLM, _filter_logits
 from speechrl.runlog import MetricsLogger, read_metrics
 from speechrl.trainers.grpo import LoRAConfig, add_lora
-from speechrl.trainers.unit_lm import UnitLMConfig, corpus_sequences, mean_nll, train_unit_lm
+from speechrl.trainers.unit_lm import corpus_sequences, mean_nll, pretrain_config, train_unit_lm
 
 TEXT_VOCAB = 100
 
@@ -118,8 +118,8 @@ def test_top_k_and_nucleus_filtering():
 
 
 def pretrain(out, train, dev, **kw):
-    cfg = UnitLMConfig(**{"lr": 3e-3, "batch_size": 8, "max_steps": 12, "seq_len": 64, "warmup_steps": 0,
-                          "eval_every": 6, "checkpoint_every": 4, **kw})
+    cfg = pretrain_config(**{"lr": 3e-3, "batch_size": 8, "max_steps": 12, "max_tokens": 64, "warmup_steps": 0,
+                             "eval_every": 6, "checkpoint_every": 4, **kw})
     m = UnitLM.from_lm(tiny_lm(seed=1, tie=True), 190, seed=1)  # the hama phoneme vocabulary
     return m, train_unit_lm(m, train, dev, cfg, out, MetricsLogger(out, tensorboard=False))
 
@@ -134,8 +134,8 @@ def test_pretraining_on_real_units_learns_and_resumes(unit_features, tmp_path):
     dev = corpus_sequences(feats, [r["id"] for r in rows if r["split"] != "train"])
     assert train and dev and all(a != b for s in train for a, b in zip(s, s[1:]))  # deduplicated
     m, result = pretrain(tmp_path / "a", train, dev, max_steps=30, eval_every=10)
-    assert result["best_dev_nll"] < result["start_dev_nll"] - 1.0  # from ≈ log(190) = 5.2 nats
-    assert mean_nll(m, dev) == pytest.approx(result["best_dev_nll"], abs=1e-5)  # best weights restored
+    assert -result["best_score"] < -result["start_score"] - 1.0  # dev NLL from ≈ log(190) = 5.2 nats
+    assert mean_nll(m, dev) == pytest.approx(-result["best_score"], abs=1e-5)  # best weights restored
     assert [p.name for p in checkpoint.complete(tmp_path / "a")] == ["step-0000024", "step-0000028"]
     # resume: a run rolled back to its step-8 checkpoint reproduces the uninterrupted losses
     pretrain(tmp_path / "b", train, dev)
@@ -147,7 +147,7 @@ def test_pretraining_on_real_units_learns_and_resumes(unit_features, tmp_path):
     _, again = pretrain(b, train, dev)
     assert losses(b) == pytest.approx(full[8:], abs=1e-6) and again["steps"] == 12
     cached_model, cached = pretrain(b, train, dev)  # finished: result.json is reused, best weights loaded
-    assert cached == again and mean_nll(cached_model, dev) == pytest.approx(again["best_dev_nll"], abs=1e-5)
+    assert cached == again and mean_nll(cached_model, dev) == pytest.approx(-again["best_score"], abs=1e-5)
 
 
 def test_time_budget_stops_and_the_last_weights_compete(tmp_path):

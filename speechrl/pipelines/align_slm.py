@@ -45,7 +45,8 @@ from speechrl.runlog import MetricsLogger, atomic_write_text, read_json, write_j
 from speechrl.speech.units import BLANK_ID, Units
 from speechrl.trainers.dpo import DPOConfig, train_dpo
 from speechrl.trainers.grpo import LoRAConfig
-from speechrl.trainers.unit_lm import UnitLMConfig, corpus_sequences, train_unit_lm
+from speechrl.trainers.sft import SFTConfig
+from speechrl.trainers.unit_lm import corpus_sequences, pretrain_config, train_unit_lm
 
 BENCHMARKS = ("swuggy", "sblimp", "ssc", "tsc")
 log = logging.getLogger(__name__)
@@ -94,8 +95,8 @@ class BenchmarkConfig:
 class AlignSLMRecipe:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     model: UnitModelConfig = field(default_factory=UnitModelConfig)
-    pretrain: UnitLMConfig = field(default_factory=lambda: UnitLMConfig(
-        lr=3e-4, batch_size=16, max_steps=300, seq_len=128, eval_every=50, checkpoint_every=50))
+    pretrain: SFTConfig = field(default_factory=lambda: pretrain_config(
+        batch_size=16, max_steps=300, max_tokens=128, eval_every=50, checkpoint_every=50))
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
@@ -251,7 +252,7 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
     if recipe.control:
         control = UnitLM.create(recipe.model.lm, num_units, recipe.model.layers, seed=recipe.seed)
         checkpoint.load_weights(base_weights, control)
-        ntp_cfg = UnitLMConfig(**{**recipe.pretrain.__dict__, "time_budget_s": max(dpo_train_s, 1.0),
+        ntp_cfg = SFTConfig(**{**recipe.pretrain.__dict__, "time_budget_s": max(dpo_train_s, 1.0),
                                   "warmup_steps": 0, "max_steps": 10**6, "patience": 0})
         ntp = train_unit_lm(control, seqs["train"], seqs["dev"], ntp_cfg, out / "continued_ntp", logger, "continued_ntp")
         training["continued_ntp"] = {**ntp, "kept_base": ntp["best_step"] == 0}

@@ -73,7 +73,7 @@ def continued_sft(cfg: SFTConfig, best_step: int, budget_s: float) -> SFTConfig:
         reached = (cfg.max_steps - best_step) / max(1, cfg.max_steps - warm)
     scale = min(1.0, max(0.1, reached))
     return SFTConfig(**{**cfg.__dict__, "lr": cfg.lr * scale, "new_lr": cfg.new_lr * scale, "warmup_steps": 0,
-                        "patience": 10**6, "time_budget_s": budget_s})
+                        "patience": 0, "time_budget_s": budget_s})
 
 
 def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """Supervised training to the best dev score: :func:`train_supervised`, the one loop behind the speech
-policy's SFT (:func:`train_sft`, the RL baseline) and the TTS LM / Token2Text training
-(:mod:`speechrl.trainers.tts_sft`).
+policy's SFT (:func:`train_sft`, the RL baseline), the TTS LM / Token2Text training
+(:mod:`speechrl.trainers.tts_sft`) and the unit LM's next-unit pretraining
+(:mod:`speechrl.trainers.unit_lm`).
 
 setup → loop (a batch loss; dev evaluation every ``eval_every`` steps, best weights kept in
 ``<out>/best``, early stop after ``patience`` evaluations without improvement, or a wall-time budget)
-→ restore the best weights. Checkpoints every ``checkpoint_every`` steps make the run resumable: a
+→ the stopping point evaluated too → restore the best weights (no dev set: the last weights). Checkpoints every ``checkpoint_every`` steps make the run resumable: a
 restarted call continues from the latest one.
 
 Under ``accelerate launch`` each rank takes its share of every global batch (``batch_size`` examples
@@ -45,11 +46,12 @@ class SFTConfig:
     max_steps: int = doc("upper bound on steps", 1500)
     warmup_steps: int = doc("linear warm-up steps", 30)
     weight_decay: float = doc("AdamW weight decay", 0.0)
-    eval_every: int = doc("evaluate on dev every N steps", 100)
-    patience: int = doc("stop after this many dev evaluations without improvement", 3)
-    dev_examples: int = doc("dev examples used for model selection", 96)
+    eval_every: int = doc("evaluate on dev every N steps (and where training stops)", 100)
+    patience: int = doc("stop after this many dev evaluations without improvement (0: never)", 3)
+    dev_examples: int = doc("dev examples used for model selection (0: all)", 96)
     max_tokens: int = doc("target length cap in tokens (a speech policy's completions, also its decoding cap in "
-                          "dev evaluation; a TTS LM's or Token2Text's speech tokens)", 40)
+                          "dev evaluation; a TTS LM's or Token2Text's speech tokens; a unit LM's training "
+                          "segments, BOS included: longer sequences are cut into consecutive chunks)", 40)
     checkpoint_every: int = doc("write a resumable checkpoint every N steps", 100)
     time_budget_s: float = doc("stop after this many seconds of training (0: no budget)", 0.0)
     train_embeddings: bool = doc("also train the text LM's token embeddings (off is ≈2× faster on CPU)", False)
@@ -93,8 +95,8 @@ def train_supervised(model: torch.nn.Module, train: Sequence[Any], dev: Sequence
     """Minimise ``loss(model, batch) → (mean over the batch's items, number of items)`` in place;
     model selection by ``dev_score(model, dev) → (score, metrics to log)``, higher is better (default:
     :func:`mean_dev_loss`). ``new_params`` get ``cfg.new_lr``, the other trainable parameters
-    ``cfg.lr``. Returns ``{best_score, best_step, steps, train_s, step_s}``; resumable; cached once
-    finished (``result.json``)."""
+    ``cfg.lr``. Returns ``{best_score, start_score, best_step, steps, train_s, step_s}`` (scores None
+    without a dev set); resumable; cached once finished (``result.json``)."""
     out_dir = Path(out_dir)
     best_path = out_dir / "best" / "model.safetensors"
     if (out_dir / "result.json").is_file():  # finished before: reuse (the stage is cached)
@@ -108,15 +110,21 @@ def train_supervised(model: torch.nn.Module, train: Sequence[Any], dev: Sequence
                                           cfg.max_steps, cfg.warmup_steps, cfg.weight_decay)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     model = accelerator.unwrap_model(wrapped)
-    dev = list(dev[: cfg.dev_examples])
-    state = {"best_score": None, "best_step": -1, "bad_evals": 0, "train_s": 0.0}
+    dev = list(dev[: cfg.dev_examples or None])
+    state = {"best_score": None, "start_score": None, "best_step": -1, "bad_evals": 0, "evaluated_step": -1,
+             "train_s": 0.0}
     step = 0
     if (ckpt := checkpoint.latest(out_dir)) is not None:
         restored = checkpoint.load(ckpt, model, optimizer, scheduler)
-        step, state = restored["step"], restored["state"]
+        step, state = restored["step"], {**state, **restored["state"]}
 
     def evaluate_dev() -> None:
+        if not dev:
+            return
         s, metrics = (dev_score or (lambda m, d: mean_dev_loss(m, d, loss)))(model, dev)
+        state["evaluated_step"] = step
+        if state["start_score"] is None:
+            state["start_score"] = s
         if state["best_score"] is None or s > state["best_score"]:
             state.update(best_score=s, best_step=step, bad_evals=0)
             checkpoint.save_weights(best_path, model)
@@ -127,9 +135,10 @@ def train_supervised(model: torch.nn.Module, train: Sequence[Any], dev: Sequence
 
     if state["best_score"] is None:
         evaluate_dev()  # the starting point competes too (matters for continued training)
-    bar = tqdm(total=cfg.max_steps, initial=step, desc=stage, unit="step")
+    # a time-budgeted run (max_steps only a cap) shows its count and rate, not an ETA for the cap
+    bar = tqdm(total=None if cfg.time_budget_s else cfg.max_steps, initial=step, desc=stage, unit="step")
     model.train()
-    while step < cfg.max_steps and state["bad_evals"] < cfg.patience:
+    while step < cfg.max_steps and not (cfg.patience and state["bad_evals"] >= cfg.patience):
         if cfg.time_budget_s and state["train_s"] >= cfg.time_budget_s:
             break
         t0 = time.time()
@@ -153,11 +162,16 @@ def train_supervised(model: torch.nn.Module, train: Sequence[Any], dev: Sequence
         if step % cfg.checkpoint_every == 0:
             checkpoint.save(out_dir, step, model, optimizer, scheduler, state)
     bar.close()
+    if not dev:  # nothing to select on: the last weights are the result
+        state["best_step"] = step
+        checkpoint.save_weights(best_path, model)
+    elif state["evaluated_step"] != step:
+        evaluate_dev()  # stopped by the budget between evaluations: the last weights compete
     accelerator.wait_for_everyone()  # the best weights are on disk before any rank reloads them
-    if state["best_step"] != step and best_path.is_file():
+    if state["best_step"] != step:
         checkpoint.load_weights(best_path, model)
-    result = {"best_score": state["best_score"], "best_step": state["best_step"], "steps": step,
-              "train_s": round(state["train_s"], 1), "step_s": round(state["train_s"] / max(1, step), 4)}
+    result = {"best_score": state["best_score"], "start_score": state["start_score"], "best_step": state["best_step"],
+              "steps": step, "train_s": round(state["train_s"], 1), "step_s": round(state["train_s"] / max(1, step), 4)}
     write_json(out_dir / "result.json", result)
     return result
 
