@@ -22,7 +22,7 @@ def test_tts_recipe_end_to_end_and_rerun_is_cached(tiny_corpus, unit_features, t
             "sft.dev_examples": 4, "token2text.max_steps": 3, "token2text.eval_every": 3, "token2text.batch_size": 4,
             "token2text.dev_examples": 4, "rl.max_steps": 1, "rl.group_size": 2, "rl.prompts_per_step": 1,
             "rl.max_new_tokens": 6, "rl.dev_examples": 1, "diffro_steps": 1, "rl.lora.r": 2, "decode.max_new_tokens": 6,
-            "test_examples": 2, "samples": 1, "unseen_test_texts": "false"}
+            "test_examples": 2, "samples": 1, "unseen_texts": "false"}
     args = ["run", "recipes/tts_rl.yaml", "--out", str(out)]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
@@ -49,3 +49,23 @@ def test_tts_recipe_end_to_end_and_rerun_is_cached(tiny_corpus, unit_features, t
     summary = json.loads((grpo_only / "summary.json").read_text())
     assert set(summary["metrics"]) == {"sft", "grpo"} and summary["token2text"] is None
     assert not (grpo_only / "token2text").exists()
+
+
+def test_dev_and_test_texts_are_distinct_and_unseen_in_training(tiny_corpus, unit_features, monkeypatch):
+    import speechrl.pipelines.tts_rl as tts_rl
+    from speechrl.corpus.build import load_manifest
+
+    rows = load_manifest(tiny_corpus)
+    train_row = next(r for r in rows if r["split"] == "train")
+    dev_row = next(r for r in rows if r["split"] == "dev")
+    # a training utterance also in dev (the voice speaks a training text), and a dev text twice
+    extra = [{**train_row, "split": "dev"}, {**dev_row}]
+    monkeypatch.setattr(tts_rl, "load_manifest", lambda _: rows + extra)
+    data, _ = tts_rl.splits(tts_rl.TTSRLRecipe(corpus_dir=str(tiny_corpus)))
+    seen = {e.text for e in data["train"]}
+    for s in ("dev", "test"):
+        texts = [e.text for e in data[s]]
+        assert len(texts) == len(set(texts)) and not seen & set(texts)
+    assert dev_row["text"] in {e.text for e in data["dev"]}
+    every, _ = tts_rl.splits(tts_rl.TTSRLRecipe(corpus_dir=str(tiny_corpus), unseen_texts=False))
+    assert train_row["text"] in {e.text for e in every["dev"]}

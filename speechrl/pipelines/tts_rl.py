@@ -80,24 +80,31 @@ class TTSRLRecipe:
                              default_factory=lambda: list(SYSTEMS))
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     test_examples: int = doc("held-out test texts evaluated (0: all)", 0)
-    unseen_test_texts: bool = doc("drop test texts that also occur in training", True)
+    unseen_texts: bool = doc("dev and test keep only texts never spoken in training (model selection and "
+                             "evaluation on unseen texts)", True)
     samples: int = doc("test texts whose audio is kept under samples/ (for the report)", 12)
 
 
 def splits(recipe: TTSRLRecipe) -> tuple[dict[str, list[TTSExample]], Path]:
+    """train / dev / test examples; dev and test keep one utterance per distinct text, and (``unseen_texts``)
+    only texts never spoken in training — a dev utterance of a training text in the training voice is a
+    copy of a training example, so selecting on it rewards memorizing."""
     if recipe.corpus_dir:
         corpus_dir, rows = Path(recipe.corpus_dir), load_manifest(recipe.corpus_dir)
     else:
         corpus_dir, rows = corpus_rows(recipe.corpus)
     feats = features(corpus_dir, rows, "units")
     out = {s: tts_examples([r for r in rows if r["split"] == s], feats) for s in ("train", "dev", "test")}
-    seen = {e.text for e in out["train"]}
-    test, texts = [], set()
-    for e in out["test"]:  # one utterance per distinct text
-        if e.text not in texts and not (recipe.unseen_test_texts and e.text in seen):
-            texts.add(e.text)
-            test.append(e)
-    out["test"] = test[: recipe.test_examples or None]
+    seen = {e.text for e in out["train"]} if recipe.unseen_texts else set()
+    for s in ("dev", "test"):
+        texts = set(seen)
+        kept = []
+        for e in out[s]:
+            if e.text not in texts:
+                texts.add(e.text)
+                kept.append(e)
+        out[s] = kept
+    out["test"] = out["test"][: recipe.test_examples or None]
     return out, corpus_dir
 
 
