@@ -159,11 +159,11 @@ def fake():
 
 
 def test_slow_server_times_out_to_nan(fake):
-    _Fake.delay_s = 1.5
+    _Fake.delay_s = 10.0  # far beyond the client's patience, so a slow machine cannot blur the bound
     remote = RemoteReward(fake, timeout_s=0.3, max_retries=1, backoff_s=0.01, batch_size=2, concurrency=2)
     t0 = time.monotonic()
     out = remote(None, HYPS[:4])
-    assert time.monotonic() - t0 < 1.2  # 2 batches at once, 2 tries of 0.3 s each
+    assert time.monotonic() - t0 < 5.0  # gave up (2 tries of 0.3 s) long before the server answered
     assert all(math.isnan(v) for v in out) and remote.last_stats.failures == {"timeout": 4}
 
 
@@ -179,9 +179,8 @@ def test_garbage_reply_is_nan(fake, behaviour):
 def test_batches_run_concurrently_and_keep_their_order(fake):
     _Fake.delay_s = 0.3
     remote = RemoteReward(fake, batch_size=2, concurrency=4)
-    t0 = time.monotonic()
-    out = remote(None, HYPS)  # 16 samples = 8 batches, 4 at a time: ≈ 0.6 s (2.4 s one by one)
-    assert time.monotonic() - t0 < 1.6 and _Fake.peak == 4
+    out = remote(None, HYPS)  # 16 samples = 8 batches, 4 at a time
+    assert _Fake.peak == 4  # four requests were in the server at once
     assert out == [float(len(h)) for h in HYPS] and remote.last_values["len"] == out
 
 

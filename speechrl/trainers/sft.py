@@ -5,8 +5,9 @@ policy's SFT (:func:`train_sft`, the RL baseline), the TTS LM / Token2Text train
 
 setup → loop (a batch loss; dev evaluation every ``eval_every`` steps, best weights kept in
 ``<out>/best``, early stop after ``patience`` evaluations without improvement, or a wall-time budget)
-→ the stopping point evaluated too → restore the best weights (no dev set: the last weights). Checkpoints every ``checkpoint_every`` steps make the run resumable: a
-restarted call continues from the latest one.
+→ the stopping point evaluated too → restore the best weights (no dev set: the last weights).
+Checkpoints every ``checkpoint_every`` steps make the run resumable: a restarted call continues from
+the latest one.
 
 Under ``accelerate launch`` each rank takes its share of every global batch (``batch_size`` examples
 in all), the rank's mean loss is weighted by :func:`~speechrl.trainers.common.rank_weight` (DDP's
