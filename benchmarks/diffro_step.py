@@ -33,7 +33,6 @@ from speechrl import checkpoint
 from speechrl.config import doc
 from speechrl.corpus.grammar import generate_stories
 from speechrl.runlog import read_metrics
-from speechrl.speech.units import Units
 
 METHODS = ("grpo", "diffro", "combined_filtered")
 
@@ -76,15 +75,13 @@ def models(args: Args):
 def time_method(method: str, args: Args, texts: list[str], renderer: Any) -> dict[str, Any]:
     from speechrl.runlog import MetricsLogger
     from speechrl.trainers.tts_rl import TTSRLConfig, train_tts_rl
-    from speechrl.trainers.tts_sft import TTSExample
 
     policy, t2t = models(args)
-    train = [TTSExample(f"t{i}", t, Units([], []), 3.0) for i, t in enumerate(texts)]
     cfg = TTSRLConfig(method="combined" if method.startswith("combined") else method, sample_filter=True,
                       group_size=args.group_size, prompts_per_step=args.prompts, max_new_tokens=args.max_new_tokens,
                       max_steps=args.warmup + args.steps, dev_examples=0, checkpoint_every=10**6)
     with tempfile.TemporaryDirectory() as out:
-        train_tts_rl(policy, t2t, train, [], cfg, out, MetricsLogger(out, tensorboard=False), method, renderer)
+        train_tts_rl(policy, t2t, texts, [], cfg, out, MetricsLogger(out, tensorboard=False), method, renderer)
         rows = [m for m in read_metrics(Path(out) / "metrics.jsonl") if "step_s" in m][args.warmup:]
     keys = ("step_s", "rollout_s", "render_s", "update_s", "tokens")
     return {k: [round(r[k], 4) for r in rows if k in r] for k in keys}

@@ -151,7 +151,7 @@ def run_tts_worker(_corpus: str, out: str, steps: int = 3) -> dict:
     rank-averaged token mean is the global one), then DiffRO from it with a tiny Token2Text."""
     sys.path.insert(0, str(Path(__file__).parent))
     from test_tts_models import tiny_token2text, tiny_tts_lm
-    from test_tts_rl import examples, rl_cfg
+    from test_tts_rl import TEXTS, examples, rl_cfg
     from speechrl.parallel import process_state
     from speechrl.runlog import MetricsLogger, read_metrics, write_json
     from speechrl.trainers.tts_rl import train_tts_rl
@@ -164,7 +164,7 @@ def run_tts_worker(_corpus: str, out: str, steps: int = 3) -> dict:
                     dev_examples=2, max_tokens=16, checkpoint_every=100)
     train_tts_lm(policy, examples(), examples()[:2], sft, out / "sft", MetricsLogger(out, tensorboard=False))
     sft_abs = float(sum(p.detach().double().abs().sum() for p in policy.parameters() if p.requires_grad))
-    train_tts_rl(policy, tiny_token2text(), examples(), [], rl_cfg(max_steps=steps), out / "diffro",
+    train_tts_rl(policy, tiny_token2text(), TEXTS, [], rl_cfg(max_steps=steps), out / "diffro",
                  MetricsLogger(out, tensorboard=False))
     rows = read_metrics(out / "metrics.jsonl")
     info = {"rank": state.process_index, "sft_abs": sft_abs,

@@ -75,20 +75,20 @@ def unit_pair_inputs() -> tuple:
 def diffro_inputs() -> tuple:
     """Tiny random TTS LM and Token2Text, four texts (as in tests/test_tts_rl.py)."""
     from test_tts_models import tiny_token2text, tiny_tts_lm
-    from test_tts_rl import examples
+    from test_tts_rl import TEXTS
 
     torch.manual_seed(0)
-    return tiny_tts_lm(), tiny_token2text(), examples(), []
+    return tiny_tts_lm(), tiny_token2text(), TEXTS, []
 
 
-def train_diffro(policy, token2text, train, dev, cfg, out_dir, logger):
+def train_diffro(policy, token2text, prompts, dev, cfg, out_dir, logger):
     """DiffRO with the stand-in renderer of tests/test_tts_rl.py (the real Piper + Whisper run in the
     recipe test; DiffRO's loss does not render)."""
     from test_tts_rl import FakeRenderer
 
     from speechrl.trainers.tts_rl import DecodeConfig, train_tts_rl
 
-    return train_tts_rl(policy, token2text, train, dev, cfg, out_dir, logger, renderer=FakeRenderer(),
+    return train_tts_rl(policy, token2text, prompts, dev, cfg, out_dir, logger, renderer=FakeRenderer(),
                         decode=DecodeConfig(max_new_tokens=6))
 
 
@@ -100,8 +100,10 @@ def unit_lm_inputs() -> tuple:
 
 
 def tts_sft_inputs() -> tuple:
-    policy, _, train, _ = diffro_inputs()
-    return policy, train, train[:2]
+    from test_tts_rl import examples
+
+    policy = diffro_inputs()[0]
+    return policy, examples(), examples()[:2]
 
 
 CASES = {

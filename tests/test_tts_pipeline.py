@@ -51,7 +51,7 @@ def test_tts_recipe_end_to_end_and_rerun_is_cached(tiny_corpus, unit_features, t
     assert not (grpo_only / "token2text").exists()
 
 
-def test_dev_and_test_texts_are_distinct_and_unseen_in_training(tiny_corpus, unit_features, monkeypatch):
+def test_dev_test_and_rl_texts_are_distinct_and_unseen_in_training(tiny_corpus, unit_features, monkeypatch):
     import speechrl.pipelines.tts_rl as tts_rl
     from speechrl.corpus.build import load_manifest
 
@@ -61,7 +61,7 @@ def test_dev_and_test_texts_are_distinct_and_unseen_in_training(tiny_corpus, uni
     # a training utterance also in dev (the voice speaks a training text), and a dev text twice
     extra = [{**train_row, "split": "dev"}, {**dev_row}]
     monkeypatch.setattr(tts_rl, "load_manifest", lambda _: rows + extra)
-    data, _ = tts_rl.splits(tts_rl.TTSRLRecipe(corpus_dir=str(tiny_corpus)))
+    data, prompts = tts_rl.splits(tts_rl.TTSRLRecipe(corpus_dir=str(tiny_corpus)))
     seen = {e.text for e in data["train"]}
     for s in ("dev", "test"):
         texts = [e.text for e in data[s]]
@@ -69,3 +69,7 @@ def test_dev_and_test_texts_are_distinct_and_unseen_in_training(tiny_corpus, uni
     assert dev_row["text"] in {e.text for e in data["dev"]}
     every, _ = tts_rl.splits(tts_rl.TTSRLRecipe(corpus_dir=str(tiny_corpus), unseen_texts=False))
     assert train_row["text"] in {e.text for e in every["dev"]}
+    # RL prompts: the training texts, or text-only sentences that no split holds
+    assert prompts == [e.text for e in data["train"]]
+    _, fresh = tts_rl.splits(tts_rl.TTSRLRecipe(corpus_dir=str(tiny_corpus), rl_texts=40, test_examples=1))
+    assert len(set(fresh)) == 40 and not set(fresh) & {r["text"] for r in rows}

@@ -119,7 +119,7 @@ def rl_cfg(**kw):
 
 def run_rl(out, cfg, dev=()):
     policy = tiny_tts_lm()
-    result = train_tts_rl(policy, tiny_token2text(), examples(), list(dev), cfg, out, MetricsLogger(out, False),
+    result = train_tts_rl(policy, tiny_token2text(), TEXTS, list(dev), cfg, out, MetricsLogger(out, False),
                           renderer=FakeRenderer(), decode=DecodeConfig(max_new_tokens=6))
     return policy, result
 

@@ -49,6 +49,7 @@ __all__ = [
     "BlimpPair",
     "WuggyPair",
     "generate_stories",
+    "fresh_sentences",
     "story_cloze_pairs",
     "blimp_pairs",
     "wuggy_pairs",
@@ -832,6 +833,21 @@ def generate_stories(n: int, seed: int) -> list[Story]:
     """``n`` stories ``s0001`` … ; the same seed gives the same stories (and a prefix for smaller n)."""
     rng = random.Random(seed)
     return [_generate_story(f"s{i + 1:04d}", rng) for i in range(n)]
+
+
+def fresh_sentences(n: int, seed: int, exclude: set[str]) -> list[str]:
+    """``n`` distinct sentences of new stories (drawn with ``seed``), none of them in ``exclude``:
+    text-only prompts for a method that needs no reference speech (TTS RL)."""
+    rng = random.Random(f"fresh-{seed}")  # a stream of its own: not the corpus's stories again
+    seen, out = set(exclude), []
+    for i in range(50 * n + 100):
+        for sentence in _generate_story(f"f{i + 1:05d}", rng).sentences:
+            if len(out) < n and sentence.text not in seen:
+                seen.add(sentence.text)
+                out.append(sentence.text)
+        if len(out) == n:
+            return out
+    raise ValueError(f"the grammar gave only {len(out)} new sentences, not {n}")
 
 
 # ------------------------------------------------------------------------------------ vocabulary

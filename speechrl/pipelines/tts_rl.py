@@ -25,6 +25,7 @@ from speechrl import checkpoint
 from speechrl.audio import save_audio
 from speechrl.config import doc
 from speechrl.corpus.build import CorpusConfig, load_manifest
+from speechrl.corpus.grammar import fresh_sentences
 from speechrl.data.features import features
 from speechrl.models.token2text import Token2Text
 from speechrl.models.tts_lm import DURATION_EDGES, SpeechVocab, TTSLM
@@ -84,15 +85,18 @@ class TTSRLRecipe:
                              default_factory=lambda: list(SYSTEMS))
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     test_examples: int = doc("held-out test texts evaluated (0: all)", 0)
+    rl_texts: int = doc("RL prompts: this many new sentences of the corpus grammar, text only and never in "
+                        "train/dev/test (RL needs no reference speech); 0: the training texts", 0)
     unseen_texts: bool = doc("dev and test keep only texts never spoken in training (model selection and "
                              "evaluation on unseen texts)", True)
     samples: int = doc("test texts whose audio is kept under samples/ (for the report)", 12)
 
 
-def splits(recipe: TTSRLRecipe) -> tuple[dict[str, list[TTSExample]], Path]:
-    """train / dev / test examples; dev and test keep one utterance per distinct text, and (``unseen_texts``)
-    only texts never spoken in training — a dev utterance of a training text in the training voice is a
-    copy of a training example, so selecting on it rewards memorizing."""
+def splits(recipe: TTSRLRecipe) -> tuple[dict[str, list[TTSExample]], list[str]]:
+    """train / dev / test examples and the RL prompts (texts). Dev and test keep one utterance per
+    distinct text, and (``unseen_texts``) only texts never spoken in training — a dev utterance of a
+    training text in the training voice is a copy of a training example, so selecting on it rewards
+    memorizing. RL prompts: ``rl_texts`` new sentences (none of the corpus's), else the training texts."""
     if recipe.corpus_dir:
         corpus_dir, rows = Path(recipe.corpus_dir), load_manifest(recipe.corpus_dir)
     else:
@@ -108,8 +112,11 @@ def splits(recipe: TTSRLRecipe) -> tuple[dict[str, list[TTSExample]], Path]:
                 texts.add(e.text)
                 kept.append(e)
         out[s] = kept
+    corpus_texts = {r["text"] for r in rows}
+    prompts = (fresh_sentences(recipe.rl_texts, recipe.corpus.seed, corpus_texts) if recipe.rl_texts
+               else [e.text for e in out["train"]])
     out["test"] = out["test"][: recipe.test_examples or None]
-    return out, corpus_dir
+    return out, prompts
 
 
 def _write_samples(out: Path, name: str, details: list[dict[str, Any]], n: int) -> None:
@@ -141,7 +148,7 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown systems {unknown}; allowed: {sorted(SYSTEMS)}")
     logger = MetricsLogger(out)
-    data, _ = splits(recipe)
+    data, prompts = splits(recipe)
     train, dev, test = data["train"], data["dev"], data["test"]
     results: dict[str, Any] = read_json(out / "metrics_test.json") if (out / "metrics_test.json").is_file() else {}
     renderer = UnitRenderer()
@@ -207,7 +214,7 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
                              "max_steps": steps})
         policy = new_policy()
         checkpoint.load_weights(sft_weights, policy)
-        training[name] = train_tts_rl(policy, t2t, train, dev, cfg, out / name, logger, name, renderer,
+        training[name] = train_tts_rl(policy, t2t, prompts, dev, cfg, out / name, logger, name, renderer,
                                       recipe.decode, sft_dev)
         if name not in results:
             metrics, details = evaluate_tts(policy, test, renderer, recipe.decode, f"test {name}")
@@ -219,6 +226,7 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
                "metrics": {k: results[k] for k in systems},
                "ground_truth": results["ground_truth"], "token2text": results.get("token2text"),
                "training": {k: {kk: vv for kk, vv in v.items() if kk != "dev"} for k, v in training.items()},
-               "data": {"train": len(train), "dev": len(dev), "test": len(test), "speech_vocab": vocab.output_size}}
+               "data": {"train": len(train), "dev": len(dev), "test": len(test), "rl_prompts": len(prompts),
+                        "speech_vocab": vocab.output_size}}
     write_json(out / "summary.json", summary)
     return summary

@@ -241,12 +241,13 @@ def _rewards(policy: Any, ids: torch.Tensor, texts: list[str], group: list[int],
     return torch.tensor(values, dtype=torch.float32), hyps
 
 
-def train_tts_rl(policy: Any, token2text: Any, train: Sequence[TTSExample], dev: Sequence[TTSExample],
+def train_tts_rl(policy: Any, token2text: Any, prompts: Sequence[str], dev: Sequence[TTSExample],
                  cfg: TTSRLConfig, out_dir: str | Path, logger: MetricsLogger | None = None, stage: str | None = None,
                  renderer: UnitRenderer | None = None, decode: DecodeConfig | None = None,
                  initial_dev: dict[str, float] | None = None) -> dict[str, Any]:
     """RL on ``policy`` (a :class:`~speechrl.models.tts_lm.TTSLM`, LoRA added; its SFT weights are the
-    reference) in place. ``token2text``: the frozen reward model (DiffRO; may be None for ``grpo``).
+    reference) in place on the texts ``prompts`` (RL needs no reference speech). ``token2text``: the frozen
+    reward model (DiffRO; may be None for ``grpo``).
     ``initial_dev``: the policy's dev metrics when already known (skips the step-0 evaluation).
     Returns ``{best_score, best_step, steps, train_s, step_s, ...}``."""
     out_dir = Path(out_dir)
@@ -296,11 +297,11 @@ def train_tts_rl(policy: Any, token2text: Any, train: Sequence[TTSExample], dev:
     bar = tqdm(total=cfg.max_steps, initial=step, desc=stage, unit="step")
     while step < cfg.max_steps:
         t0 = time.time()
-        batch = rank_batch(train, step, cfg.prompts_per_step, cfg.seed)  # whole groups per rank
-        texts = [e.text for e in batch for _ in range(g)]
+        batch = rank_batch(prompts, step, cfg.prompts_per_step, cfg.seed)  # whole groups per rank
+        texts = [t for t in batch for _ in range(g)]
         policy.eval()
         with torch.no_grad():
-            ids = policy.generate(policy.encode([e.text for e in batch]).repeat(g), cfg.max_new_tokens,
+            ids = policy.generate(policy.encode(batch).repeat(g), cfg.max_new_tokens,
                                   temperature=cfg.temperature, top_k=cfg.top_k)
         mask = policy.completion_mask(ids)
         metrics: dict[str, float] = {"rollout_s": time.time() - t0, "tokens": mask.sum(1).mean().item(),
