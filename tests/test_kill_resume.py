@@ -100,10 +100,12 @@ def unit_lm_inputs() -> tuple:
 
 
 def tts_sft_inputs() -> tuple:
+    from test_tts_models import tiny_tts_lm
     from test_tts_rl import examples
 
-    policy = diffro_inputs()[0]
-    return policy, examples(), examples()[:2]
+    torch.manual_seed(0)  # the same tiny TTS LM as diffro_inputs, without building a Token2Text
+    train = examples()
+    return tiny_tts_lm(), train, train[:2]
 
 
 CASES = {
