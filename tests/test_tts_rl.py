@@ -155,3 +155,20 @@ def test_diffro_resume_reproduces_uninterrupted_losses(tmp_path):
     run_rl(b, rl_cfg())
     assert losses(b, "diffro") == pytest.approx(losses(tmp_path / "a", "diffro")[2:], abs=1e-6)
     assert len(losses(b, "diffro")) == 2
+
+
+def test_inner_iterations_reuse_the_rollouts_with_ratios_against_the_rollout_policy(tmp_path):
+    """μ = 2: the second update of a step sees ratios ≠ 1 (the policy moved since the rollout) and is
+    clipped; μ = 1 keeps every ratio at exactly 1. Same rollouts and rewards: one render per step."""
+    def run(mu):
+        cfg = rl_cfg(method="grpo", max_steps=1, group_size=4, max_new_tokens=8, num_iterations=mu, epsilon=0.1,
+                     rewards={"tts_duration": 1.0})
+        policy, _ = run_rl(tmp_path / str(mu), cfg)
+        row = [m for m in read_metrics(tmp_path / str(mu) / "metrics.jsonl") if "loss" in m][-1]
+        return row, {k: v.clone() for k, v in policy.state_dict().items() if "lora_B" in k}
+
+    (one, w1), (two, w2) = run(1), run(2)
+    assert one["ratio"] == 1.0 and one["clip_frac_low"] == one["clip_frac_high"] == 0.0
+    assert two["ratio"] != 1.0
+    assert one["rollout_wer"] == two["rollout_wer"]  # the same samples, rendered once
+    assert any(not torch.equal(w1[k], w2[k]) for k in w1)

@@ -16,7 +16,9 @@ One step reads like the methods:
    - ``combined``:  L_GRPO (all samples) + λ · L_Diff over S, S = {i : Â_i > 0} with ``sample_filter``
      (degenerate samples that never stop do not reach DiffRO), S = all samples without it (the naive
      combination, kept for the ablation);
-5. **update** (μ = 1: ratios are 1, no clipping; the GRPO gradient is −Â ∇log π).
+5. **update**, μ = ``num_iterations`` times on the same rollouts (the rendering is paid once): with μ = 1
+   the ratios are 1 and the GRPO gradient is −Â ∇log π; with μ > 1 the GRPO ratios are taken against the
+   rollout policy and clipped to [1 − ε, 1 + ε] (DiffRO draws fresh Gumbel noise each iteration).
 
 DiffRO needs no rendering, so its step costs a rollout and two small forward/backward passes.
 The trainer keeps the best-on-dev weights (dev WER of rendered, transcribed samples), checkpoints every
@@ -82,6 +84,8 @@ class TTSRLConfig:
     loss_type: Literal["grpo", "dapo", "bnpo", "dr_grpo"] = doc("GRPO normalisation of the token terms", "grpo")
     scale_rewards: Literal["std", "none"] = doc("group z-score (std) or mean-only (none)", "std")
     beta: float = doc("GRPO: k3 KL weight to the reference", 0.1)
+    num_iterations: int = doc("μ: updates per batch of rollouts (ratios against the rollout policy)", 1)
+    epsilon: float = doc("GRPO clip ε (active when num_iterations > 1)", 0.2)
     diffro_beta: float = doc("DiffRO: full token-level KL weight to the reference", 0.1)
     tau: float = doc("Gumbel-Softmax temperature τ", 1.0)
     straight_through: bool = doc("hard one-hot forward, soft gradient (straight-through Gumbel)", False)
@@ -199,14 +203,15 @@ def diffro_objective(logits: torch.Tensor, ref_logits: torch.Tensor, ids: torch.
 
 def rl_loss(logits: torch.Tensor, ref_logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
             advantages: torch.Tensor, token2text: Any, text_ids: torch.Tensor, text_mask: torch.Tensor,
-            cfg: TTSRLConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """The step's loss by ``cfg.method`` (module docstring) from teacher-forced policy/reference logits."""
+            cfg: TTSRLConfig, old_logp: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The step's loss by ``cfg.method`` (module docstring) from teacher-forced policy/reference logits;
+    ``old_logp``: the rollout policy's token log-probs (None: ratio 1, as with μ = 1)."""
     loss = logits.new_zeros(())
     stats: dict[str, float] = {}
     if cfg.uses_rewards:
         logp, ref_logp = token_logps(logits, ids), token_logps(ref_logits, ids)
-        grpo, grpo_stats = grpo_loss(logp, None, ref_logp, advantages, mask, loss_type=cfg.loss_type,
-                                     beta=cfg.beta, max_completion_length=cfg.max_new_tokens)
+        grpo, grpo_stats = grpo_loss(logp, old_logp, ref_logp, advantages, mask, loss_type=cfg.loss_type,
+                                     eps_low=cfg.epsilon, beta=cfg.beta, max_completion_length=cfg.max_new_tokens)
         loss = loss + grpo
         stats.update(grpo_loss=grpo.item(), **{k: v.item() for k, v in grpo_stats.items()})
     if cfg.uses_diffro:
@@ -329,13 +334,19 @@ def train_tts_rl(policy: Any, token2text: Any, prompts: Sequence[str], dev: Sequ
         policy.train()
         enc = policy.encode([texts[i] for i in sel.tolist()])
         ids_k, mask_k = ids[sel], mask[sel]
-        logits = model(enc, ids_k, mask_k, return_logits=True)
+        adv_k = advantages[sel].to(ids_k.device)
         ref_logits = _reference_logits(model, policy, ref_policy, enc, ids_k, mask_k)
-        loss, stats = rl_loss(logits, ref_logits, ids_k, mask_k, advantages[sel].to(logits.device), token2text,
-                              text_ids, text_mask, cfg)
-        accelerator.backward(loss * weight)
-        optimizer.step()
-        optimizer.zero_grad()
+        old_logp = None
+        if cfg.num_iterations > 1 and cfg.uses_rewards:
+            with torch.no_grad():
+                old_logp = token_logps(model(enc, ids_k, mask_k, return_logits=True), ids_k)
+        for _ in range(cfg.num_iterations):
+            logits = model(enc, ids_k, mask_k, return_logits=True)
+            loss, stats = rl_loss(logits, ref_logits, ids_k, mask_k, adv_k, token2text, text_ids, text_mask, cfg,
+                                  old_logp)
+            accelerator.backward(loss * weight)
+            optimizer.step()
+            optimizer.zero_grad()
         scheduler.step()
         step += 1
         metrics = mean_over_ranks(accelerator, {**metrics, "loss": (loss * weight).item(), **stats})
