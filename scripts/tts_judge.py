@@ -1,0 +1,108 @@
+"""Does a TTS RL dev gain hold on dev texts that model selection never saw? (a diagnostic for issue 5)
+
+A ``tts_rl`` run picks each system's best step on the first ``rl.dev_examples`` dev texts. This script
+scores systems on the *other* dev texts (the judge set): the SFT model of a finished run, or an RL
+system trained again from that run's SFT and Token2Text with any recipe overrides. Results accumulate in
+``OUT/judge.json``; each variant trains under ``OUT/<system>``.
+
+    .venv/bin/python scripts/tts_judge.py runs/tts runs/tts-judge                      # SFT only
+    .venv/bin/python scripts/tts_judge.py runs/tts runs/tts-judge --system grpo rl.max_steps=60
+    .venv/bin/python scripts/tts_judge.py runs/tts runs/tts-judge --proxy 40           # Token2Text vs WER
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from speechrl import checkpoint, config
+from speechrl.models.token2text import Token2Text
+from speechrl.models.tts_lm import SpeechVocab, TTSLM
+from speechrl.pipelines.tts_rl import SYSTEMS, TTSRLRecipe, splits
+from speechrl.rewards.tts import UnitRenderer
+from speechrl.runlog import MetricsLogger, read_json, write_json
+from speechrl.text import sentence_wer
+from speechrl.trainers.tts_rl import evaluate_tts, train_tts_rl
+
+
+def proxy_rank(policy: TTSLM, t2t: Token2Text, texts: list[str], renderer: UnitRenderer, samples: int = 4,
+               temperature: float = 0.7) -> dict[str, float]:
+    """Spearman ρ between Token2Text's mean log-likelihood of the text and −WER of the rendered sample,
+    within each text's ``samples`` samples (what a group advantage sees) and pooled over all."""
+    torch.manual_seed(1)
+    group = [t for t in texts for _ in range(samples)]
+    lps, wers = [], []
+    for i in range(0, len(group), 32):
+        chunk = group[i:i + 32]
+        with torch.no_grad():
+            ids = policy.generate(policy.encode(chunk), 128, temperature=temperature)
+            mask = policy.completion_mask(ids) * (ids < policy.vocab.num_unit_tokens)
+            text_ids, text_mask = t2t.text_targets(chunk)
+            lps += (t2t.text_logprob(ids, mask, text_ids, text_mask) / text_mask.sum(-1)).tolist()
+        _, hyps = renderer(policy.to_units(ids))
+        wers += [sentence_wer(t, h) for t, h in zip(chunk, hyps)]
+    lp, neg_wer = np.array(lps).reshape(-1, samples), -np.array(wers).reshape(-1, samples)
+    within = [spearmanr(a, b)[0] for a, b in zip(lp, neg_wer) if a.std() > 0 and b.std() > 0]
+    return {"within_group_spearman": round(float(np.mean(within)), 3), "groups": len(within),
+            "pooled_spearman": round(float(spearmanr(lp.ravel(), neg_wer.ravel())[0]), 3),
+            "sample_wer": round(float(-neg_wer.mean()), 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a finished tts_rl run folder (its config, vocab, sft/, token2text/)")
+    parser.add_argument("out", type=Path, help="folder for judge.json and the variants' training")
+    parser.add_argument("--system", choices=sorted(SYSTEMS), help="train this RL system again and judge it")
+    parser.add_argument("--token2text", type=Path, help="Token2Text weights (default: the run's)")
+    parser.add_argument("--proxy", type=int, default=0, help="Token2Text-vs-WER ranking on this many judge texts")
+    parser.add_argument("overrides", nargs="*", help="recipe overrides, key=value (e.g. rl.lr=1e-3)")
+    args = parser.parse_intermixed_args()
+    run, out = args.run, args.out
+    recipe = config.load(TTSRLRecipe, run / "config.yaml", args.overrides)
+    data, prompts = splits(recipe)
+    judge = data["dev"][recipe.rl.dev_examples:]
+    vocab = SpeechVocab.from_dict(read_json(run / "vocab.json"))
+    renderer = UnitRenderer()
+
+    def sft_policy() -> TTSLM:
+        torch.manual_seed(recipe.sft.seed)
+        policy = TTSLM.create(vocab, recipe.model.lm, recipe.model.decoder_layers)
+        checkpoint.load_weights(run / "sft" / "best" / "model.safetensors", policy)
+        return policy
+
+    def token2text() -> Token2Text:
+        t2t = Token2Text.create(vocab, recipe.model.lm, recipe.model.token2text_layers, [])
+        checkpoint.load_weights(args.token2text or run / "token2text" / "best" / "model.safetensors", t2t)
+        return t2t.eval()
+
+    out.mkdir(parents=True, exist_ok=True)
+    results = read_json(out / "judge.json") if (out / "judge.json").is_file() else {}
+    results["judge_texts"] = len(judge)
+    if "sft" not in results:
+        results["sft"] = evaluate_tts(sft_policy(), judge, renderer, recipe.decode, "judge sft")[0]
+    if args.proxy:
+        results[f"proxy:{args.token2text or 'run'}"] = proxy_rank(
+            sft_policy().eval(), token2text(), [e.text for e in judge[:args.proxy]], renderer)
+    if args.system:
+        method, sample_filter = SYSTEMS[args.system]
+        steps = recipe.diffro_steps if method == "diffro" and recipe.diffro_steps is not None else recipe.rl.max_steps
+        cfg = dataclasses.replace(recipe.rl, method=method, sample_filter=sample_filter, max_steps=steps)
+        policy = sft_policy()
+        name = "_".join([args.system, *args.overrides]).replace("=", "-")
+        trained = train_tts_rl(policy, token2text() if method != "grpo" else None, prompts, data["dev"], cfg,
+                               out / name, MetricsLogger(out), name, renderer, recipe.decode)
+        results[name] = {**evaluate_tts(policy, judge, renderer, recipe.decode, f"judge {name}")[0],
+                         "best_step": trained["best_step"],
+                         "selection_dev_wer": {k: v["wer"] for k, v in trained["dev"].items()}}
+    write_json(out / "judge.json", results)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
