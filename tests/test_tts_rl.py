@@ -158,8 +158,8 @@ def test_diffro_resume_reproduces_uninterrupted_losses(tmp_path):
 
 
 def test_inner_iterations_reuse_the_rollouts_with_ratios_against_the_rollout_policy(tmp_path):
-    """μ = 2: the second update of a step sees ratios ≠ 1 (the policy moved since the rollout) and is
-    clipped; μ = 1 keeps every ratio at exactly 1. Same rollouts and rewards: one render per step."""
+    """μ = 2: the second update of a step sees ratios ≠ 1 (the policy moved since the rollout), which
+    ε clips; μ = 1 keeps every ratio at exactly 1. Same rollouts and rewards: one render per step."""
     def run(mu):
         cfg = rl_cfg(method="grpo", max_steps=1, group_size=4, max_new_tokens=8, num_iterations=mu, epsilon=0.1,
                      rewards={"tts_duration": 1.0})
