@@ -13,7 +13,6 @@ system trained again from that run's SFT and Token2Text with any recipe override
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from scipy.stats import spearmanr
 from speechrl import checkpoint, config
 from speechrl.models.token2text import Token2Text
 from speechrl.models.tts_lm import SpeechVocab, TTSLM
-from speechrl.pipelines.tts_rl import SYSTEMS, TTSRLRecipe, splits
+from speechrl.pipelines.tts_rl import SYSTEMS, TTSRLRecipe, splits, system_config
 from speechrl.rewards.tts import UnitRenderer
 from speechrl.runlog import MetricsLogger, read_json, write_json
 from speechrl.text import sentence_wer
@@ -90,12 +89,10 @@ def main() -> None:
         results[f"proxy:{args.token2text or 'run'}"] = proxy_rank(
             sft_policy().eval(), token2text(), [e.text for e in judge[:args.proxy]], renderer)
     if args.system:
-        method, sample_filter = SYSTEMS[args.system]
-        steps = recipe.diffro_steps if method == "diffro" and recipe.diffro_steps is not None else recipe.rl.max_steps
-        cfg = dataclasses.replace(recipe.rl, method=method, sample_filter=sample_filter, max_steps=steps)
+        cfg = system_config(recipe, args.system)
         policy = sft_policy()
         name = "_".join([args.system, *args.overrides]).replace("=", "-")
-        trained = train_tts_rl(policy, token2text() if method != "grpo" else None, prompts, data["dev"], cfg,
+        trained = train_tts_rl(policy, token2text() if cfg.method != "grpo" else None, prompts, data["dev"], cfg,
                                out / name, MetricsLogger(out), name, renderer, recipe.decode)
         results[name] = {**evaluate_tts(policy, judge, renderer, recipe.decode, f"judge {name}")[0],
                          "best_step": trained["best_step"],

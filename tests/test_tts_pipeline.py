@@ -73,3 +73,16 @@ def test_dev_test_and_rl_texts_are_distinct_and_unseen_in_training(tiny_corpus, 
     assert prompts == [e.text for e in data["train"]]
     _, fresh = tts_rl.splits(tts_rl.TTSRLRecipe(corpus_dir=str(tiny_corpus), rl_texts=40, test_examples=1))
     assert len(set(fresh)) == 40 and not set(fresh) & {r["text"] for r in rows}
+
+
+def test_each_system_trains_the_recipes_rl_config_with_its_method_filter_and_steps():
+    from speechrl.pipelines.tts_rl import TTSRLRecipe, system_config
+
+    recipe = TTSRLRecipe(diffro_steps=32)
+    recipe.rl.lr, recipe.rl.max_steps = 1e-4, 16
+    got = {name: system_config(recipe, name) for name in ("grpo", "diffro", "combined", "combined_filtered")}
+    assert {n: (c.method, c.sample_filter, c.max_steps) for n, c in got.items()} == {
+        "grpo": ("grpo", True, 16), "diffro": ("diffro", True, 32), "combined": ("combined", False, 16),
+        "combined_filtered": ("combined", True, 16)}
+    assert all(c.lr == 1e-4 and c.lora == recipe.rl.lora for c in got.values())
+    assert recipe.rl.method == "grpo" and recipe.rl.max_steps == 16  # the recipe itself is untouched

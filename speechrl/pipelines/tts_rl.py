@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +131,14 @@ def _write_samples(out: Path, name: str, details: list[dict[str, Any]], n: int) 
     atomic_write_text(out / "samples" / f"{name}.jsonl", "\n".join(lines) + "\n")
 
 
+def system_config(recipe: TTSRLRecipe, name: str) -> TTSRLConfig:
+    """The trainer config of RL system ``name`` (:data:`SYSTEMS`): the recipe's ``rl`` with the system's
+    method and sample filter, and ``diffro_steps`` steps for DiffRO when set."""
+    method, sample_filter = SYSTEMS[name]
+    steps = recipe.diffro_steps if method == "diffro" and recipe.diffro_steps is not None else recipe.rl.max_steps
+    return replace(recipe.rl, method=method, sample_filter=sample_filter, max_steps=steps)
+
+
 def token2text_wer(model: Token2Text, examples: list[TTSExample], max_tokens: int, batch_size: int = 32) -> float:
     """WER of Token2Text's greedy text from the ground-truth speech tokens."""
     hyps = []
@@ -208,10 +216,7 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
 
     # RL systems, each from the SFT weights (its own reference)
     for name in recipe.systems:
-        method, sample_filter = SYSTEMS[name]
-        steps = recipe.diffro_steps if method == "diffro" and recipe.diffro_steps is not None else recipe.rl.max_steps
-        cfg = TTSRLConfig(**{**recipe.rl.__dict__, "method": method, "sample_filter": sample_filter,
-                             "max_steps": steps})
+        cfg = system_config(recipe, name)
         policy = new_policy()
         checkpoint.load_weights(sft_weights, policy)
         training[name] = train_tts_rl(policy, t2t, prompts, dev, cfg, out / name, logger, name, renderer,
