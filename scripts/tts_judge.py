@@ -3,7 +3,7 @@
 A ``tts_rl`` run picks each system's best step on the first ``rl.dev_examples`` dev texts. This script
 scores systems on the *other* dev texts (the judge set): the SFT model of a finished run, or an RL
 system trained again from that run's SFT and Token2Text with any recipe overrides. Results accumulate in
-``OUT/judge.json``; each variant trains under ``OUT/<system>``.
+``OUT/judge.json``; each variant trains under ``OUT/<system>_<overrides>``.
 
     .venv/bin/python scripts/tts_judge.py runs/tts runs/tts-judge                      # SFT only
     .venv/bin/python scripts/tts_judge.py runs/tts runs/tts-judge --system grpo rl.max_steps=60
@@ -83,11 +83,14 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = read_json(out / "judge.json") if (out / "judge.json").is_file() else {}
     results["judge_texts"] = len(judge)
-    if "sft" not in results:
-        results["sft"] = evaluate_tts(sft_policy(), judge, renderer, recipe.decode, "judge sft")[0]
-    if args.proxy:
-        results[f"proxy:{args.token2text or 'run'}"] = proxy_rank(
-            sft_policy().eval(), token2text(), [e.text for e in judge[:args.proxy]], renderer)
+    if "sft" not in results or args.proxy:
+        sft = sft_policy().eval()  # untouched: the RL variant below trains a copy of its own
+        if "sft" not in results:
+            results["sft"] = evaluate_tts(sft, judge, renderer, recipe.decode, "judge sft")[0]
+        if args.proxy:
+            results[f"proxy:{args.token2text or 'run'}"] = proxy_rank(
+                sft, token2text(), [e.text for e in judge[:args.proxy]], renderer)
+        del sft
     if args.system:
         cfg = system_config(recipe, args.system)
         policy = sft_policy()
