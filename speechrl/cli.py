@@ -18,7 +18,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from speechrl import config as C
 from speechrl.runlog import MetricsLogger
@@ -60,32 +59,11 @@ def cmd_audio_scan(args: argparse.Namespace) -> dict:
     return summary
 
 
-PIPELINES = {"speech_grpo": "speechrl.pipelines.speech_grpo:SpeechGRPORecipe",
-             "align_slm": "speechrl.pipelines.align_slm:AlignSLMRecipe",
-             "tts_rl": "speechrl.pipelines.tts_rl:TTSRLRecipe"}
-
-
-def _import(spec: str) -> Any:
-    module, name = spec.split(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def load_recipe(path: Path, overrides: list[str]) -> tuple[str, Any]:
-    """A recipe YAML names its ``pipeline``; the rest are that pipeline's typed config keys."""
-    data = C.read_yaml(path)
-    pipeline = data.pop("pipeline", None)
-    if pipeline not in PIPELINES:
-        raise C.ConfigError(f"{path}: 'pipeline' must be one of {sorted(PIPELINES)}, got {pipeline!r}")
-    cls = _import(PIPELINES[pipeline])
-    return pipeline, C.load(cls, None, overrides, base=data)
-
-
 def cmd_run(args: argparse.Namespace) -> dict:
-    pipeline, recipe = load_recipe(args.recipe, args.overrides)
-    args.out.mkdir(parents=True, exist_ok=True)
-    C.save(recipe, args.out / "config.yaml")
-    module = importlib.import_module(PIPELINES[pipeline].split(":")[0])
-    summary = module.run(recipe, args.out)
+    from speechrl.pipelines import read_recipe, run_recipe
+
+    pipeline, recipe = read_recipe(args.recipe, args.overrides)
+    summary = run_recipe(pipeline, recipe, args.out)
     _write_report(args.out)
     return summary
 
@@ -163,19 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_lines(args: argparse.Namespace) -> list[str]:
+    from speechrl.pipelines import recipe_class
+
     if args.command == "demo":  # each family's recipe keys (settable with --set for all families)
         from speechrl.pipelines.demo import FAMILIES
 
         return [line for name in (args.recipe or FAMILIES)
-                for line in [f"# {name} ({FAMILIES[name].pipeline})", *C.describe(_import(PIPELINES[FAMILIES[name].pipeline]))]]
-    return C.describe(_config_class(args))
-
-
-def _config_class(args: argparse.Namespace) -> type:
+                for line in [f"# {name} ({FAMILIES[name].pipeline})", *C.describe(recipe_class(FAMILIES[name].pipeline))]]
     if args.config_name == "run":
-        pipeline = C.read_yaml(args.recipe).get("pipeline")
-        return _import(PIPELINES[pipeline])
-    return _import(CONFIGS[args.config_name])
+        return C.describe(recipe_class(C.read_yaml(args.recipe).get("pipeline")))
+    module, name = CONFIGS[args.config_name].split(":")
+    return C.describe(getattr(importlib.import_module(module), name))
 
 
 def main(argv: list[str] | None = None) -> int:

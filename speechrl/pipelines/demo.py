@@ -11,13 +11,13 @@ trained models and only recomputes what is missing.
 
 from __future__ import annotations
 
-import importlib
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from speechrl import config as C
+from speechrl.pipelines import load_recipe, run_recipe
 from speechrl.runlog import write_json
 
 # one corpus for the families that do not bring their own (same config → same cache folder); its ASR
@@ -27,7 +27,7 @@ DEMO_CORPUS = {"size": 600, "seed": 1, "evaluate": False}
 
 @dataclass(frozen=True)
 class Family:
-    pipeline: str  # a key of speechrl.cli.PIPELINES
+    pipeline: str  # a key of speechrl.pipelines.PIPELINES
     settings: dict[str, Any]  # demo-scale overrides of the pipeline's recipe config
     baseline: str  # the system the headline compares against
     final: str  # the aligned system
@@ -109,19 +109,14 @@ def headline(family: Family, metrics: dict[str, dict[str, float]]) -> dict[str, 
 def recipe_for(name: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[str, Any]:
     """The demo-scale recipe config of family ``name`` (typed, validated like a YAML recipe), with
     ``key=value`` overrides on top (e.g. ``corpus.size=300``)."""
-    from speechrl.cli import PIPELINES, _import
-
     family = FAMILIES[name]
-    cls = _import(PIPELINES[family.pipeline])
     data = {"corpus": dict(DEMO_CORPUS), **family.settings}
-    return family.pipeline, C.load(cls, None, overrides, base=data)
+    return family.pipeline, load_recipe(family.pipeline, data, overrides)
 
 
 def run(out: str | Path, families: list[str] | None = None, overrides: list[str] | tuple[str, ...] = ()
         ) -> dict[str, Any]:
     """Run the demo families (all by default) into ``out``; returns the top-level summary."""
-    from speechrl.cli import PIPELINES
-
     out = Path(out)
     names = families or list(FAMILIES)
     unknown = [n for n in names if n not in FAMILIES]
@@ -132,12 +127,8 @@ def run(out: str | Path, families: list[str] | None = None, overrides: list[str]
     recipes = {name: recipe_for(name, overrides) for name in names}  # every config error before any work
     for name in names:
         pipeline, recipe = recipes[name]
-        run_dir = out / name
-        run_dir.mkdir(parents=True, exist_ok=True)
-        C.save(recipe, run_dir / "config.yaml")
         t0 = time.time()
-        module = importlib.import_module(PIPELINES[pipeline].split(":")[0])
-        result = module.run(recipe, run_dir)
+        result = run_recipe(pipeline, recipe, out / name)
         summary["metrics"][name] = result["metrics"]
         summary["headline"][name] = headline(family_for(name, recipe), result["metrics"])
         summary["wall_s"][name] = round(time.time() - t0, 1)
