@@ -10,7 +10,8 @@ note when it was expected), never an error. A run folder may hold
   (rows = systems, columns = metrics, each system's change against the baseline) and before/after
   bars. The baseline is ``summary["baseline"]`` when given, else the first of ``sft``, ``base``,
   ``baseline``, ``round0``, ``initial`` present, else the first system. Lower is better for
-  ``wer``, ``cer``, ``genppl`` and ``auto_bleu`` (as words of the metric name), higher for the rest.
+  ``wer``, ``cer``, ``genppl``, ``auto_bleu``, ``nll`` and ``loss`` (as words of the metric name;
+  :func:`speechrl.eval.metrics.lower_is_better`), higher for the rest.
   An unfinished run without ``summary.json`` falls back to ``metrics_test.json`` (same layout);
 - ``metrics.jsonl`` (:class:`speechrl.runlog.MetricsLogger` rows with ``stage`` and ``step``) →
   curves, one line per stage: loss; ``reward`` and each reward component (``rewards/<name>_mean``
@@ -67,11 +68,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from speechrl.eval.metrics import LOWER_IS_BETTER, lower_is_better
 from speechrl.runlog import atomic_write_text
 
 __all__ = ["write_report", "lower_is_better", "LOWER_IS_BETTER"]
 
-LOWER_IS_BETTER = ("wer", "cer", "genppl", "auto_bleu")
 BASELINE_NAMES = ("sft", "base", "baseline", "round0", "initial")
 RUN_FILES = ("summary.json", "metrics.jsonl", "metrics_test.json", "config.yaml", "config.json")
 SKIP_DIRS = {"report_files", "samples", "tb", "audio", "__pycache__"}
@@ -243,14 +244,6 @@ def _read_jsonl(path: Path) -> tuple[list[dict], int]:
 
 
 # --- metrics table and bars -------------------------------------------------------------------------
-
-def lower_is_better(metric: str) -> bool:
-    """True for error-like metrics (:data:`LOWER_IS_BETTER` as words of the name: ``test_wer``,
-    ``unit_roundtrip_wer``, ``auto_bleu``), False otherwise (``bleu``, ``answer_accuracy``)."""
-    name = metric.lower()
-    words = set(re.split(r"[^a-z0-9]+", name))
-    return any(m in words if "_" not in m else m in name for m in LOWER_IS_BETTER)
-
 
 def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -471,10 +464,10 @@ def _scorer(task: str | None, metric_names: set[str]):
     if task == "asr" or (task is None and ("wer" in metric_names or not metric_names)):
         from speechrl.text import sentence_wer
 
-        return "WER", sentence_wer, True
+        return "WER", sentence_wer, lower_is_better("wer")
     from speechrl.rewards import bleu
 
-    return "BLEU", lambda ref, hyp: 100.0 * bleu(None, [hyp], reference=[ref])[0], False
+    return "BLEU", lambda ref, hyp: 100.0 * bleu(None, [hyp], reference=[ref])[0], lower_is_better("bleu")
 
 
 def _sample_tables(d: Path, files: _AudioFiles, max_samples: int, task: str | None, metric_names: set[str],

@@ -50,7 +50,7 @@ def test_demo_runs_end_to_end_writes_summary_and_report(tmp_path, monkeypatch, c
 
 @pytest.mark.parametrize("m, before, after, improved", [("wer", 0.5, 0.4, True), ("bleu", 0.5, 0.4, False)])
 def test_headline_direction(m, before, after, improved):
-    family = demo.Family("p", {}, "a", "b", m)  # the metric's direction: speechrl.report.lower_is_better
+    family = demo.Family("p", {}, "a", "b", m)  # the metric's direction: speechrl.eval.metrics.lower_is_better
     assert demo.headline(family, {"a": {m: before}, "b": {m: after}})["improved"] is improved
 
 

@@ -13,11 +13,9 @@ import torch
 from tqdm import tqdm
 
 from speechrl.data.tasks import Example
+from speechrl.eval.metrics import selection_score as score  # noqa: F401 — speechrl.trainers.grpo imports it from here
 from speechrl.models.policy import PromptBatch, completion_mask, decode
 from speechrl.text import cer, normalize, wer
-
-PRIMARY = {"asr": ("wer", -1.0), "sqa": ("bleu", 1.0), "ast": ("bleu", 1.0)}  # metric, sign (higher is better)
-
 
 def batches(items: list[Any], size: int):
     for i in range(0, len(items), size):
@@ -64,9 +62,3 @@ def evaluate(policy: Any, examples: list[Example], feats: dict[str, dict], task:
              batch_size: int = 32, semantic: bool = True, desc: str = "evaluate") -> tuple[dict[str, float], list[str]]:
     hyps = predict(policy, examples, feats, max_new_tokens, batch_size, desc=desc)
     return task_metrics(task, hyps, [e.reference for e in examples], semantic), hyps
-
-
-def score(task: str, metrics: dict[str, float]) -> float:
-    """The dev-selection score (higher is better): −WER for ASR, BLEU otherwise."""
-    name, sign = PRIMARY[task]
-    return sign * metrics[name]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from speechrl import config as C
+from speechrl.eval.metrics import TASK_METRIC, lower_is_better
 from speechrl.pipelines import load_recipe, run_recipe
 from speechrl.runlog import write_json
 
@@ -36,8 +37,6 @@ class Family:
 
     @property
     def lower_is_better(self) -> bool:
-        from speechrl.report import lower_is_better
-
         return lower_is_better(self.metric)
 
 
@@ -88,11 +87,9 @@ FAMILIES: dict[str, Family] = {
 def family_for(name: str, recipe: Any) -> Family:
     """Family ``name`` as run with ``recipe``: a speech-GRPO demo switched to another task
     (``--set task=sqa``) is judged on that task's metric (BLEU), not on WER."""
-    from speechrl.eval.speech_tasks import PRIMARY
-
     family, task = FAMILIES[name], getattr(recipe, "task", None)
-    if task in PRIMARY and PRIMARY[task][0] != family.metric:
-        return replace(family, metric=PRIMARY[task][0], note="")
+    if task in TASK_METRIC and TASK_METRIC[task] != family.metric:
+        return replace(family, metric=TASK_METRIC[task], note="")
     return family
 
 
@@ -139,8 +136,6 @@ def run(out: str | Path, families: list[str] | None = None, overrides: list[str]
 
 def describe(summary: dict[str, Any]) -> str:
     """The plain-text lines printed at the end of a demo: held-out metric before → after per family."""
-    from speechrl.report import lower_is_better
-
     lines = ["speechrl demo — held-out test metrics"]
     for name, h in summary["headline"].items():
         family = FAMILIES[name]

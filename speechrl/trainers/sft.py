@@ -29,7 +29,8 @@ from tqdm import tqdm
 from speechrl import checkpoint
 from speechrl.config import doc
 from speechrl.data.tasks import Example
-from speechrl.eval.speech_tasks import evaluate, prompt_batch, score
+from speechrl.eval.metrics import selection_score
+from speechrl.eval.speech_tasks import evaluate, prompt_batch
 from speechrl.runlog import MetricsLogger, read_json, write_json
 from speechrl.trainers.common import (make_accelerator, make_optimizer, mean_over_ranks, rank_batch, rank_weight,
                                      reference_tokens)
@@ -85,8 +86,8 @@ def mean_dev_loss(model: torch.nn.Module, dev: Sequence[Any], loss: LossFn, batc
         mean, n = loss(model, dev[i:i + batch_size])
         total, count = total + float(mean) * float(n), count + float(n)
     model.train(was_training)
-    nll = total / max(count, 1e-12)
-    return -nll, {"nll": nll}
+    metrics = {"nll": total / max(count, 1e-12)}
+    return selection_score("nll", metrics), metrics
 
 
 def train_supervised(model: torch.nn.Module, train: Sequence[Any], dev: Sequence[Any], loss: LossFn,
@@ -189,7 +190,7 @@ def train_sft(policy: Any, train: list[Example], dev: list[Example], feats: dict
 
     def dev_score(_model: torch.nn.Module, dev: Sequence[Example]) -> tuple[float, dict[str, float]]:
         metrics, _ = evaluate(policy, list(dev), feats, task, cfg.max_tokens, semantic=False, desc=f"{stage} dev")
-        return score(task, metrics), metrics
+        return selection_score(task, metrics), metrics
 
     front = [p for p in policy.front_end.parameters() if p.requires_grad]
     return train_supervised(policy, train, dev, loss, front, cfg, out_dir, logger, stage, dev_score)

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from speechrl.eval.metrics import selection_score
 from speechrl.models.unit_lm import UnitLM
 from speechrl.runlog import MetricsLogger
 from speechrl.trainers.sft import SFTConfig, train_supervised
@@ -76,7 +77,7 @@ def train_unit_lm(unit_lm: UnitLM, train_seqs: Sequence[Sequence[int]], dev_seqs
         return unit_lm_loss(model, unit_lm, batch)
 
     def dev_score(_model: torch.nn.Module, dev: Sequence[Sequence[int]]) -> tuple[float, dict[str, float]]:
-        nll = mean_nll(unit_lm, dev)
-        return -nll, {"nll": nll}
+        metrics = {"nll": mean_nll(unit_lm, dev)}
+        return selection_score("nll", metrics), metrics
 
     return train_supervised(unit_lm, train, list(dev_seqs), loss, [], cfg, out_dir, logger, stage, dev_score)
