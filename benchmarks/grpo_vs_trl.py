@@ -64,7 +64,8 @@ from speechrl.models.hub import load_tokenizer
 from speechrl.models.policy import PromptBatch
 from speechrl.models.speech_lm import SpeechLM
 from speechrl.rewards import make_reward
-from speechrl.trainers.grpo import GRPOConfig, LoRAConfig, train_grpo
+from speechrl.trainers.grpo import SpeechGRPOConfig, train_grpo
+from speechrl.trainers.lora import LoRAConfig
 
 SENTENCES = [
     "The red fox ran home before the rain.", "A small boat drifted across the quiet lake.",
@@ -146,7 +147,7 @@ class _SpeechrlClock:
 def run_speechrl(args: Args, lm_dir: Path, tokenizer, examples: list[Example]) -> dict[str, Any]:
     policy = text_only_policy(lm_dir, tokenizer)
     feats = {e.utterance_id: NO_AUDIO for e in examples}
-    cfg = GRPOConfig(rewards={"bleu": 1.0}, group_size=args.group_size, prompts_per_step=args.prompts_per_step,
+    cfg = SpeechGRPOConfig(rewards={"bleu": 1.0}, group_size=args.group_size, prompts_per_step=args.prompts_per_step,
                      max_steps=args.warmup + args.steps, lr=args.lr, max_new_tokens=args.max_new_tokens,
                      loss_type=args.loss_type, scale_rewards="std", beta=args.beta, num_iterations=1,
                      dynamic_sampling=False, eval_every=0, dev_examples=1, checkpoint_every=10**9,

@@ -37,7 +37,7 @@ from speechrl.models.hub import load_tokenizer
 from speechrl.models.policy import PromptBatch, completion_mask, decode
 from speechrl.models.speech_lm import SpeechLM
 from speechrl.speech.synthesize import get_voice, synthesize
-from speechrl.trainers.grpo import GRPOConfig, rollout
+from speechrl.trainers.grpo import SpeechGRPOConfig, rollout
 
 SENTENCES = [
     "The red fox ran home before the rain.", "A small boat drifted across the quiet lake.",
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for i, s in enumerate(sentences)]
     batch = PromptBatch([feats[e.utterance_id] for e in examples], [e.instruction for e in examples])
     g = args.group_size
-    cfg = GRPOConfig(group_size=g, max_new_tokens=args.max_new_tokens)
+    cfg = SpeechGRPOConfig(group_size=g, max_new_tokens=args.max_new_tokens)
 
     with torch.no_grad():
         once, naive = policy.encode(batch).repeat(g), policy.encode(PromptBatch(

@@ -32,7 +32,8 @@ import torch
 from speechrl.config import doc
 from speechrl.data.tasks import INSTRUCTIONS, Example
 from speechrl.runlog import MetricsLogger, read_metrics
-from speechrl.trainers.grpo import GRPOConfig, LoRAConfig, train_grpo
+from speechrl.trainers.grpo import SpeechGRPOConfig, train_grpo
+from speechrl.trainers.lora import LoRAConfig
 
 STAGES = ("encode", "rollout", "reward", "reference", "update", "evaluate")
 
@@ -90,7 +91,7 @@ def run(args: Args, encoder_path: str, lora: bool, offload: bool, root: Path) ->
     feats = {f"u{i}": policy.featurize(rng.normal(0, 0.1, 5 * 16000).astype(np.float32)) for i in range(n)}
     examples = [Example(id=f"u{i}/asr", utterance_id=f"u{i}", task="asr", instruction=INSTRUCTIONS["asr"],
                         reference="the quick brown fox jumps over the lazy dog") for i in range(n)]
-    cfg = GRPOConfig(rewards={"bleu": 1.0}, group_size=args.group_size, prompts_per_step=args.prompts,
+    cfg = SpeechGRPOConfig(rewards={"bleu": 1.0}, group_size=args.group_size, prompts_per_step=args.prompts,
                      max_steps=args.steps, max_new_tokens=args.max_new_tokens, beta=0.02, eval_every=0,
                      dev_examples=4, checkpoint_every=10_000, dynamic_sampling=False, offload_idle=offload,
                      lora=LoRAConfig(r=args.lora_r if lora else 0))

@@ -27,7 +27,8 @@ from speechrl.pipelines.tts_rl import SYSTEMS, TTSRLRecipe, splits, system_confi
 from speechrl.rewards.tts import UnitRenderer
 from speechrl.runlog import MetricsLogger, read_json, write_json
 from speechrl.text import sentence_wer
-from speechrl.trainers.tts_rl import evaluate_tts, train_tts_rl
+from speechrl.eval.tts import evaluate_tts
+from speechrl.trainers.tts_rl import train_tts_rl
 
 
 def proxy_rank(policy: TTSLM, t2t: Token2Text, texts: list[str], renderer: UnitRenderer, samples: int = 4,

@@ -12,7 +12,12 @@ note when it was expected), never an error. A run folder may hold
   ``baseline``, ``round0``, ``initial`` present, else the first system. Lower is better for
   ``wer``, ``cer``, ``genppl``, ``auto_bleu``, ``nll`` and ``loss`` (as words of the metric name;
   :func:`speechrl.eval.metrics.lower_is_better`), higher for the rest.
-  An unfinished run without ``summary.json`` falls back to ``metrics_test.json`` (same layout);
+  An unfinished run without ``summary.json`` falls back to ``metrics_test.json`` (same layout).
+  ``summary.json`` ``intervals`` (``{system: {metric: {"diff", "low", "high", "significant"}}}``, the
+  paired bootstrap 95% interval of the system's difference to the baseline,
+  :mod:`speechrl.eval.bootstrap`; nested per family like ``metrics`` in a demo summary) puts
+  ``[low, high]`` beside each change; a change whose interval holds 0 is shown uncoloured, marked "n.s."
+  (not significant);
 - ``metrics.jsonl`` (:class:`speechrl.runlog.MetricsLogger` rows with ``stage`` and ``step``) →
   curves, one line per stage: loss; ``reward`` and each reward component (``rewards/<name>_mean``
   with its ``_std`` band, ``reward/<name>``, ``reward_<name>``); KL; ``dev_*`` metrics; the other
@@ -89,7 +94,7 @@ h1 {{ margin-bottom: 0.2em; }} h2 {{ border-bottom: 2px solid #ddd; margin-top: 
 table {{ border-collapse: collapse; margin: 0.5em 0 1em; }}
 th, td {{ border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }}
 th {{ background: #f4f4f4; }} td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
-.better {{ color: #107a10; }} .worse {{ color: #b00020; }} .best {{ font-weight: 600; }}
+.better {{ color: #107a10; }} .worse {{ color: #b00020; }} .ns {{ color: #666; }} .best {{ font-weight: 600; }}
 .delta {{ font-size: 0.85em; }} .meta, .note {{ color: #666; }}
 .missing {{ color: #b00020; font-size: 0.9em; display: block; }}
 pre {{ background: #f7f7f7; padding: 0.8em; overflow-x: auto; }}
@@ -174,9 +179,13 @@ def _section(root: Path, d: Path, files: "_AudioFiles", max_samples: int) -> str
     for title, table in tables:
         baseline = _baseline(summary, list(table))
         heading = "Held-out test metrics" + (f": {title}" if title else "")
+        intervals = _intervals(summary, title)
+        ci_note = ("; [low, high]: paired bootstrap 95% interval of the change (test items resampled), "
+                   "n.s.: it holds 0" if intervals else "")
         parts.append(f"<h3>{_e(heading)}</h3><p class=\"note\">from {_e(source)}; baseline "
-                     f"<b>{_e(baseline)}</b>; ↓ lower is better, ↑ higher is better; best per column in bold</p>")
-        parts.append(_metrics_table(table, baseline))
+                     f"<b>{_e(baseline)}</b>; ↓ lower is better, ↑ higher is better; best per column in bold"
+                     f"{ci_note}</p>")
+        parts.append(_metrics_table(table, baseline, intervals))
         parts.append(_img(_plot(_bars, notes, table, baseline), f"test metrics {title}"))
 
     rows, bad = _read_jsonl(d / "metrics.jsonl")
@@ -260,6 +269,25 @@ def _metric_tables(metrics: dict) -> list[tuple[str, dict[str, dict[str, float]]
     return [(fam, flat(sub)) for fam, sub in metrics.items() if isinstance(sub, dict) and flat(sub)]
 
 
+def _intervals(summary: dict, family: str) -> dict:
+    """``summary["intervals"]`` of a run (``family`` ""), or of one family of a demo summary."""
+    found = summary.get("intervals")
+    if family and isinstance(found, dict):
+        found = found.get(family)
+    return found if isinstance(found, dict) else {}
+
+
+def _interval_html(ci: Any) -> str:
+    """`` [low, high]`` (+ ``n.s.``) of an interval entry, "" when it is not one."""
+    if not isinstance(ci, dict) or not (_is_num(ci.get("low")) and _is_num(ci.get("high"))):
+        return ""
+    return f" [{_signed(ci['low'])}, {_signed(ci['high'])}]" + ("" if ci.get("significant") else " n.s.")
+
+
+def _signed(x: float) -> str:
+    return f"{'+' if x >= 0 else '−'}{_fmt(abs(x))}"
+
+
 def _baseline(summary: dict, systems: list[str]) -> str:
     given = summary.get("baseline")
     if isinstance(given, str) and given in systems:
@@ -275,7 +303,7 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"
 
 
-def _metrics_table(table: dict[str, dict[str, float]], baseline: str) -> str:
+def _metrics_table(table: dict[str, dict[str, float]], baseline: str, intervals: dict | None = None) -> str:
     systems = _ordered(list(table), baseline)
     columns = list(dict.fromkeys(m for s in systems for m in table[s]))
     head = "".join(f"<th>{_e(m)} {'↓' if lower_is_better(m) else '↑'}</th>" for m in columns)
@@ -295,7 +323,12 @@ def _metrics_table(table: dict[str, dict[str, float]], baseline: str) -> str:
             if s != baseline and base is not None:
                 d = v - base
                 tone = "better" if sign * d > 0 else "worse" if sign * d < 0 else ""
-                delta = f' <span class="delta {tone}">({"+" if d >= 0 else "−"}{_fmt(abs(d))})</span>'
+                per_system = (intervals or {}).get(s)
+                ci = per_system.get(m) if isinstance(per_system, dict) else None
+                ci_html = _interval_html(ci)
+                if ci_html and not ci.get("significant"):
+                    tone = "ns"
+                delta = f' <span class="delta {tone}">({_signed(d)}{ci_html})</span>'
             cells.append(f'<td class="num {cls}">{_fmt(v)}{delta}</td>')
         label = f"{_e(s)} (baseline)" if s == baseline else _e(s)
         out.append(f"<tr><th>{label}</th>{''.join(cells)}</tr>")

@@ -1,9 +1,9 @@
 """Rollout engines — who samples GRPO's G completions per prompt — behind one interface.
 
 An engine takes the encoded prompt batch (each prompt already repeated G times: the audio is
-encoded once) and returns the completion ids and the sampled tokens' log-probs under the **raw**
-next-token distribution (temperature 1, no top-p/k filtering) — what the trainer's teacher forcing
-computes. So every GRPO update checks **log-prob parity** between rollout and trainer at no extra
+encoded once) and returns the completion ids and the sampled tokens' log-probs under the next-token
+distribution **at the sampling temperature** (logits / T) — what the trainer's teacher forcing
+computes with the same temperature. So every GRPO update checks **log-prob parity** between rollout and trainer at no extra
 cost (:func:`logp_parity`, logged as ``rollout_logp_diff_mean`` / ``_max``): a gap means the engine
 and the trainer disagree on weights, positions or padding, and the importance ratios are off-policy
 in a way nobody asked for.
@@ -17,14 +17,15 @@ Engines (``grpo.rollout_engine``):
   (our SpeechLM, Qwen2-Audio, Granite Speech): the policy's text LM is exported once as a plain HF
   causal-LM folder (:func:`causal_lm_state`) that vLLM serves; each prompt goes in as its **prompt
   embeddings** (audio span included, the encoder having run once in the trainer), and sampled tokens
-  come back with their raw log-probs (``logprobs_mode="raw_logprobs"``). Two modes
+  come back with their log-probs after temperature scaling (``logprobs_mode="processed_logprobs"``, as
+  TRL; with ``top_p < 1`` vLLM renormalises over the nucleus, which the parity metric then shows). Two modes
   (``grpo.vllm.mode``):
 
   - ``colocate``: ``vllm.LLM`` in the training process, sharing the GPU
     (``gpu_memory_utilization``); after every update the LoRA-merged LM weights are loaded into
     vLLM's model in place (``load_weights``), so the next rollout samples from the trained policy.
   - ``server``: a ``vllm serve <folder> --enable-prompt-embeds --enable-lora
-    --logprobs-mode raw_logprobs`` process on other GPUs or nodes (``grpo.vllm.url``); after every
+    --logprobs-mode processed_logprobs`` process on other GPUs or nodes (``grpo.vllm.url``); after every
     update the trainer writes its LoRA adapter and asks the server to load it
     (``/v1/load_lora_adapter``, ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`` on the server), and samples
     through ``/v1/completions`` with that adapter. Full fine-tuning needs ``colocate``.
@@ -65,8 +66,8 @@ class Engine(Protocol):
     name: str
 
     def sample(self, policy: Any, enc: Encoded, max_new_tokens: int, temperature: float,
-               top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ids [N, T], raw log-probs of the sampled tokens [N, T]) for the N encoded rows."""
+               top_p: float, top_k: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids [N, T], log-probs of the sampled tokens at ``temperature`` [N, T]) for the N encoded rows."""
 
     def sync_weights(self, policy: Any) -> None:
         """Make the engine sample from the trainer's current weights."""
@@ -78,9 +79,9 @@ class HFEngine:
     name = "hf"
 
     def sample(self, policy: Any, enc: Encoded, max_new_tokens: int, temperature: float,
-               top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+               top_p: float, top_k: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         return policy.generate(enc, max_new_tokens, do_sample=True, temperature=temperature, top_p=top_p,
-                               return_logps=True)
+                               top_k=top_k, return_logps=True)
 
     def sync_weights(self, policy: Any) -> None:
         return None  # the trainer's model itself
@@ -193,18 +194,18 @@ class VLLMEngine:
         except ImportError as err:
             raise ImportError("rollout_engine: vllm needs the vllm package and a CUDA GPU "
                               "(pip install vllm); use rollout_engine: hf otherwise") from err
-        self.llm = LLM(model=str(folder), enable_prompt_embeds=True, logprobs_mode="raw_logprobs",
+        self.llm = LLM(model=str(folder), enable_prompt_embeds=True, logprobs_mode="processed_logprobs",
                        gpu_memory_utilization=self.cfg.gpu_memory_utilization, dtype=self.cfg.dtype,
                        max_model_len=self.cfg.max_model_len)
 
     # -- Engine -----------------------------------------------------------------------------------
     def sample(self, policy: Any, enc: Encoded, max_new_tokens: int, temperature: float,
-               top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+               top_p: float, top_k: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         if self.llm is None and self.adapter is None:
             self._start(policy)
         rows = prompt_rows(enc)
         params = dict(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, logprobs=0,
-                      stop_token_ids=[policy.eos_token_id])
+                      stop_token_ids=[policy.eos_token_id], **({"top_k": top_k} if top_k else {}))
         sampled = self._sample_server(rows, params) if self.cfg.mode == "server" else self._sample_local(rows, params)
         ids, logps = completions_to_tensors(sampled, policy.pad_token_id)
         device = enc["embeds"].device

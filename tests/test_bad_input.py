@@ -243,9 +243,9 @@ def test_manifest_line_that_is_not_utf8_names_the_file(tmp_path):
 
 
 def _grpo_config():
-    from speechrl.trainers.grpo import GRPOConfig
+    from speechrl.trainers.grpo import SpeechGRPOConfig
 
-    return GRPOConfig
+    return SpeechGRPOConfig
 
 
 @pytest.mark.parametrize("override, needle", [

@@ -83,7 +83,8 @@ def run_grpo_worker(corpus: str, out: str, steps: int = 2) -> dict:
     from speechrl.parallel import process_state
     from speechrl.runlog import MetricsLogger, read_metrics, write_json
     from speechrl.trainers import grpo
-    from speechrl.trainers.grpo import GRPOConfig, LoRAConfig, train_grpo
+    from speechrl.trainers.grpo import SpeechGRPOConfig, train_grpo
+    from speechrl.trainers.lora import LoRAConfig
 
     state = process_state()
     seen: list[list[str]] = []
@@ -105,7 +106,7 @@ def run_grpo_worker(corpus: str, out: str, steps: int = 2) -> dict:
     dev = task_examples([r for r in rows if r["split"] == "dev"], "asr")
     policy = make_tiny_policy()
     out = Path(out)
-    cfg = GRPOConfig(group_size=4, prompts_per_step=4, max_steps=steps, max_new_tokens=8, eval_every=0, dev_examples=2,
+    cfg = SpeechGRPOConfig(group_size=4, prompts_per_step=4, max_steps=steps, max_new_tokens=8, eval_every=0, dev_examples=2,
                      checkpoint_every=1, lr=1e-2, beta=0.02, temperature=1.5, lora=LoRAConfig(r=4, alpha=8))
     result = train_grpo(policy, train, dev, feats, "asr", cfg, out / "grpo", MetricsLogger(out, tensorboard=False))
     params = torch.cat([p.detach().flatten() for n, p in policy.named_parameters() if "lora" in n])

@@ -39,6 +39,9 @@ def test_demo_runs_end_to_end_writes_summary_and_report(tmp_path, monkeypatch, c
     head = summary["headline"]["speech_grpo"]
     assert head["metric"] == "wer" and {"sft", "grpo", "improved"} <= set(head)
     assert head["sft"] == summary["metrics"]["speech_grpo"]["sft"]["wer"]
+    ci = head["interval"]  # the paired bootstrap interval of the family's summary, for its headline metric
+    assert ci == summary["intervals"]["speech_grpo"]["grpo"]["wer"] and ci["low"] <= ci["diff"] <= ci["high"]
+    assert json.loads((out / "speech_grpo" / "summary.json").read_text())["intervals"]["grpo"]["wer"] == ci
     assert (out / "speech_grpo" / "summary.json").is_file()
     assert (out / "report.html").is_file()
     assert "speech_grpo" in capsys.readouterr().err  # the plain-text summary
@@ -64,6 +67,20 @@ def test_a_speech_demo_on_another_task_is_judged_on_that_tasks_metric():
     assert "bleu ↑  sft 18.4000 → grpo 19.0000  (improved" in demo.describe(summary)
     _, asr = demo.recipe_for("speech_grpo")
     assert demo.family_for("speech_grpo", asr) == demo.FAMILIES["speech_grpo"]
+
+
+def test_headline_states_the_interval_and_a_change_within_noise():
+    family = demo.FAMILIES["speech_grpo"]
+    metrics = {"sft": {"wer": 0.62}, "grpo": {"wer": 0.60}}
+    noise = {"grpo": {"wer": {"diff": -0.02, "low": -0.05, "high": 0.01, "significant": False}}}
+    head = demo.headline(family, metrics, noise)
+    assert head["interval"] == noise["grpo"]["wer"] and head["improved"]
+    summary = {"headline": {"speech_grpo": head}, "wall_s": {"speech_grpo": 3.0, "total": 3.0}}
+    assert ("wer ↓  sft 0.6200 → grpo 0.6000  Δ -0.0200, 95% CI [-0.0500, +0.0100]  (no significant change; 3 s)"
+            in demo.describe(summary))
+    gain = {"grpo": {"wer": {"diff": -0.02, "low": -0.03, "high": -0.01, "significant": True}}}
+    summary["headline"]["speech_grpo"] = demo.headline(family, metrics, gain)
+    assert "95% CI [-0.0300, -0.0100]  (improved; 3 s)" in demo.describe(summary)
 
 
 def test_headline_falls_back_to_the_systems_the_run_has():

@@ -16,7 +16,7 @@ from speechrl.models.unit_lm import UnitLM
 from speechrl.runlog import MetricsLogger, read_metrics
 from speechrl.trainers.common import batch_indices
 from speechrl.trainers.dpo import DPOConfig, evaluate_pairs, pair_logps, reference_logps, train_dpo
-from speechrl.trainers.grpo import LoRAConfig, add_lora
+from speechrl.trainers.lora import LoRAConfig, add_lora
 
 K = 16  # units
 

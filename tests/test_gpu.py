@@ -13,7 +13,8 @@ from conftest import make_tiny_policy
 from speechrl.data.tasks import INSTRUCTIONS, Example
 from speechrl.runlog import MetricsLogger, read_metrics
 from speechrl.schedule import TimeShared, audio_encoder
-from speechrl.trainers.grpo import GRPOConfig, LoRAConfig, train_grpo
+from speechrl.trainers.grpo import SpeechGRPOConfig, train_grpo
+from speechrl.trainers.lora import LoRAConfig
 from speechrl.trainers.sft import SFTConfig, train_sft
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a GPU machine)")
@@ -39,7 +40,7 @@ def synthetic_asr(n: int = 12, seed: int = 0):
 
 
 def grpo_cfg(**kw):
-    return GRPOConfig(**{"rewards": {"bleu": 1.0}, "group_size": 4, "prompts_per_step": 2, "max_steps": 3,
+    return SpeechGRPOConfig(**{"rewards": {"bleu": 1.0}, "group_size": 4, "prompts_per_step": 2, "max_steps": 3,
                          "max_new_tokens": 8, "eval_every": 0, "dev_examples": 2, "checkpoint_every": 100,
                          "dynamic_sampling": False, "beta": 0.1, "lora": LoRAConfig(r=0), **kw})
 

@@ -86,7 +86,8 @@ def train_diffro(policy, token2text, prompts, dev, cfg, out_dir, logger):
     recipe test; DiffRO's loss does not render)."""
     from test_tts_rl import FakeRenderer
 
-    from speechrl.trainers.tts_rl import DecodeConfig, train_tts_rl
+    from speechrl.eval.tts import DecodeConfig
+    from speechrl.trainers.tts_rl import train_tts_rl
 
     return train_tts_rl(policy, token2text, prompts, dev, cfg, out_dir, logger, renderer=FakeRenderer(),
                         decode=DecodeConfig(max_new_tokens=6))
@@ -115,7 +116,7 @@ CASES = {
          "dev_examples": 2, "max_tokens": 8, "lr": 3e-3, "warmup_steps": 2, "train_embeddings": True},
         ("asr",), speech_task_inputs, kill_after=2),
     "grpo": Case(
-        "speechrl.trainers.grpo:train_grpo", "speechrl.trainers.grpo:GRPOConfig",
+        "speechrl.trainers.grpo:train_grpo", "speechrl.trainers.grpo:SpeechGRPOConfig",
         {"rewards": {"accuracy_wer": 1.0, "hallucination": 0.5}, "group_size": 4, "prompts_per_step": 2,
          "max_steps": 6, "checkpoint_every": 2, "eval_every": 4, "dev_examples": 2, "max_new_tokens": 8,
          "lr": 1e-2, "beta": 0.02, "num_iterations": 2, "dynamic_sampling": True,

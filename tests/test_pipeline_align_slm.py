@@ -32,6 +32,14 @@ def test_align_slm_recipe_end_to_end(tmp_path, monkeypatch):
     for metrics in summary["metrics"].values():
         assert {"judge_score", "auto_bleu", "genppl", "swuggy", "sblimp", "ssc", "tsc", "pairs"} <= set(metrics)
         assert 1.0 <= metrics["judge_score"] <= 5.0 and 0 <= metrics["tsc"] <= 100
+    # each system's difference to the base with its paired bootstrap interval: judge score over the test
+    # prompts, accuracies over the minimal pairs
+    assert summary["baseline"] == "base" and set(summary["intervals"]) == {"round1", "round2", "continued_ntp"}
+    for name, per_metric in summary["intervals"].items():
+        assert set(per_metric) == {"judge_score", "swuggy", "sblimp", "ssc", "tsc"}
+        for metric, ci in per_metric.items():
+            assert ci["low"] <= ci["diff"] <= ci["high"]
+            assert abs(ci["diff"] - (summary["metrics"][name][metric] - summary["metrics"]["base"][metric])) < 1e-3
     for k in (1, 2):
         stats = json.loads((out / f"round{k}" / "pair_stats.json").read_text())
         assert stats["prompts"] == 4 and stats["candidates"] == 12  # every prompt sampled and judged
@@ -51,6 +59,8 @@ def test_align_slm_recipe_end_to_end(tmp_path, monkeypatch):
     kept = json.loads((out / "summary.json").read_text())
     assert kept["training"]["continued_ntp"]["kept_base"] and kept["training"]["continued_ntp"]["best_step"] == 0
     assert kept["metrics"]["continued_ntp"] == kept["metrics"]["base"]
+    assert all(ci == {"diff": 0.0, "low": 0.0, "high": 0.0, "significant": False}  # the base itself: no change
+               for ci in kept["intervals"]["continued_ntp"].values())
     before = len((out / "metrics.jsonl").read_text().splitlines())
     assert main(args) == 0  # every stage cached: nothing trains again
     rerun = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()[before:]]

@@ -27,6 +27,13 @@ def test_run_recipe_end_to_end_and_rerun_resumes(tmp_path, monkeypatch):
     assert set(summary["metrics"]) == {"sft", "sft_extra", "mpgrpo"}
     for metrics in summary["metrics"].values():
         assert {"bleu", "rouge_l", "meteor", "semantic_similarity"} <= set(metrics)
+    # each system's BLEU difference to SFT with its paired bootstrap interval over the 6 test items
+    assert summary["baseline"] == "sft" and set(summary["intervals"]) == {"sft_extra", "mpgrpo"}
+    for name, per_metric in summary["intervals"].items():
+        ci = per_metric["bleu"]
+        assert ci["low"] <= ci["diff"] <= ci["high"] and ci["significant"] == (ci["low"] > 0 or ci["high"] < 0)
+        assert ci["diff"] == pytest.approx(summary["metrics"][name]["bleu"] - summary["metrics"]["sft"]["bleu"],
+                                           abs=0.011)  # the reported BLEU is rounded to 2 decimals
     assert (out / "config.yaml").is_file() and (out / "metrics.jsonl").is_file()
     assert len((out / "samples" / "mpgrpo.jsonl").read_text().splitlines()) == 6
     # every stage is cached: a rerun finishes without training again
@@ -34,6 +41,7 @@ def test_run_recipe_end_to_end_and_rerun_resumes(tmp_path, monkeypatch):
     assert main(args) == 0
     rerun = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()[steps_before:]]
     assert not any("loss" in row for row in rerun)
+    assert json.loads((out / "summary.json").read_text())["intervals"] == summary["intervals"]  # seeded
 
 
 def test_continued_sft_resumes_at_the_rate_the_schedule_had_reached():

@@ -49,7 +49,9 @@ def make_asr_run(out: Path, corpus: Path) -> Path:
     log.log({"test_wer": 0.3}, stage="sft")  # no step: not a curve point
     summary = {"task": "asr", "test_size": 6, "wall_s": 12.5,
                "metrics": {"sft": {"wer": 0.3, "cer": 0.2}, "grpo": {"wer": 0.25, "cer": 0.22},
-                           "sft_extra": {"wer": 0.29, "cer": 0.19}}}
+                           "sft_extra": {"wer": 0.29, "cer": 0.19}}, "baseline": "sft",
+               "intervals": {"grpo": {"wer": {"diff": -0.05, "low": -0.08, "high": -0.02, "significant": True},
+                                      "cer": {"diff": 0.02, "low": -0.01, "high": 0.05, "significant": False}}}}
     write_json(out / "summary.json", summary)
     refs = ["the red fox runs home", "anna finds a blue key", "tom walks to the old mill",
             "a small boat sails away", "the baker sells warm bread", "my friend reads a book"]
@@ -127,7 +129,11 @@ def test_report_structure(run_folder):
     assert "<summary>Resolved config (config.yaml)</summary>" in html and "beta: 0.04" in page.text
     # metrics table: direction marks, baseline first, deltas coloured by direction
     assert "wer ↓" in page.text and "sft (baseline)" in page.text
-    assert '<span class="delta better">(−0.05)</span>' in html  # grpo WER 0.30 → 0.25
+    # with the paired bootstrap interval of the change: significant keeps its colour, one holding 0 is n.s.
+    assert '<span class="delta better">(−0.05 [−0.08, −0.02])</span>' in html  # grpo WER 0.30 → 0.25
+    assert '<span class="delta ns">(+0.02 [−0.01, +0.05] n.s.)</span>' in html  # grpo CER 0.20 → 0.22
+    assert '<span class="delta better">(−0.01)</span>' in html  # sft_extra WER: no interval given
+    assert "paired bootstrap 95% interval" in page.text
     # curves (loss, reward components, KL, dev, other) and test bars, as embedded PNGs
     assert len(page.images) >= 6
     for src in page.images:
@@ -165,12 +171,15 @@ def test_folder_of_runs_and_partial_runs(tmp_path):
     (demo / "tts" / "sft" / "result.json").write_text("{}")
     write_json(demo / "summary.json", {"metrics": {"speech_grpo": {"sft": {"wer": 0.3}, "grpo": {"wer": 0.25}},
                                                    "align_slm": {"base": {"genppl": 40.0, "auto_bleu": 0.1},
-                                                                 "round2": {"genppl": 35.0, "auto_bleu": 0.12}}}})
+                                                                 "round2": {"genppl": 35.0, "auto_bleu": 0.12}}},
+                                       "intervals": {"align_slm": {"round2": {"genppl": {
+                                           "diff": -5.0, "low": -9.0, "high": 1.5, "significant": False}}}}})
     page = parse(write_report(demo))
     for name in ("speech_grpo", "align_slm", "tts"):
         assert f"#run-{name}" in (demo / "report.html").read_text()
     assert "#run-tts-sft" not in (demo / "report.html").read_text()
     assert "Held-out test metrics: align_slm" in page.text and "genppl ↓" in page.text
+    assert "(−5 [−9, +1.5] n.s.)" in page.text  # a demo summary nests the intervals per family
     assert "metrics.jsonl: 1 unreadable line(s) skipped" in page.text
     assert "summary.json unreadable" in page.text and '"steps": 3' in page.text
     assert all((demo / src).is_file() for src in page.audio)

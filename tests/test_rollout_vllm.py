@@ -27,20 +27,22 @@ from conftest import make_tiny_policy
 from speechrl.models.policy import generated_logps
 from speechrl.rollout import VLLMConfig, VLLMEngine
 from speechrl.runlog import MetricsLogger, read_metrics
-from speechrl.trainers.grpo import LoRAConfig, train_grpo
+from speechrl.trainers.grpo import train_grpo
+from speechrl.trainers.lora import LoRAConfig
 from test_gpu import grpo_cfg, synthetic_asr
 
 
 def hf_sample(model, embeds: torch.Tensor, p: dict) -> tuple[list[int], list[float]]:
     """One completion from prompt embeddings [L, D]: token ids up to and including the stop token, and
-    their raw log-probs (what vLLM returns with logprobs_mode=raw_logprobs)."""
+    their log-probs at the sampling temperature (what vLLM returns with logprobs_mode=processed_logprobs
+    at top-p 1)."""
     with torch.no_grad():
         out = model.generate(inputs_embeds=embeds[None], attention_mask=torch.ones(1, len(embeds), dtype=torch.long),
                              max_new_tokens=p["max_tokens"], do_sample=True, temperature=p["temperature"],
                              top_p=p["top_p"], eos_token_id=p["stop_token_ids"], pad_token_id=p["stop_token_ids"][0],
                              output_logits=True, return_dict_in_generate=True)
     ids = out.sequences[:, -len(out.logits):]
-    logps = generated_logps(out, ids)[0].tolist()
+    logps = generated_logps(out, ids, p["temperature"])[0].tolist()
     ids = ids[0].tolist()
     n = next((i + 1 for i, t in enumerate(ids) if t in p["stop_token_ids"]), len(ids))
     return ids[:n], logps[:n]
@@ -99,7 +101,7 @@ def test_colocated_vllm_samples_from_the_trained_weights(fake_vllm, tmp_path, mo
     out = tmp_path / "sync"
     train_grpo(make_tiny_policy(), train, dev, feats, "asr", vllm_cfg(), out, MetricsLogger(out, tensorboard=False))
     llm = FakeLLM.instances[0]
-    assert llm.kw["enable_prompt_embeds"] and llm.kw["logprobs_mode"] == "raw_logprobs"
+    assert llm.kw["enable_prompt_embeds"] and llm.kw["logprobs_mode"] == "processed_logprobs"
     assert llm.loads == 3  # after every update
     assert len(parity(out)) == 3 and max(parity(out)) < 1e-4
     # the check has teeth: without weight sync the engine samples from stale weights after step 1

@@ -10,7 +10,8 @@ from conftest import make_tiny_policy
 from speechrl import checkpoint
 from speechrl.data.tasks import task_examples
 from speechrl.runlog import MetricsLogger, read_metrics
-from speechrl.trainers.grpo import GRPOConfig, LoRAConfig, rollout, train_grpo
+from speechrl.trainers.grpo import SpeechGRPOConfig, rollout, train_grpo
+from speechrl.trainers.lora import LoRAConfig
 from speechrl.trainers.sft import SFTConfig, train_sft
 
 
@@ -63,7 +64,7 @@ def test_sft_resume_reproduces_uninterrupted_losses(asr, tmp_path):
 
 
 def grpo_cfg(**kw):
-    return GRPOConfig(**{"rewards": {"accuracy_wer": 1.0, "hallucination": 0.5}, "group_size": 4,
+    return SpeechGRPOConfig(**{"rewards": {"accuracy_wer": 1.0, "hallucination": 0.5}, "group_size": 4,
                          "prompts_per_step": 2, "max_steps": 4, "max_new_tokens": 8, "eval_every": 0,
                          "dev_examples": 4, "checkpoint_every": 2, "lr": 1e-2, "beta": 0.02,
                          "dynamic_sampling": False, "lora": LoRAConfig(r=4, alpha=8), **kw})
@@ -73,7 +74,8 @@ def test_grpo_updates_lora_and_logs_each_reward(asr, tmp_path):
     train, dev, feats = asr
     policy = make_tiny_policy()
     base = {n: p.detach().clone() for n, p in policy.lm.named_parameters()}
-    result = train_grpo(policy, train, dev, feats, "asr", grpo_cfg(), tmp_path, MetricsLogger(tmp_path, False))
+    cfg = grpo_cfg(temperature=0.7)  # sampled and scored at T = 0.7
+    result = train_grpo(policy, train, dev, feats, "asr", cfg, tmp_path, MetricsLogger(tmp_path, False))
     # the last checkpoint holds exactly the trainable LoRA weights, and they moved (lora_B starts at 0)
     saved = load_file(str(checkpoint.latest(tmp_path) / "model.safetensors"))
     assert saved and all("lora_" in k for k in saved)
@@ -84,7 +86,7 @@ def test_grpo_updates_lora_and_logs_each_reward(asr, tmp_path):
     rows = [m for m in read_metrics(tmp_path / "metrics.jsonl") if m.get("stage") == "grpo" and "loss" in m]
     assert len(rows) == 4
     assert {"rewards/accuracy_wer_mean", "rewards/hallucination_mean", "kl", "reward"} <= set(rows[0])
-    # the engine's log-probs of what it sampled equal the trainer's teacher-forced ones (fp32 CPU)
+    # the engine's log-probs of what it sampled (at T) equal the trainer's teacher-forced ones (fp32 CPU)
     assert all(r["rollout_logp_diff_max"] < 1e-4 for r in rows)
     assert result["steps"] == 4
 
@@ -103,19 +105,43 @@ def test_mixed_policy_puts_the_reference_in_each_group(asr):
     assert torch.isfinite(ro.logps[on][mask[on].bool()]).all()
 
 
-def test_rollout_logps_match_teacher_forcing_and_engines_are_named(asr):
-    """Sampling (temperature 0.7, top-p 0.9) returns each token's raw log-prob — what the trainer
-    computes by teacher forcing; a wrong engine name is a clear error."""
+def is_reference(prompts, completions, reference, **_):
+    return [float(c == r) for c, r in zip(completions, reference)]
+
+
+is_reference.name, is_reference.value_range = "is_reference", (0.0, 1.0)
+
+
+def test_mixed_policy_logs_the_reward_of_its_own_samples_only(asr, tmp_path, monkeypatch):
+    """The ground-truth row scores 1 on this reward, a random policy's samples 0: the logged rollout
+    reward is the samples' (0), while the groups still learn from the reference row."""
+    from speechrl.rewards.combine import REWARDS
+
+    monkeypatch.setitem(REWARDS, "is_reference", is_reference)
+    train, dev, feats = asr
+    cfg = grpo_cfg(mixed_policy=True, max_steps=2, max_new_tokens=24, rewards={"is_reference": 1.0}, dev_examples=0)
+    train_grpo(make_tiny_policy(), train, dev, feats, "asr", cfg, tmp_path, MetricsLogger(tmp_path, False))
+    rows = [m for m in read_metrics(tmp_path / "metrics.jsonl") if m.get("stage") == "grpo" and "loss" in m]
+    assert len(rows) == 2
+    assert all(r["reward"] == 0.0 and r["rewards/is_reference_mean"] == 0.0 for r in rows)
+    assert all(r["kept_samples"] == 8 and r["positive_advantage"] == 2 for r in rows)
+
+
+def test_rollout_logps_match_teacher_forcing_at_the_rollout_temperature(asr):
+    """Sampling at temperature 0.7 (top-p 0.9) returns each token's log-prob under logits / 0.7 — what the
+    trainer computes by teacher forcing at the same temperature (≈1e-5); scoring the same samples at
+    T = 1, as the trainer did before, is visibly off. A wrong engine name is a clear error."""
     from speechrl.rollout import logp_parity, make_engine
 
     train, _, feats = asr
     policy = make_tiny_policy()
     ro = rollout(policy, train[:3], feats, grpo_cfg(temperature=0.7, top_p=0.9, max_new_tokens=10))
     with torch.no_grad():
-        trainer = policy.completion_logps(ro.enc, ro.ids, ro.mask)
-    parity = logp_parity(ro.logps, trainer, ro.mask)
-    assert parity["rollout_logp_diff_max"] < 1e-4
-    assert logp_parity(ro.logps + 0.5, trainer, ro.mask)["rollout_logp_diff_mean"] == pytest.approx(0.5, abs=1e-4)
+        at_t = policy.completion_logps(ro.enc, ro.ids, ro.mask, temperature=0.7)
+        at_one = policy.completion_logps(ro.enc, ro.ids, ro.mask)
+    assert logp_parity(ro.logps, at_t, ro.mask)["rollout_logp_diff_max"] < 1e-4
+    assert logp_parity(ro.logps, at_one, ro.mask)["rollout_logp_diff_mean"] > 1e-2
+    assert logp_parity(ro.logps + 0.5, at_t, ro.mask)["rollout_logp_diff_mean"] == pytest.approx(0.5, abs=1e-4)
     with pytest.raises(ValueError, match="unknown rollout engine"):
         make_engine("sglang")
 

@@ -34,6 +34,13 @@ def test_tts_recipe_end_to_end_and_rerun_is_cached(tiny_corpus, unit_features, t
         assert {"wer", "cer", "duration_ratio", "step_s"} <= set(metrics)
     assert {"wer", "duration_ratio"} <= set(summary["ground_truth"])
     assert {"dev_wer", "test_wer"} <= set(summary["token2text"])
+    # each RL system's corpus WER/CER difference to SFT with its paired bootstrap interval over the test texts
+    assert summary["baseline"] == "sft" and set(summary["intervals"]) == systems - {"sft"}
+    for name, per_metric in summary["intervals"].items():
+        assert set(per_metric) == {"wer", "cer"}
+        for metric, ci in per_metric.items():
+            assert ci["low"] <= ci["diff"] <= ci["high"]
+            assert abs(ci["diff"] - (summary["metrics"][name][metric] - summary["metrics"]["sft"][metric])) < 2e-4
     for name in systems | {"ground_truth"}:
         rows = [json.loads(line) for line in (out / "samples" / f"{name}.jsonl").read_text().splitlines()]
         assert len(rows) == 1 and set(rows[0]["systems"]) == {name}

@@ -10,7 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from speechrl import checkpoint
 from speechrl.models.unit_lm import UnitLM, _filter_logits
 from speechrl.runlog import MetricsLogger, read_metrics
-from speechrl.trainers.grpo import LoRAConfig, add_lora
+from speechrl.trainers.lora import LoRAConfig, add_lora
 from speechrl.trainers.unit_lm import corpus_sequences, mean_nll, pretrain_config, train_unit_lm
 
 TEXT_VOCAB = 100

@@ -2,6 +2,8 @@
 
 ASR: corpus ``wer``/``cer`` (jiwer, normalised text). Spoken QA / translation: corpus ``bleu``
 (sacreBLEU, 13a), mean sentence ``rouge_l``, ``meteor`` and ``semantic_similarity`` (MiniLM cosine).
+:func:`task_item_stats` gives the per-item statistics of the headline metrics (ASR ``wer``/``cer``, else
+``bleu``), from which :mod:`speechrl.eval.bootstrap` recomputes them on resampled items.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from speechrl.data.tasks import Example
-from speechrl.eval.metrics import selection_score as score  # noqa: F401 — speechrl.trainers.grpo imports it from here
+from speechrl.eval.bootstrap import bleu_stats, error_stats
 from speechrl.models.policy import PromptBatch, completion_mask, decode
 from speechrl.text import cer, normalize, wer
 
@@ -52,6 +54,15 @@ def task_metrics(task: str, hyps: list[str], refs: list[str], semantic: bool = T
     if semantic:
         metrics["semantic_similarity"] = round(_mean(embedding_similarity(None, hyps, reference=refs)), 4)
     return metrics
+
+
+def task_item_stats(task: str, hyps: list[str], refs: list[str]) -> dict[str, list[list[float]]]:
+    """Per test item, the sufficient statistics of the task's headline metrics as :func:`task_metrics`
+    reports them: ASR ``wer``/``cer`` edit counts, else ``bleu`` segment statistics of the normalised
+    texts (see :mod:`speechrl.eval.bootstrap`)."""
+    if task == "asr":
+        return {"wer": error_stats(refs, hyps).tolist(), "cer": error_stats(refs, hyps, "char").tolist()}
+    return {"bleu": bleu_stats([normalize(h) for h in hyps], [normalize(r) for r in refs]).tolist()}
 
 
 def _mean(xs: list[float]) -> float:

@@ -1,6 +1,7 @@
-"""GRPO-family losses (SPEC §2, §4): group advantages, k3 KL, DAPO's soft overlong penalty, and the
-clipped surrogate with the ``grpo`` / ``dapo`` / ``bnpo`` / ``dr_grpo`` normalisations, plus IBM's
-mixed-policy rows (the ground-truth reference as an unclipped off-policy sample).
+"""GRPO-family losses: group advantages, k3 KL, DAPO's soft overlong penalty, and the clipped
+surrogate with the ``grpo`` (DeepSeekMath, arXiv 2402.03300) / ``dapo`` / ``bnpo`` (DAPO, arXiv
+2503.14476) / ``dr_grpo`` (Dr. GRPO, arXiv 2503.20783) normalisations, plus IBM's mixed-policy rows
+(speech GRPO, arXiv 2509.16990: the ground-truth reference as an unclipped off-policy sample).
 
 Shapes: N completions in consecutive groups of G (group k = rows k·G .. k·G+G−1), T completion
 tokens; ``mask`` is ``[N, T]`` (1 on real completion tokens). Log-probs are per token, ``[N, T]``,
@@ -86,6 +87,18 @@ def soft_overlong_penalty(lengths: Tensor, max_len: int, cache_len: int) -> Tens
     return torch.where(lengths > max_len, torch.full_like(lengths, -1.0), penalty)
 
 
+def _check_inputs(logp: Tensor, old_logp: Tensor | None, ref_logp: Tensor | None, advantages: Tensor,
+                  mask: Tensor, off_policy: Tensor | None) -> None:
+    if logp.dim() != 2 or not logp.is_floating_point():
+        raise ValueError(f"logp must be a float [N, T] tensor, got {tuple(logp.shape)} {logp.dtype}")
+    for name, t in (("old_logp", old_logp), ("ref_logp", ref_logp), ("mask", mask)):
+        if t is not None and t.shape != logp.shape:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}; logp has {tuple(logp.shape)} (one value per token)")
+    for name, t in (("advantages", advantages), ("off_policy", off_policy)):
+        if t is not None and t.shape != logp.shape[:1]:
+            raise ValueError(f"{name} must be [N] = [{logp.shape[0]}] (one per completion), got {tuple(t.shape)}")
+
+
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
@@ -127,8 +140,8 @@ def grpo_loss(
         eps_high: clip-higher bound; None means ``eps_low`` (DAPO uses 0.2 / 0.28).
         off_policy: ``[N]`` bool, True on mixed-policy rows (IBM): the ground-truth reference sample.
             Its ratio is πθ/π_φ with π_φ ≡ 1, i.e. s = exp(logp), and it is **never clipped**
-            (l = s·Â). Our choice: the k3 KL penalty still applies to these rows, as to any token πθ
-            is trained on (the paper does not exempt them).
+            (l = s·Â). It gets **no KL term**: k3 estimates KL(πθ ‖ π_ref) only on tokens sampled
+            from πθ, which the reference's tokens are not.
         kl_importance_weighted: multiply the KL by s (on-policy rows only), which makes its gradient the
             unbiased reverse-KL gradient (DeepSeek-V3.2). TRL 1.16 does this by default
             (``use_bias_correction_kl=True``); off here to follow the formula above. The loss value is
@@ -136,10 +149,14 @@ def grpo_loss(
 
     Stats (detached scalars): ``clip_frac_low`` = share of on-policy tokens with s < 1 − ε_low and
     Â < 0, ``clip_frac_high`` = s > 1 + ε_high and Â > 0 (the tokens whose gradient clipping zeroes),
-    ``ratio`` = mean s over on-policy tokens, ``kl`` = mean KL term over all tokens (k3, times s when
-    ``kl_importance_weighted``, as TRL logs it; present whenever ``ref_logp`` is given, even with β = 0).
-    Only token-level ratios are implemented (TRL's ``importance_sampling_level="token"``).
+    ``ratio`` = mean s over on-policy tokens, ``kl`` = mean KL term over on-policy tokens (k3, times s
+    when ``kl_importance_weighted``, as TRL logs it; present whenever ``ref_logp`` is given, even with
+    β = 0). Only token-level ratios are implemented (TRL's ``importance_sampling_level="token"``).
+
+    Shapes are checked: a ``[N, 1]`` advantage or a ``[N, T']`` mask would otherwise broadcast into a
+    wrong loss without a word.
     """
+    _check_inputs(logp, old_logp, ref_logp, advantages, mask, off_policy)
     eps_high = eps_low if eps_high is None else eps_high
     mask = mask.to(logp.dtype)
     if old_logp is None:
@@ -154,9 +171,10 @@ def grpo_loss(
     clipped_ratio = torch.where(off_rows, ratio, ratio.clamp(1.0 - eps_low, 1.0 + eps_high))
     per_token = torch.min(ratio * adv, clipped_ratio * adv)
 
-    kl = k3_kl(logp, ref_logp) if ref_logp is not None else None
+    on_rows = (~off_rows).to(logp.dtype)
+    kl = k3_kl(logp, ref_logp) * on_rows if ref_logp is not None else None
     if kl is not None and kl_importance_weighted:
-        kl = kl * torch.where(off_rows, torch.ones_like(ratio), ratio)
+        kl = kl * ratio
     if kl is not None and beta != 0.0:
         per_token = per_token - beta * kl
 
@@ -179,5 +197,5 @@ def grpo_loss(
             "ratio": _masked_mean(ratio, on_mask),
         }
         if kl is not None:
-            stats["kl"] = _masked_mean(kl, mask)
+            stats["kl"] = _masked_mean(kl, on_mask)
     return -objective, stats

@@ -13,25 +13,34 @@ from torch import Tensor
 IGNORE_INDEX = -100
 
 
-def token_logps(logits: Tensor, labels: Tensor) -> Tensor:
-    """log π(labels[n, t] | ·) from aligned logits.
+def token_logps(logits: Tensor, labels: Tensor, temperature: float = 1.0) -> Tensor:
+    """log π_T(labels[n, t] | ·) from aligned logits, under the distribution sampled at temperature T.
 
-    log π(y_t) = logits_t[y_t] − logsumexp_k logits_t[k]
+    log π_T(y_t) = z_t[y_t] − logsumexp_k z_t[k],   z_t = logits_t / T
+
+    A policy-gradient update must score the distribution its rollouts were sampled from, so GRPO
+    passes the rollout temperature here (as TRL's ``selective_log_softmax(logits, index, temperature)``);
+    T = 1 is the raw distribution (SFT, DPO, evaluation).
 
     Args:
         logits: ``[N, T, V]``, already aligned to ``labels`` (see module docstring).
         labels: ``[N, T]`` token ids; ``-100`` (HF ignore index) gives a log-prob of 0.
+        temperature: T > 0.
 
     Returns:
         ``[N, T]`` float32 (float64 for float64 logits). Rows are processed one at a time and only
         that row is upcast, so peak memory is one ``[T, V]`` float32 copy, not a second ``[N, T, V]``.
     """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     out_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     ignored = labels == IGNORE_INDEX
     index = labels.masked_fill(ignored, 0).unsqueeze(-1)
     rows = []
     for row_logits, row_index in zip(logits, index):
         row_logits = row_logits.to(out_dtype)
+        if temperature != 1.0:
+            row_logits = row_logits / temperature
         picked = row_logits.gather(-1, row_index).squeeze(-1)
         rows.append(picked - torch.logsumexp(row_logits, dim=-1))
     return torch.stack(rows).masked_fill(ignored, 0.0)

@@ -237,6 +237,11 @@ class NativePolicy(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.model.dtype
 
+    def forward(self, enc: Encoded, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
+                temperature: float = 1.0) -> torch.Tensor:
+        """``completion_logps`` (so accelerate/DDP-wrapped training goes through ``forward``)."""
+        return self.completion_logps(enc, completion_ids, completion_mask, temperature)
+
     def train(self, mode: bool = True) -> "NativePolicy":
         super().train(mode)
         for module in self.modules():
@@ -369,10 +374,11 @@ class DecoderOnlySpeechPolicy(NativePolicy):
                              inputs_embeds=enc["embeds"], attention_mask=enc["mask"])
         ids = out.sequences if return_logps else out
         ids = ids[:, -max_new_tokens:] if ids.shape[1] > max_new_tokens else ids
-        return (ids, generated_logps(out, ids)) if return_logps else ids
+        return (ids, generated_logps(out, ids, temperature if do_sample else 1.0)) if return_logps else ids
 
-    def completion_logps(self, enc: Encoded, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
-        """log π(o_t | prompt, o_<t) for every completion token [N, T] (teacher forcing)."""
+    def completion_logps(self, enc: Encoded, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
+                         temperature: float = 1.0) -> torch.Tensor:
+        """log π_T(o_t | prompt, o_<t) for every completion token [N, T] (teacher forcing; logits / T)."""
         embeds, mask = enc["embeds"], enc["mask"]
         comp = self.model.get_input_embeddings()(completion_ids)
         full_mask = torch.cat([mask, completion_mask.to(mask.dtype)], dim=1)
@@ -381,7 +387,7 @@ class DecoderOnlySpeechPolicy(NativePolicy):
                                                  attention_mask=full_mask, position_ids=positions,
                                                  use_cache=False).last_hidden_state
         p = embeds.shape[1]
-        return token_logps(self.model.lm_head(hidden[:, p - 1: -1]), completion_ids)
+        return token_logps(self.model.lm_head(hidden[:, p - 1: -1]), completion_ids, temperature)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -683,10 +689,12 @@ class WhisperPolicy(NativePolicy):
                              encoder_outputs=BaseModelOutput(last_hidden_state=enc["encoder_hidden"]),
                              decoder_input_ids=prefix, decoder_attention_mask=enc["prefix_mask"])
         ids = (out.sequences if return_logps else out)[:, prefix.shape[1]:]
-        return (ids, generated_logps(out, ids)) if return_logps else ids
+        return (ids, generated_logps(out, ids, temperature if do_sample else 1.0)) if return_logps else ids
 
-    def completion_logps(self, enc: Encoded, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
-        """log π(o_t | audio, prefix, o_<t) for every completion token [N, T] (teacher-forced decoder)."""
+    def completion_logps(self, enc: Encoded, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
+                         temperature: float = 1.0) -> torch.Tensor:
+        """log π_T(o_t | audio, prefix, o_<t) for every completion token [N, T] (teacher-forced decoder;
+        logits / T)."""
         prefix, prefix_mask = enc["prefix"], enc["prefix_mask"]
         ids = torch.cat([prefix, completion_ids], dim=1)
         mask = torch.cat([prefix_mask, completion_mask.to(prefix_mask.dtype)], dim=1)
@@ -695,7 +703,7 @@ class WhisperPolicy(NativePolicy):
                                           encoder_hidden_states=enc["encoder_hidden"],
                                           use_cache=False).last_hidden_state
         p = prefix.shape[1]
-        return token_logps(self.model.proj_out(hidden[:, p - 1: -1]), completion_ids)
+        return token_logps(self.model.proj_out(hidden[:, p - 1: -1]), completion_ids, temperature)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,8 +11,10 @@ GRPO and evaluation are written once:
     The same encoding for ``n`` samples per prompt (``repeat_interleave``; nothing recomputed).
 ``generate(enc, max_new_tokens, do_sample, temperature, top_p) -> LongTensor[N, T]``
     Completion token ids, right-padded with ``pad_token_id`` after the end-of-sequence token.
-``completion_logps(enc, completion_ids, completion_mask) -> FloatTensor[N, T]``
-    Per-token log-probabilities of the completion tokens given the prompt (teacher forcing).
+``completion_logps(enc, completion_ids, completion_mask, temperature=1.0) -> FloatTensor[N, T]``
+    Per-token log-probabilities of the completion tokens given the prompt (teacher forcing), under
+    the distribution at ``temperature`` (logits / T): GRPO scores its rollouts at the temperature
+    they were sampled at.
 
 plus ``tokenizer`` (``decode``), ``eos_token_id`` and ``pad_token_id``.
 """
@@ -47,6 +49,10 @@ class Encoded:
     def batch_size(self) -> int:
         return next(t.shape[0] for t in self.tensors.values() if t is not None)
 
+    @property
+    def device(self) -> torch.device:
+        return next(t.device for t in self.tensors.values() if t is not None)
+
     def repeat(self, n: int) -> "Encoded":
         """Each prompt ``n`` times in a row (prompt i → rows i·n … i·n+n−1), without re-encoding."""
         if n == 1:
@@ -74,7 +80,7 @@ class Policy(Protocol):
                  top_p: float = 1.0, return_logps: bool = False) -> Any: ...
 
     def completion_logps(self, enc: Encoded, completion_ids: torch.Tensor,
-                         completion_mask: torch.Tensor) -> torch.Tensor: ...
+                         completion_mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor: ...
 
 
 def left_pad_embeds(rows: list[torch.Tensor]) -> Encoded:
@@ -89,14 +95,15 @@ def left_pad_embeds(rows: list[torch.Tensor]) -> Encoded:
     return Encoded({"embeds": embeds, "mask": mask})
 
 
-def generated_logps(out: Any, ids: torch.Tensor) -> torch.Tensor:
-    """log π(o_t) of the generated tokens ``ids`` [N, T] under the **raw** next-token distribution
-    (temperature 1, no top-p/k filtering: what teacher forcing computes), from a HF ``generate``
-    output made with ``output_logits=True, return_dict_in_generate=True``."""
+def generated_logps(out: Any, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log π_T(o_t) of the generated tokens ``ids`` [N, T] under the next-token distribution at the
+    sampling ``temperature`` (logits / T, no top-p/k truncation: what teacher forcing computes with the
+    same temperature), from a HF ``generate`` output made with ``output_logits=True,
+    return_dict_in_generate=True`` (its ``logits`` are the raw, unprocessed ones)."""
     from speechrl.losses.logps import token_logps
 
     logits = torch.stack(out.logits, 1)[:, -ids.shape[1]:]
-    return token_logps(logits.float(), ids)
+    return token_logps(logits.float(), ids, temperature)
 
 
 def completion_mask(ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:

@@ -88,7 +88,7 @@ class SpeechLM(nn.Module):
     def generate(self, enc: Encoded, max_new_tokens: int, do_sample: bool = False, temperature: float = 1.0,
                  top_p: float = 1.0, top_k: int = 0, return_logps: bool = False) -> Any:
         """Completion ids [N, T]; with ``return_logps``: ``(ids, logps)``, the sampled tokens' log-probs
-        under the raw distribution (:func:`~speechrl.models.policy.generated_logps`)."""
+        at the sampling temperature (:func:`~speechrl.models.policy.generated_logps`)."""
         kw = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if do_sample else \
             dict(do_sample=False, temperature=None, top_p=None, top_k=None)
         out = self.lm.generate(inputs_embeds=enc["embeds"], attention_mask=enc["mask"], max_new_tokens=max_new_tokens,
@@ -96,14 +96,16 @@ class SpeechLM(nn.Module):
                                output_logits=return_logps, return_dict_in_generate=return_logps, **kw)
         ids = out.sequences if return_logps else out
         ids = ids[:, -max_new_tokens:] if ids.shape[1] > max_new_tokens else ids
-        return (ids, generated_logps(out, ids)) if return_logps else ids
+        return (ids, generated_logps(out, ids, temperature if do_sample else 1.0)) if return_logps else ids
 
-    def forward(self, enc: Encoded, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, enc: Encoded, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
+                temperature: float = 1.0) -> torch.Tensor:
         """Same as :meth:`completion_logps` (so DDP-wrapped training goes through ``forward``)."""
-        return self.completion_logps(enc, completion_ids, completion_mask)
+        return self.completion_logps(enc, completion_ids, completion_mask, temperature)
 
-    def completion_logps(self, enc: Encoded, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
-        """log π(o_t | prompt, o_<t) for every completion token [N, T] (teacher forcing)."""
+    def completion_logps(self, enc: Encoded, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
+                         temperature: float = 1.0) -> torch.Tensor:
+        """log π_T(o_t | prompt, o_<t) for every completion token [N, T] (teacher forcing; logits / T)."""
         embeds, mask = enc["embeds"], enc["mask"]
         comp = self.lm.get_input_embeddings()(completion_ids)
         full_mask = torch.cat([mask, completion_mask.to(mask.dtype)], dim=1)
@@ -111,7 +113,7 @@ class SpeechLM(nn.Module):
         t = completion_ids.shape[1]
         logits = self.lm(inputs_embeds=torch.cat([embeds, comp], dim=1), attention_mask=full_mask,
                          position_ids=positions, logits_to_keep=t + 1).logits  # the LM head only where scored
-        return token_logps(logits[:, :-1], completion_ids)
+        return token_logps(logits[:, :-1], completion_ids, temperature)
 
     # -- persistence ----------------------------------------------------------------------------
     def save_pretrained(self, folder: str | Path) -> Path:

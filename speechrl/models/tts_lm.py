@@ -292,9 +292,10 @@ class TTSLM(nn.Module):
         training goes through ``forward``)."""
         return self.speech_logits(enc, ids, mask) if return_logits else self.completion_logps(enc, ids, mask)
 
-    def completion_logps(self, enc: Encoded, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """log π(s_t | text, s_<t) per speech token ``[N, T]``."""
-        return token_logps(self.speech_logits(enc, ids, mask), ids)
+    def completion_logps(self, enc: Encoded, ids: torch.Tensor, mask: torch.Tensor,
+                         temperature: float = 1.0) -> torch.Tensor:
+        """log π_T(s_t | text, s_<t) per speech token ``[N, T]`` (logits / T)."""
+        return token_logps(self.speech_logits(enc, ids, mask), ids, temperature)
 
     # -- units ------------------------------------------------------------------------------
     def target_tokens(self, units: Sequence[Units], max_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

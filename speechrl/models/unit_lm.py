@@ -68,7 +68,7 @@ def _filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
 class UnitLM(nn.Module):
     """A causal LM over ``num_units`` speech units at token ids ``offset .. offset + num_units − 1``.
 
-    ``lm`` may later be wrapped in a PEFT LoRA adapter (``speechrl.trainers.grpo.add_lora``); every
+    ``lm`` may later be wrapped in a PEFT LoRA adapter (``speechrl.trainers.lora.add_lora``); every
     method goes through the adapter, and ``lm.disable_adapter()`` gives the frozen base.
     """
 

@@ -12,6 +12,12 @@
 
 Every stage caches its result in ``--out`` (corpus, features and benchmarks in the shared cache), so a
 rerun resumes where the last one stopped.
+
+``summary.json``: ``metrics`` per system, ``baseline`` ("base") and ``intervals`` ``{system: {metric:
+{"diff", "low", "high", "significant"}}}``: each system's difference to the base with its paired bootstrap
+95% interval (:mod:`speechrl.eval.bootstrap`) for ``judge_score`` (resampling the evaluation prompts, the
+mean over their continuations' scores) and the minimal-pair accuracies (resampling the pairs), from the
+per-item statistics kept in ``items_<eval_split>.json``.
 """
 
 from __future__ import annotations
@@ -38,13 +44,14 @@ from speechrl.audio import save_audio
 from speechrl.config import doc
 from speechrl.corpus.build import CorpusConfig
 from speechrl.data.features import features
+from speechrl.eval.bootstrap import intervals, mean_stats
 from speechrl.models.hub import cache_dir, load_causal_lm, load_tokenizer
 from speechrl.models.unit_lm import UnitLM
 from speechrl.pipelines.common import corpus_rows
 from speechrl.runlog import MetricsLogger, atomic_write_text, read_json, write_json
 from speechrl.speech.units import BLANK_ID, Units
 from speechrl.trainers.dpo import DPOConfig, train_dpo
-from speechrl.trainers.grpo import LoRAConfig
+from speechrl.trainers.lora import LoRAConfig
 from speechrl.trainers.sft import SFTConfig
 from speechrl.trainers.unit_lm import corpus_sequences, pretrain_config, train_unit_lm
 
@@ -180,6 +187,8 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
     results_path = out / f"metrics_{recipe.eval_split}.json"  # cached per system
     samples_dir = out / ("eval_samples" if recipe.eval_split == "test" else f"eval_samples_{recipe.eval_split}")
     results: dict[str, Any] = read_json(results_path) if results_path.is_file() else {}
+    items_path = out / f"items_{recipe.eval_split}.json"  # per-item statistics of the metrics, for intervals
+    items: dict[str, Any] = read_json(items_path) if items_path.is_file() else {}
     s = recipe.sampling
 
     def continuations(model: UnitLM, prompts: list[Prompt], n: int, seed: int) -> list[list[list[int]]]:
@@ -191,8 +200,14 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
         model.eval()
         groups = feedback(test_prompts, continuations(model, test_prompts, recipe.eval_continuations, 10**6))
         metrics = generative_metrics(groups, feedback)
+        per_item = {"judge_score": mean_stats([[c.score for c in g.candidates if c.score is not None]
+                                               for g in groups]).tolist()}
         for bench, pairs in tqdm(benches.items(), desc=f"minimal pairs {name}"):
-            metrics[bench] = 100 * evaluate_minimal_pairs(pairs, model.nll)["accuracy"]
+            scored = evaluate_minimal_pairs(pairs, model.nll)
+            metrics[bench] = 100 * scored["accuracy"]
+            per_item[bench] = mean_stats([100 * x for x in scored["scores"]]).tolist()
+        items[name] = per_item
+        write_json(items_path, items)  # before the metrics: a cached result always has its items
         results[name] = {**metrics, **(extra or {})}
         write_json(results_path, results)
         write_samples(samples_dir / f"{name}.jsonl", name, groups[: recipe.samples], feedback)
@@ -258,12 +273,15 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
         training["continued_ntp"] = {**ntp, "kept_base": ntp["best_step"] == 0}
         if ntp["best_step"] == 0 and "base" in results:  # never beat the base on dev: the base's weights and metrics
             results.setdefault("continued_ntp", results["base"])
+            if "base" in items:
+                items.setdefault("continued_ntp", items["base"])
         evaluate("continued_ntp", control, {"pairs": 0})
 
     systems = ["base", *[f"round{k}" for k in evaluated], *(["continued_ntp"] if recipe.control else [])]
     merge_samples(samples_dir, systems, out / "samples" / "continuations.jsonl")
     summary = {"test_size": len(test_prompts), "eval_split": recipe.eval_split, "wall_s": round(time.time() - start, 1),
-               "metrics": {k: results[k] for k in systems}, "training": training,
+               "metrics": {k: results[k] for k in systems}, "baseline": "base",
+               "intervals": intervals(items, "base", systems), "training": training,
                "benchmark_pairs": {k: len(v) for k, v in benches.items()}}
     write_json(out / "summary.json", summary)
     return summary

@@ -4,7 +4,10 @@
 
 Each family runs its own pipeline into ``DIR/<family>/`` (config, metrics, samples, summary), all on
 one shared corpus (built once, cached). ``DIR/summary.json`` holds ``metrics`` per family (held-out
-baseline and aligned systems) and a ``headline`` per family (one metric, before → after);
+baseline and aligned systems), their ``intervals`` per family (each system's paired bootstrap 95%
+interval of its difference to the baseline, as the family's summary has them) and a ``headline`` per
+family (one metric, before → after, with that interval: a change whose interval holds 0 is printed as
+"no significant change");
 ``DIR/report.html`` shows them all. Every stage is cached, so a second run reuses the corpus and the
 trained models and only recomputes what is missing.
 """
@@ -93,14 +96,17 @@ def family_for(name: str, recipe: Any) -> Family:
     return family
 
 
-def headline(family: Family, metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """Baseline → aligned system on the family's metric. When ``--set`` left the family's aligned system
-    out, the last system the run has stands in (named in the result)."""
+def headline(family: Family, metrics: dict[str, dict[str, float]],
+             intervals: dict[str, dict[str, dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """Baseline → aligned system on the family's metric, with the run's paired bootstrap ``interval`` of
+    the difference when its summary has one (``{"diff", "low", "high", "significant"}``). When ``--set``
+    left the family's aligned system out, the last system the run has stands in (named in the result)."""
     final = family.final if family.final in metrics else [k for k in metrics if k != family.baseline][-1]
     before, after = metrics[family.baseline][family.metric], metrics[final][family.metric]
     improved = after < before if family.lower_is_better else after > before
+    interval = (intervals or {}).get(final, {}).get(family.metric)
     return {"metric": family.metric, family.baseline: before, final: after, "improved": improved,
-            **({"note": family.note} if family.note else {})}
+            **({"interval": interval} if interval else {}), **({"note": family.note} if family.note else {})}
 
 
 def recipe_for(name: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[str, Any]:
@@ -120,14 +126,15 @@ def run(out: str | Path, families: list[str] | None = None, overrides: list[str]
     if unknown:
         raise C.ConfigError(f"unknown demo recipe(s) {unknown}; choose from {sorted(FAMILIES)}")
     start = time.time()
-    summary: dict[str, Any] = {"metrics": {}, "headline": {}, "wall_s": {}}
+    summary: dict[str, Any] = {"metrics": {}, "intervals": {}, "headline": {}, "wall_s": {}}
     recipes = {name: recipe_for(name, overrides) for name in names}  # every config error before any work
     for name in names:
         pipeline, recipe = recipes[name]
         t0 = time.time()
         result = run_recipe(pipeline, recipe, out / name)
         summary["metrics"][name] = result["metrics"]
-        summary["headline"][name] = headline(family_for(name, recipe), result["metrics"])
+        summary["intervals"][name] = result.get("intervals", {})
+        summary["headline"][name] = headline(family_for(name, recipe), result["metrics"], result.get("intervals"))
         summary["wall_s"][name] = round(time.time() - t0, 1)
     summary["wall_s"]["total"] = round(time.time() - start, 1)
     write_json(out / "summary.json", summary)
@@ -135,15 +142,21 @@ def run(out: str | Path, families: list[str] | None = None, overrides: list[str]
 
 
 def describe(summary: dict[str, Any]) -> str:
-    """The plain-text lines printed at the end of a demo: held-out metric before → after per family."""
+    """The plain-text lines printed at the end of a demo: held-out metric before → after per family, the
+    change with its paired bootstrap 95% interval, "no significant change" when that interval holds 0."""
     lines = ["speechrl demo — held-out test metrics"]
     for name, h in summary["headline"].items():
         family = FAMILIES[name]
         arrow = "↓" if lower_is_better(h["metric"]) else "↑"
         verdict = "improved" if h["improved"] else "NOT improved"
-        final = next(k for k in h if k not in ("metric", family.baseline, "improved", "note"))  # as headline() chose
+        ci, change = h.get("interval"), ""
+        if ci:
+            change = f"  Δ {ci['diff']:+.4f}, 95% CI [{ci['low']:+.4f}, {ci['high']:+.4f}]"
+            verdict = verdict if ci["significant"] else "no significant change"
+        final = next(k for k in h  # as headline() chose
+                     if k not in ("metric", family.baseline, "improved", "interval", "note"))
         lines.append(f"  {name:<12} {h['metric']} {arrow}  {family.baseline} {h[family.baseline]:.4f} → "
-                     f"{final} {h[final]:.4f}  ({verdict}; {summary['wall_s'][name]:.0f} s)")
+                     f"{final} {h[final]:.4f}{change}  ({verdict}; {summary['wall_s'][name]:.0f} s)")
         if h.get("note"):
             lines.append(f"  {'':<12} note: {h['note']}")
     lines.append(f"  total {summary['wall_s']['total']:.0f} s")

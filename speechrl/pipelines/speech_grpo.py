@@ -4,6 +4,12 @@
            → held-out test evaluation of SFT, SFT given the same extra time ("sft_extra"), and RL
            → summary.json
 
+``summary.json``: ``metrics`` per system on the test split, ``baseline`` ("sft") and ``intervals``
+``{system: {metric: {"diff", "low", "high", "significant"}}}``: each system's difference to SFT with its
+paired bootstrap 95% interval over the test items (:mod:`speechrl.eval.bootstrap`) for the headline
+metrics (ASR ``wer``/``cer``; spoken QA and translation ``bleu``), from the per-item statistics kept in
+``items_test.json``.
+
 Every stage caches its result in ``--out`` (and the corpus in the shared cache), so a rerun resumes
 where the last one stopped.
 """
@@ -23,11 +29,12 @@ from speechrl.corpus.build import CorpusConfig
 from speechrl.data.features import features
 from speechrl.data.tasks import task_examples
 from speechrl.data.selection import SelectionConfig, select_rl_data
-from speechrl.eval.speech_tasks import evaluate
+from speechrl.eval.bootstrap import intervals
+from speechrl.eval.speech_tasks import evaluate, task_item_stats
 from speechrl.models.speech_lm import SpeechLM
 from speechrl.pipelines.common import corpus_rows, write_samples
 from speechrl.runlog import MetricsLogger, read_json, write_json
-from speechrl.trainers.grpo import GRPOConfig, train_grpo
+from speechrl.trainers.grpo import SpeechGRPOConfig, train_grpo
 from speechrl.trainers.sft import SFTConfig, train_sft
 
 
@@ -45,7 +52,7 @@ class SpeechGRPORecipe:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
-    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    grpo: SpeechGRPOConfig = field(default_factory=SpeechGRPOConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     max_questions: int = doc("spoken-QA questions used per utterance", 2)
     test_examples: int = doc("held-out test examples evaluated (0: all)", 0)
@@ -89,11 +96,14 @@ def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
     max_new = recipe.grpo.max_new_tokens
     rl_name = "mpgrpo" if recipe.grpo.mixed_policy else "grpo"
     results: dict[str, Any] = read_json(out / "metrics_test.json") if (out / "metrics_test.json").is_file() else {}
+    items: dict[str, Any] = read_json(out / "items_test.json") if (out / "items_test.json").is_file() else {}
 
     def test_eval(name: str, policy: SpeechLM) -> None:
         if name in results:
             return
         metrics, hyps = evaluate(policy, test, feats, recipe.task, max_new, recipe.eval_batch_size, desc=f"test {name}")
+        items[name] = task_item_stats(recipe.task, hyps, [e.reference for e in test])
+        write_json(out / "items_test.json", items)  # before the metrics: a cached result always has its items
         results[name] = metrics
         write_json(out / "metrics_test.json", results)
         write_samples(out / "samples" / f"{name}.jsonl", test, hyps)
@@ -122,6 +132,7 @@ def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
         test_eval("sft_extra", extra)
 
     summary = {"task": recipe.task, "test_size": len(test), "wall_s": round(time.time() - start, 1),
-               "metrics": {k: results[k] for k in training}, "training": training, "rl_selection": selection}
+               "metrics": {k: results[k] for k in training}, "baseline": "sft",
+               "intervals": intervals(items, "sft", list(training)), "training": training, "rl_selection": selection}
     write_json(out / "summary.json", summary)
     return summary

@@ -9,6 +9,11 @@ Test texts are the test split's distinct sentences (held-out stories) that never
 their reference speech is the corpus audio (the held-out test voice), the ceiling is that speech's own
 units rendered through the same vocoder. Every stage caches its result in ``--out`` (the corpus in the
 shared cache), so a rerun resumes where the last one stopped.
+
+``summary.json``: ``metrics`` per system, ``baseline`` ("sft") and ``intervals`` ``{system: {metric:
+{"diff", "low", "high", "significant"}}}``: each RL system's corpus ``wer``/``cer`` difference to SFT with
+its paired bootstrap 95% interval over the test texts (:mod:`speechrl.eval.bootstrap`), from the per-text
+edit counts kept in ``items_test.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from speechrl.config import doc
 from speechrl.corpus.build import CorpusConfig, load_manifest
 from speechrl.corpus.grammar import fresh_sentences
 from speechrl.data.features import features
+from speechrl.eval.bootstrap import error_stats, intervals
 from speechrl.models.token2text import Token2Text
 from speechrl.models.tts_lm import DURATION_EDGES, SpeechVocab, TTSLM
 from speechrl.pipelines.common import corpus_rows
@@ -34,7 +40,8 @@ from speechrl.rewards.tts import UnitRenderer
 from speechrl.runlog import MetricsLogger, atomic_write_text, read_json, write_json
 from speechrl.text import wer
 from speechrl.trainers.sft import SFTConfig
-from speechrl.trainers.tts_rl import DecodeConfig, TTSRLConfig, evaluate_tts, tts_metrics, train_tts_rl
+from speechrl.eval.tts import DecodeConfig, evaluate_tts, tts_metrics
+from speechrl.trainers.tts_rl import TTSRLConfig, train_tts_rl
 from speechrl.trainers.tts_sft import (TTSExample, train_token2text, train_tts_lm, tts_examples,
                                        unit_tokens)
 
@@ -79,7 +86,10 @@ class TTSRLRecipe:
         # chosen on dev (session 7; 107 unseen dev texts, 24 for selection): GRPO at lr 5e-4, 4 texts × G 8,
         # temperature 0.7 lowered dev WER 0.468 → 0.438 by step 16 (flat to 24); the trainer's lr 2e-3 with
         # 1 text × 8 made every system worse than SFT; DiffRO moved dev only straight-through at lr 5e-4
-        lr=5e-4, prompts_per_step=4, temperature=0.7, max_steps=16, straight_through=True))
+        lr=5e-4, prompts_per_step=4, temperature=0.7, max_steps=16, straight_through=True,
+        # the TTS settings of the shared GRPO block: 128 speech tokens cover a sentence; β 0.1 as Tongyi;
+        # every group trained on (a zero-variance group still carries the KL term, as before the core)
+        max_new_tokens=128, beta=0.1, dynamic_sampling=False, eval_every=8, dev_examples=24, checkpoint_every=8))
     diffro_steps: int | None = doc("steps of the pure DiffRO system (None: rl.max_steps; its steps are cheap)", 32)
     systems: list[str] = doc("RL systems to train: grpo, diffro, combined (naive), combined_filtered",
                              default_factory=lambda: list(SYSTEMS))
@@ -159,10 +169,14 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
     data, prompts = splits(recipe)
     train, dev, test = data["train"], data["dev"], data["test"]
     results: dict[str, Any] = read_json(out / "metrics_test.json") if (out / "metrics_test.json").is_file() else {}
+    items: dict[str, Any] = read_json(out / "items_test.json") if (out / "items_test.json").is_file() else {}
     renderer = UnitRenderer()
     training: dict[str, Any] = {}
 
     def save_results(name: str, metrics: dict[str, Any], details: list[dict[str, Any]]) -> None:
+        texts, hyps = [d["text"] for d in details], [d["hypothesis"] for d in details]
+        items[name] = {"wer": error_stats(texts, hyps).tolist(), "cer": error_stats(texts, hyps, "char").tolist()}
+        write_json(out / "items_test.json", items)  # before the metrics: a cached result always has its items
         results[name] = metrics
         write_json(out / "metrics_test.json", results)
         _write_samples(out, name, details, recipe.samples)
@@ -228,7 +242,8 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
 
     systems = ["sft", *recipe.systems]
     summary = {"test_size": len(test), "wall_s": round(time.time() - start, 1),
-               "metrics": {k: results[k] for k in systems},
+               "metrics": {k: results[k] for k in systems}, "baseline": "sft",
+               "intervals": intervals(items, "sft", systems),
                "ground_truth": results["ground_truth"], "token2text": results.get("token2text"),
                "training": {k: {kk: vv for kk, vv in v.items() if kk != "dev"} for k, v in training.items()},
                "data": {"train": len(train), "dev": len(dev), "test": len(test), "rl_prompts": len(prompts),

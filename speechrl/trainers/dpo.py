@@ -39,7 +39,7 @@ from speechrl.losses.dpo import dpo_loss, dpo_metrics
 from speechrl.models.unit_lm import UnitLM
 from speechrl.runlog import MetricsLogger, read_json, write_json
 from speechrl.trainers.common import make_accelerator, make_optimizer, mean_over_ranks, rank_batch
-from speechrl.trainers.grpo import LoRAConfig, add_lora, reference_policy
+from speechrl.trainers.lora import LoRAConfig, add_lora, reference_policy
 
 Pair = tuple[Sequence[int], Sequence[int], Sequence[int]]  # (prompt, chosen, rejected) unit ids
 
