@@ -8,7 +8,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from speechrl import checkpoint
-from speechrl.models.unit_lm import UnitLM, _filter_logits
+from speechrl.models.unit_lm import UnitLM
 from speechrl.runlog import MetricsLogger, read_metrics
 from speechrl.trainers.lora import LoRAConfig, add_lora
 from speechrl.trainers.unit_lm import corpus_sequences, mean_nll, pretrain_config, train_unit_lm
@@ -107,14 +107,6 @@ def test_generate_samples_units_only_seeded_and_matches_teacher_forcing():
             ids, attn, _ = m.pack([seq], [[]])
             seq.append(int(m(ids, attn)[0, -1].argmax()))
         assert g == seq[len(p):]
-
-
-def test_top_k_and_nucleus_filtering():
-    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    kept = lambda x: torch.isfinite(x)[0].tolist()  # noqa: E731
-    assert kept(_filter_logits(logits, 2, 1.0)) == [True, True, False, False]
-    assert kept(_filter_logits(logits, 0, 0.7)) == [True, True, False, False]  # 0.5 < 0.7 ≤ 0.8
-    assert kept(_filter_logits(logits, 0, 0.4)) == [True, False, False, False]
 
 
 def pretrain(out, train, dev, **kw):

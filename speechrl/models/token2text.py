@@ -27,6 +27,7 @@ from torch import nn
 
 from speechrl.losses.diffro import soft_embed
 from speechrl.losses.logps import IGNORE_INDEX, token_logps
+from speechrl.models.decoding import decode_cached
 from speechrl.models.hub import load_causal_lm, load_tokenizer, read_model_folder, save_model_folder
 from speechrl.models.speech_lm import truncate_layers
 from speechrl.models.tts_lm import FactoredEmbedding, SpeechVocab
@@ -129,31 +130,18 @@ class Token2Text(nn.Module):
     @torch.no_grad()
     def transcribe(self, units: torch.Tensor, unit_mask: torch.Tensor, max_new_tokens: int = 48) -> list[str]:
         """Greedy text for speech-token ids ``[N, T]`` (KV-cached)."""
-        from transformers import DynamicCache
-
         n = units.shape[0]
         eos = self.tokenizer.eos_token_id
         embeds = torch.cat([self._embed_units(units), self.unit_embed.extra[None, :1].expand(n, 1, -1)], dim=1)
         mask = torch.cat([unit_mask.to(torch.long), unit_mask.new_ones((n, 1), dtype=torch.long)], dim=1)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
-        hidden = self.lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                               past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
-        pos = positions[:, -1:]
-        done = torch.zeros(n, dtype=torch.bool, device=embeds.device)
-        out: list[torch.Tensor] = []
-        for _ in range(max_new_tokens):
-            nxt = self.lm.lm_head(hidden).argmax(-1)
-            nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
-            out.append(nxt)
-            done |= nxt == eos
-            if bool(done.all()):
-                break
-            mask = torch.cat([mask, mask.new_ones((n, 1))], dim=1)
-            pos = pos + 1
-            hidden = self.lm.model(inputs_embeds=self.lm.get_input_embeddings()(nxt)[:, None], attention_mask=mask,
-                                   position_ids=pos, past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
-        rows = torch.stack(out, dim=1).tolist()
+
+        def step(inputs: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> torch.Tensor:
+            hidden = self.lm.model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions,
+                                   past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
+            return self.lm.lm_head(hidden)
+
+        rows = decode_cached(step, embeds, mask, lambda nxt: self.lm.get_input_embeddings()(nxt)[:, None],
+                             lambda logits, _t: logits.argmax(-1), max_new_tokens, eos).tolist()
         return [self.tokenizer.decode(r[: r.index(eos)] if eos in r else r, skip_special_tokens=True).strip()
                 for r in rows]
 

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from speechrl.losses.logps import token_logps
+from speechrl.models.decoding import decode_cached, sample_next
 from speechrl.models.hub import load_causal_lm, load_tokenizer, read_model_folder, save_model_folder
 from speechrl.models.policy import Encoded, completion_mask, left_pad_embeds
 from speechrl.models.speech_lm import truncate_layers
@@ -169,24 +170,6 @@ class FactoredEmbedding(nn.Module):
         return nn.functional.embedding(ids, self.weight)
 
 
-def _sample(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
-            generator: torch.Generator | None) -> torch.Tensor:
-    """One token per row: greedy when ``temperature == 0``, else sampled from the tempered,
-    top-k/top-p-truncated distribution."""
-    if temperature <= 0:
-        return logits.argmax(-1)
-    logits = logits / temperature
-    if top_k and top_k < logits.shape[-1]:
-        kth = logits.topk(top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest prefix reaching top_p
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
-
-
 class TTSLM(nn.Module):
     """Text → speech tokens. ``lm`` is the text LM's decoder stack (an HF base model such as
     ``LlamaModel``; a PEFT adapter may wrap it), ``vocab`` the :class:`SpeechVocab`.
@@ -244,32 +227,20 @@ class TTSLM(nn.Module):
                  generator: torch.Generator | None = None) -> torch.Tensor:
         """Speech tokens ``[N, T]`` (KV-cached sampling), EOS-padded after each row's EOS; a row that
         reaches ``max_new_tokens`` without EOS is cut there (its mask has no EOS)."""
-        from transformers import DynamicCache
-
-        embeds, mask = enc["embeds"], enc["mask"]
         temperature = temperature if do_sample else 0.0
-        cache = DynamicCache()
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        hidden = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                         past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
-        pos = positions[:, -1:]
-        done = torch.zeros(embeds.shape[0], dtype=torch.bool, device=embeds.device)
-        out = []
-        for t in range(max_new_tokens):
-            logits = self.speech_head(hidden).float()
+
+        def step(embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> torch.Tensor:
+            hidden = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                             past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
+            return self.speech_head(hidden).float()
+
+        def pick(logits: torch.Tensor, t: int) -> torch.Tensor:
             if t < min_new_tokens:
                 logits[:, self.vocab.eos_id] = float("-inf")
-            nxt = _sample(logits, temperature, top_k, top_p, generator)
-            nxt = torch.where(done, torch.full_like(nxt, self.vocab.eos_id), nxt)
-            out.append(nxt)
-            done |= nxt == self.vocab.eos_id
-            if bool(done.all()) or t + 1 == max_new_tokens:
-                break
-            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-            pos = pos + 1
-            hidden = self.lm(inputs_embeds=self.speech_embed(nxt)[:, None], attention_mask=mask, position_ids=pos,
-                             past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
-        return torch.stack(out, dim=1)
+            return sample_next(logits, temperature, top_k, top_p, generator)
+
+        return decode_cached(step, enc["embeds"], enc["mask"], lambda nxt: self.speech_embed(nxt)[:, None], pick,
+                             max_new_tokens, self.vocab.eos_id)
 
     def completion_mask(self, ids: torch.Tensor) -> torch.Tensor:
         """1 on every token up to and including each row's first EOS."""

@@ -28,14 +28,15 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from tqdm import tqdm
 from torch import Tensor, nn
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from speechrl.losses.logps import IGNORE_INDEX, sequence_logps, shift_for_causal_lm, token_logps
+from speechrl.models.decoding import decode_cached, sample_next
 from speechrl.models.hub import load_causal_lm
 from speechrl.models.speech_lm import truncate_layers
 
@@ -50,19 +51,6 @@ def _init_new_rows(weight: Tensor, old: int, generator: torch.Generator | None =
         mean, std = base.mean(0), base.std(0) if old > 1 else torch.ones_like(base[0]) * 0.02
         noise = torch.randn((weight.shape[0] - old, weight.shape[1]), generator=generator)
         weight[old:] = (mean + noise * std).to(weight.dtype)
-
-
-def _filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
-    """Top-k then nucleus (top-p) filtering: removed logits become −∞ (the best one always stays)."""
-    if 0 < top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if 0.0 < top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        probs = sorted_logits.softmax(-1)
-        drop = probs.cumsum(-1) - probs > top_p  # mass before this token already exceeds top_p
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    return logits
 
 
 class UnitLM(nn.Module):
@@ -275,20 +263,17 @@ class UnitLM(nn.Module):
         for i, t in enumerate(tokens):  # left padding: every row's next token is at the same column
             ids[i, width - len(t):] = torch.tensor(t)
             attn[i, width - len(t):] = 1
-        positions = (attn.cumsum(-1) - 1).clamp(min=0)
         decoder = self.hf.base_model
-        out = decoder(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True)
-        cache, hidden, pos = out.past_key_values, out.last_hidden_state[:, -1], positions[:, -1:]
-        picked = []
-        for step in range(max_new):
-            logits = _filter_logits(self.unit_logits(hidden).float() / temperature, top_k, top_p)
-            unit = torch.multinomial(logits.softmax(-1), 1, generator=gen)
-            picked.append(unit)
-            if step == max_new - 1:
-                break
-            attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=1)
-            pos = pos + 1
-            out = decoder(input_ids=unit + self.offset, attention_mask=attn, position_ids=pos,
-                          past_key_values=cache, use_cache=True)
-            cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
-        return torch.cat(picked, dim=1).tolist() if picked else [[] for _ in prompts]
+
+        def step(inputs: Tensor, mask: Tensor, positions: Tensor, cache: Any) -> Tensor:
+            hidden = decoder(input_ids=inputs, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                             use_cache=True).last_hidden_state[:, -1]
+            return self.unit_logits(hidden).float()
+
+        def pick(logits: Tensor, _t: int) -> Tensor:
+            return sample_next(logits, temperature, top_k, top_p, gen)
+
+        # the cache the decoder would make itself (its config may ask for sliding-window layers)
+        units = decode_cached(step, ids, attn, lambda unit: (unit + self.offset)[:, None], pick, max_new,
+                              cache=DynamicCache(config=decoder.config))
+        return units.tolist()
