@@ -9,6 +9,8 @@ from collections import Counter
 import pytest
 
 from speechrl.corpus import grammar
+from speechrl.corpus.grammar import benchmark_pairs, lexicon
+from speechrl.corpus.grammar import stories as story_module  # `stories` is a fixture here
 from speechrl.corpus.grammar import (
     BLIMP_PHENOMENA,
     blimp_pairs,
@@ -96,9 +98,9 @@ def test_entities_are_consistent_within_a_story(stories: list[grammar.Story]) ->
         meet = next(s for s in story.sentences if s.role == "meet")
         assert e["companion"] in meet.text and e["relation"] in meet.text
         acquire = next(s for s in story.sentences if s.role == "acquire")
-        noun = grammar.THINGS[e["object"]].noun.en_form(e["number"] == "plural")
+        noun = lexicon.THINGS[e["object"]].noun.en_form(e["number"] == "plural")
         assert f"{e['adjective']} {noun}." in acquire.text
-        assert e["object"] in grammar.PLACES[e["place"]].things
+        assert e["object"] in lexicon.PLACES[e["place"]].things
         # every pronoun refers to the protagonist, so it must match the protagonist's gender
         tokens = set(words(story.text))
         other = {"he", "him", "his"} if e["pronoun"] == "she" else {"she", "her", "hers"}
@@ -111,7 +113,7 @@ def test_entities_are_consistent_within_a_story(stories: list[grammar.Story]) ->
 def test_translations_are_spanish(stories: list[grammar.Story]) -> None:
     content = english_content_words()
     assert {"apples", "market", "bought", "walked", "red"} <= content
-    names = {n for group in grammar.NAMES.values() for n in group}
+    names = {n for group in lexicon.NAMES.values() for n in group}
     for story in stories:
         for sentence in story.sentences:
             es = sentence.translation
@@ -125,32 +127,32 @@ def test_translations_are_spanish(stories: list[grammar.Story]) -> None:
             )
 
 
-def _cast(**changes: str) -> grammar._Cast:
-    base = grammar._Cast("Anna", "f", "Tom", "m", "friend", "market", "apple", "three", "red")
-    return grammar._Cast(**{**base.__dict__, **changes})
+def _cast(**changes: str) -> story_module._Cast:
+    base = story_module._Cast("Anna", "f", "Tom", "m", "friend", "market", "apple", "three", "red")
+    return story_module._Cast(**{**base.__dict__, **changes})
 
 
 @pytest.mark.parametrize(
     ("cast", "plan", "english", "spanish"),
     [
-        (_cast(), grammar._EndingPlan("eat", "in the evening", True),
+        (_cast(), story_module._EndingPlan("eat", "in the evening", True),
          "In the evening, Anna ate the red apples with Tom at home.",
          "Por la noche, Anna comió las manzanas rojas con Tom en casa."),
         (_cast(place="library", thing="map", quantity="a", adjective="old"),
-         grammar._EndingPlan("give", "that evening", True),
+         story_module._EndingPlan("give", "that evening", True),
          "That evening, Anna gave the old map to Tom.", "Esa noche, Anna le dio el mapa viejo a Tom."),
-        (_cast(), grammar._EndingPlan("return", "the next day", False),
+        (_cast(), story_module._EndingPlan("return", "the next day", False),
          "The next day, Anna went back to the market with Tom.",
          "Al día siguiente, Anna volvió al mercado con Tom."),
         (_cast(gender="m", name="Max", thing="egg", quantity="five", adjective="brown"),
-         grammar._EndingPlan("cook", "later that day", True),
+         story_module._EndingPlan("cook", "later that day", True),
          "Later that day, Max cooked the brown eggs for Tom.",
          "Más tarde ese día, Max cocinó los huevos marrones para Tom."),
     ],
 )
-def test_ending_translation_golden(cast: grammar._Cast, plan: grammar._EndingPlan, english: str,
+def test_ending_translation_golden(cast: story_module._Cast, plan: story_module._EndingPlan, english: str,
                                    spanish: str) -> None:
-    sentence = grammar._finish(grammar._ending(cast, plan))
+    sentence = story_module._finish(story_module._ending(cast, plan))
     assert (sentence.text, sentence.translation) == (english, spanish)
 
 
@@ -168,15 +170,15 @@ def test_ending_translation_golden(cast: grammar._Cast, plan: grammar._EndingPla
          "she bought a blue cup.", "ella compró una taza azul."),
     ],
 )
-def test_acquisition_agreement_golden(cast: grammar._Cast, english_end: str, spanish_end: str) -> None:
-    sentence = grammar._finish(grammar._acquire(cast, random.Random(0)))
+def test_acquisition_agreement_golden(cast: story_module._Cast, english_end: str, spanish_end: str) -> None:
+    sentence = story_module._finish(story_module._acquire(cast, random.Random(0)))
     assert sentence.text.lower().endswith(english_end)
     assert sentence.translation.lower().endswith(spanish_end)
 
 
 def test_gustar_agrees_with_its_object() -> None:
-    singular = grammar._finish(grammar._like(_cast(quantity="a"), random.Random(0)))
-    plural = grammar._finish(grammar._like(_cast(), random.Random(0)))
+    singular = story_module._finish(story_module._like(_cast(quantity="a"), random.Random(0)))
+    plural = story_module._finish(story_module._like(_cast(), random.Random(0)))
     assert singular.translation == "A Tom le gustó mucho la manzana."
     assert plural.translation == "A Tom le gustaron mucho las manzanas."
 
@@ -197,7 +199,7 @@ def test_vocabulary_covers_everything_emitted(stories: list[grammar.Story]) -> N
 
 
 def test_vocabulary_is_in_the_cmu_dictionary() -> None:
-    cmu = grammar._known_english_words()
+    cmu = benchmark_pairs._known_english_words()
     if not cmu:
         pytest.skip("pocketsphinx's CMU dictionary is not installed")
     assert vocabulary() <= cmu, vocabulary() - cmu
@@ -224,7 +226,7 @@ def test_story_cloze_pairs(stories: list[grammar.Story]) -> None:
             if p.perturbation in ("name", "companion"):
                 names = {story.entities["name"], story.entities["companion"]}
                 assert set(p.wrong.replace(",", " ").replace(".", " ").split()) & (
-                    {n for g in grammar.NAMES.values() for n in g} - names
+                    {n for g in lexicon.NAMES.values() for n in g} - names
                 )
 
 
@@ -255,7 +257,7 @@ def test_wuggy_pairs() -> None:
     pairs = wuggy_pairs(300, seed=2)
     assert pairs == wuggy_pairs(300, seed=2)
     assert len(pairs) == 300 and len({p.nonword for p in pairs}) == 300
-    vocab, cmu = vocabulary(), grammar._known_english_words()
+    vocab, cmu = vocabulary(), benchmark_pairs._known_english_words()
     for p in pairs:
         assert p.word in vocab and p.nonword not in vocab and p.nonword not in cmu
         assert p.nonword.isalpha() and p.nonword.islower()
@@ -265,9 +267,9 @@ def test_wuggy_pairs() -> None:
 
 
 def test_wuggy_substitutions_keep_the_syllable_shape() -> None:
-    units = grammar._graphemes("market")
+    units = benchmark_pairs._graphemes("market")
     assert units == ["m", "a", "r", "k", "e", "t"]
-    assert set(grammar._substitutes(units, 3)) == {"p", "t"}  # a voiceless stop stays one
-    assert grammar._substitutes(grammar._graphemes("black"), 0) == ("g",)  # not "dlack"
-    assert grammar._substitutes(grammar._graphemes("three"), 0) == ()  # digraph "th" is kept
-    assert grammar._substitutes(grammar._graphemes("vase"), 3) == ()  # silent final e
+    assert set(benchmark_pairs._substitutes(units, 3)) == {"p", "t"}  # a voiceless stop stays one
+    assert benchmark_pairs._substitutes(benchmark_pairs._graphemes("black"), 0) == ("g",)  # not "dlack"
+    assert benchmark_pairs._substitutes(benchmark_pairs._graphemes("three"), 0) == ()  # digraph "th" is kept
+    assert benchmark_pairs._substitutes(benchmark_pairs._graphemes("vase"), 3) == ()  # silent final e
