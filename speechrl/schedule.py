@@ -1,4 +1,4 @@
-"""The time-shared schedule (SPEC §3): the stages of an RL step take the accelerator in turn.
+"""The time-shared schedule (Tongyi, arXiv 2509.18569): the stages of an RL step take the accelerator in turn.
 
     encode (audio encoder; features for the batch, then freed) → rollout (policy samples G per prompt)
     → reward → reference (frozen reference's log-probs) → update (policy + optimizer state)

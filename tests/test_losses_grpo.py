@@ -247,7 +247,7 @@ def test_parity_with_trl_compute_loss(loss_type, eps_low, eps_high, beta, bias_c
 
 
 def test_trl_default_kl_bias_correction_changes_gradient_not_value_at_mu_one():
-    """TRL 1.16 defaults to ``use_bias_correction_kl=True`` (KL·s); the SPEC formula has no s. At μ = 1
+    """TRL 1.16 defaults to ``use_bias_correction_kl=True`` (KL·s); ours (DeepSeekMath's k3 term) has no s. At μ = 1
     (s ≡ 1) the two losses are equal in value but their gradients differ."""
     gen = torch.Generator().manual_seed(2)
     base = -torch.rand(4, 3, generator=gen) * 2

@@ -1,4 +1,4 @@
-"""Align-SLM (SPEC §1): AI feedback on self-generated continuations → preference pairs → DPO, and the
+"""Align-SLM (arXiv 2411.01834): AI feedback on self-generated continuations → preference pairs → DPO, and the
 likelihood minimal-pair benchmarks it is evaluated on.
 
 judge.py (1–5 rubric judges), feedback.py (auto-BLEU, perplexity), pairs.py (preference pairs),

@@ -1,6 +1,6 @@
 """Text-side feedback on a continuation's transcript: self-repetition (auto-BLEU) and perplexity.
 
-**auto-BLEU** (SPEC §1; Lakhotia et al. 2021's repetition measure): with ``w = normalize(text).split()``
+**auto-BLEU** (arXiv 2411.01834; Lakhotia et al. 2021's repetition measure): with ``w = normalize(text).split()``
 and its n-grams ``g_1 … g_m`` (``m = len(w) − n + 1``),
 
     auto_bleu(text, n) = (1/m) · Σ_i 1[ g_i = g_j for some j ≠ i ]

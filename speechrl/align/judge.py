@@ -1,4 +1,4 @@
-"""AI-feedback judges: rate a continuation of a prompt from 1 to 5 with Align-SLM's rubric (SPEC §1).
+"""AI-feedback judges: rate a continuation of a prompt from 1 to 5 with Align-SLM's rubric (arXiv 2411.01834).
 
 Both judges take the transcripts of a prompt and of a continuation, fill in :data:`RUBRIC`, and
 implement one call::
@@ -17,7 +17,7 @@ implement one call::
   and the next token is the score. With ``p_k`` the softmax of the next-token logits restricted to
   the tokens ``"1"`` … ``"5"``, the score is the expected rating ``Σ_k k · p_k`` ∈ [1, 5]. The
   rubric's "First: briefly analyze" step is skipped: a 135M model's free-text analysis adds noise,
-  the probabilities of the five answers are stable (SPEC §1). Batched with left padding (position
+  the probabilities of the five answers are stable. Batched with left padding (position
   ids from the attention mask, so a padded row scores like an unpadded one), no gradients.
 * ``mode="likelihood"``: no rubric; the judge's conditional likelihood of the continuation given the
   prompt, NLL/token ``ℓ`` (:func:`speechrl.align.feedback.continuation_nll`), mapped linearly onto the
@@ -78,7 +78,7 @@ log = logging.getLogger(__name__)
 
 SCORES = (1, 2, 3, 4, 5)
 
-# SPEC §1, verbatim (the 1–5 rubric used for GPT-4o evaluation, following Align-SLM's setup).
+# Verbatim: the 1–5 rubric used for GPT-4o evaluation, following Align-SLM's setup (arXiv 2411.01834).
 # Literal braces are doubled for str.format; {prompt} and {continuation} are the slots.
 RUBRIC = (
     'The task is evaluating the relevance and likelihood of the predicted text continuation, given the '

@@ -1,4 +1,4 @@
-"""Likelihood minimal pairs (SPEC §1 evaluation) and the offline spoken sets built from the grammar.
+"""Likelihood minimal pairs (Align-SLM's evaluation) and the offline spoken sets built from the grammar.
 
 **Accuracy.** A speech LM scores both members of a pair through ``nll(sequences) -> [(total_nll,
 n_tokens), …]``; with the length-normalised NLL ``ℓ = total_nll / n_tokens``,

@@ -1,4 +1,4 @@
-"""Preference pairs from scored continuations (Align-SLM, SPEC §1): one (chosen, rejected) per prompt.
+"""Preference pairs from scored continuations (Align-SLM, arXiv 2411.01834): one (chosen, rejected) per prompt.
 
 Input: per prompt, its sampled continuations (:class:`Candidate`: transcript, judge score or
 ``None``, bigram auto-BLEU, perplexity, unit ids), grouped in :class:`PromptCandidates`.

@@ -1,4 +1,4 @@
-"""DiffRO (arXiv 2507.05911, SPEC §3): differentiable reward optimisation for LLM-based TTS.
+"""DiffRO (arXiv 2507.05911): differentiable reward optimisation for LLM-based TTS.
 
 The policy's teacher-forced logits over speech tokens are relaxed with Gumbel-Softmax, embedded with a
 frozen Token2Text model's embedding matrix, and the Token2Text log-likelihood of the target text is

@@ -1,4 +1,4 @@
-"""Direct Preference Optimization (sigmoid / conservative DPO), as used by Align-SLM (SPEC §1).
+"""Direct Preference Optimization (sigmoid / conservative DPO), as used by Align-SLM (arXiv 2411.01834).
 
 Sequence log-probs come from :func:`speechrl.losses.logps.sequence_logps` (re-exported here) over the
 continuation tokens only; the prompt is masked out.

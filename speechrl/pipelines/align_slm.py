@@ -1,4 +1,4 @@
-"""Align-SLM recipe (SPEC §1), end to end:
+"""Align-SLM recipe (arXiv 2411.01834), end to end:
 
     corpus → phoneme units → unit LM (TWIST-style warm start, next-unit pretraining) = "base"
     for round k = 1..K (curriculum):
@@ -272,9 +272,10 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
         ntp = train_unit_lm(control, seqs["train"], seqs["dev"], ntp_cfg, out / "continued_ntp", logger, "continued_ntp")
         training["continued_ntp"] = {**ntp, "kept_base": ntp["best_step"] == 0}
         if ntp["best_step"] == 0 and "base" in results:  # never beat the base on dev: the base's weights and metrics
-            results.setdefault("continued_ntp", results["base"])
-            if "base" in items:
-                items.setdefault("continued_ntp", items["base"])
+            results["continued_ntp"] = results["base"]
+            if "base" in items:  # also over items an earlier, trained control left behind
+                items["continued_ntp"] = items["base"]
+                write_json(items_path, items)
         evaluate("continued_ntp", control, {"pairs": 0})
 
     systems = ["base", *[f"round{k}" for k in evaluated], *(["continued_ntp"] if recipe.control else [])]

@@ -1,4 +1,4 @@
-"""TTS RL recipe (Tongyi TTS GRPO vs DiffRO, SPEC §3), end to end:
+"""TTS RL recipe (Tongyi TTS GRPO, arXiv 2509.18569, vs DiffRO, arXiv 2507.05911), end to end:
 
     corpus → speech units (hama phonemes, cached) → SFT of the TTS LM (to its best dev NLL)
            → Token2Text reward model (ground-truth units → text)

@@ -1,4 +1,4 @@
-"""Rule-based rewards for transcription-like outputs (SPEC §3): accuracy from WER/CER, CosyVoice's
+"""Rule-based rewards for transcription-like outputs (Tongyi, arXiv 2509.18569): accuracy from WER/CER, CosyVoice's
 1 − tanh(3·WER), the keyword score, and the hallucination penalty.
 
 All compare text through :func:`speechrl.text.normalize` (case, punctuation and numbers do not

@@ -1,7 +1,7 @@
 """Reference-overlap rewards for open-format answers (spoken QA, speech translation): BLEU, ROUGE,
 METEOR — each a sentence-level score in [0, 1] from the standard package, never hand-written.
 
-IBM's speech GRPO (SPEC §2) uses sentence BLEU as the reward; ROUGE and METEOR are here to log or
+IBM's speech GRPO (arXiv 2509.16990) uses sentence BLEU as the reward; ROUGE and METEOR are here to log or
 to optimise when asked (IBM found optimising them raises that metric at BLEU's expense).
 
 Text handling:

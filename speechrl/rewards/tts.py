@@ -1,4 +1,4 @@
-"""TTS rewards (SPEC §3, Tongyi TTS GRPO) and the renderer stage they score.
+"""TTS rewards (Tongyi TTS GRPO, arXiv 2509.18569) and the renderer stage they score.
 
 The renderer is the TTS counterpart of the ASR encoder stage: speech units → vocoder → 16 kHz audio →
 transcriber → text (:class:`UnitRenderer`). The trainer renders a batch once; the rewards then see the

@@ -3,7 +3,7 @@
     from speechrl.speech.synthesize import VOICES, get_voice, synthesize
     wav = synthesize("The fox ran home.", get_voice("piper-joe"), speed=1.1)  # 16 kHz mono float32
 
-Every engine runs offline from files shipped inside its PyPI package (``shared/OFFLINE_STACK.md``).
+Every engine runs offline from files shipped inside its PyPI package (pinned in ``pyproject.toml``).
 Nothing is loaded at import time: each engine loads on first use, once per process, and stays cached,
 so a synthesis pool pays the load once per worker.
 

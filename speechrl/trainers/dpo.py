@@ -1,4 +1,4 @@
-"""LoRA-DPO of a unit LM on preference pairs (Align-SLM, SPEC §1).
+"""LoRA-DPO of a unit LM on preference pairs (Align-SLM, arXiv 2411.01834).
 
 A pair is ``(prompt units, chosen units, rejected units)``. One step:
 
