@@ -83,7 +83,7 @@ FAMILIES: dict[str, Family] = {
          "test_examples": 48, "samples": 8},
         "sft", "grpo", "wer",
         "GRPO's step is picked on a few dev texts; at recipe scale such gains did not hold on 83 further "
-        "unseen dev texts (README, TTS RL): read this as selection noise, not an RL gain"),
+        "unseen dev texts (README, Results): read this as selection noise, not an RL gain"),
 }
 
 
