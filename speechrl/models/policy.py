@@ -95,6 +95,18 @@ def left_pad_embeds(rows: list[torch.Tensor]) -> Encoded:
     return Encoded({"embeds": embeds, "mask": mask})
 
 
+def left_pad_ids(rows: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt id rows → left-padded ``(ids [N, L], mask [N, L])`` (long): every row's next token sits at
+    the same column, as :func:`left_pad_embeds` does for embeddings."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(r)
+        mask[i, width - len(r):] = 1
+    return ids, mask
+
+
 def generated_logps(out: Any, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """log π_T(o_t) of the generated tokens ``ids`` [N, T] under the next-token distribution at the
     sampling ``temperature`` (logits / T, no top-p/k truncation: what teacher forcing computes with the

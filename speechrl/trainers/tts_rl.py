@@ -202,8 +202,10 @@ def train_tts_rl(policy: Any, token2text: Any, prompts: Sequence[str], dev: Sequ
         enc = policy.encode(texts_k)
         ref_logits = reference_forward(model, policy, ref_policy, enc, ids_k, mask_k, return_logits=True)
         ref_logp = token_logps(ref_logits, ids_k, temperature) if cfg.uses_rewards and cfg.beta > 0 else None
-        diffro_scale = rank_weight(accelerator, diffro_rows.sum()) * (cfg.diffro_weight if cfg.method == "combined"
-                                                                      else 1.0)
+        diffro_scale = 0.0  # the DiffRO term's DDP weight (an all-reduce only when there is one), times λ
+        if cfg.uses_diffro:
+            diffro_scale = rank_weight(accelerator, diffro_rows.sum()) * (cfg.diffro_weight if cfg.method == "combined"
+                                                                          else 1.0)
 
         def forward() -> tuple[torch.Tensor, torch.Tensor]:
             logits = model(enc, ids_k, mask_k, return_logits=True)

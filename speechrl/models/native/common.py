@@ -17,7 +17,7 @@ from torch import nn
 from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 
 from speechrl.losses.logps import token_logps
-from speechrl.models.policy import Encoded, PromptBatch, generated_logps
+from speechrl.models.policy import Encoded, PromptBatch, generated_logps, left_pad_ids
 
 SAMPLE_RATE = 16000
 SETTINGS_FILE = "native_policy.json"
@@ -300,13 +300,8 @@ class DecoderOnlySpeechPolicy(NativePolicy):
     def encode(self, batch: PromptBatch) -> Encoded:
         """Encoder once per prompt → left-padded prompt embeddings ``embeds`` [B, P, D] + ``mask``."""
         audio = self.audio_embeddings(self._features(batch.audio))
-        rows = [self.prompt_ids(a.shape[0], text) for a, text in zip(audio, batch.text)]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r):] = torch.tensor(r)
-            mask[i, width - len(r):] = 1
+        ids, mask = left_pad_ids([self.prompt_ids(a.shape[0], text) for a, text in zip(audio, batch.text)],
+                                 self.pad_token_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
         return Encoded({"embeds": self.merge_audio(ids, audio), "mask": mask})
 

@@ -11,7 +11,7 @@ from transformers import PreTrainedModel
 from speechrl.losses.logps import token_logps
 from speechrl.models.native.common import (NativePolicy, _default_whisper_extractor, collate_mel,
                                            whisper_mel_features)
-from speechrl.models.policy import Encoded, PromptBatch, generated_logps
+from speechrl.models.policy import Encoded, PromptBatch, generated_logps, left_pad_ids
 
 
 class WhisperPolicy(NativePolicy):
@@ -64,13 +64,7 @@ class WhisperPolicy(NativePolicy):
     def encode(self, batch: PromptBatch) -> Encoded:
         mel, _ = collate_mel(self._features(batch.audio))
         hidden = self.model.model.encoder(mel.to(self.device, self.dtype)).last_hidden_state
-        rows = [self.prefix_ids(t) for t in batch.text]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r):] = torch.tensor(r)
-            mask[i, width - len(r):] = 1
+        ids, mask = left_pad_ids([self.prefix_ids(t) for t in batch.text], self.pad_token_id)
         return Encoded({"encoder_hidden": hidden, "prefix": ids.to(self.device), "prefix_mask": mask.to(self.device)})
 
     def generate(self, enc: Encoded, max_new_tokens: int, do_sample: bool = False, temperature: float = 1.0,
