@@ -1,7 +1,10 @@
 """Audio features computed once per utterance and cached next to the corpus.
 
 ``features(corpus_dir, rows, kind)`` returns ``{utterance id: {name: array}}`` for a front end kind
-(``units``: hama phoneme units with durations; ``mel``: log-mel). The cache is one safetensors file
+(``units``: hama phoneme units with durations; ``mel``: log-mel), or for any policy's own features:
+``features(corpus_dir, rows, policy.feature_kind, featurize=policy.featurizer())`` (a picklable
+waveform → arrays function, e.g. a native policy's feature extractor; ``feature_kind`` names the
+extractor's settings, so two extractors never share a cache file). The cache is one safetensors file
 per kind (``<corpus>/features/<kind>.safetensors``); only utterances missing from it are computed,
 on a process pool with a progress bar. An utterance whose audio cannot be loaded is recorded in
 ``<corpus>/features/rejected.jsonl`` and left out — callers drop examples without features.
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
@@ -59,29 +62,36 @@ def _mel_front_end():
     return _CACHE["mel"]
 
 
-def _job(args: tuple[str, str, str]) -> tuple[str, dict[str, np.ndarray] | None, str | None]:
-    kind, uid, path = args
+def _job(args: tuple[Any, str, str]) -> tuple[str, dict[str, np.ndarray] | None, str | None]:
+    kind, uid, path = args  # kind: a KINDS name, or a featurize function
     try:
-        return uid, featurize_wav(kind, load_audio(path)), None
+        wav = load_audio(path)
+        return uid, featurize_wav(kind, wav) if isinstance(kind, str) else kind(wav), None
     except AudioError as err:
         return uid, None, err.reason
     except Exception as err:  # a featurizer failure on one file must not stop the batch
         return uid, None, f"{type(err).__name__}: {err}"
 
 
-def features(corpus_dir: str | Path, rows: list[dict[str, Any]], kind: str, workers: int = 2) -> dict[str, dict[str, np.ndarray]]:
-    """Cached features for ``rows`` (manifest rows with ``id`` and absolute ``audio``)."""
-    if kind not in KINDS:
+def features(corpus_dir: str | Path, rows: list[dict[str, Any]], kind: str, workers: int = 2,
+             featurize: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Cached features for ``rows`` (manifest rows with ``id`` and absolute ``audio``): a front end
+    ``kind`` of :data:`KINDS`, or ``featurize``'s arrays cached under the name ``kind``."""
+    if featurize is None and kind not in KINDS:
         raise ValueError(f"no cached features for front end {kind!r}; choose one of {list(KINDS)}")
+    if not kind or "/" in kind or kind.startswith("."):
+        raise ValueError(f"feature kind {kind!r} is not a file name")
     folder = Path(corpus_dir) / "features"
     path = folder / f"{kind}.safetensors"
     flat = load_file(str(path)) if path.is_file() else {}
     have = {k.rsplit("/", 1)[0] for k in flat}
-    todo = [(kind, r["id"], r["audio"]) for r in rows if r["id"] not in have]
+    job = featurize if featurize is not None else kind
+    todo = [(job, r["id"], r["audio"]) for r in rows if r["id"] not in have]
     state = process_state()
     if state.num_processes > 1:  # what any rank misses is computed for all (same list on every rank),
         audio = {r["id"]: r["audio"] for r in rows}  # each rank reading its own copy of the audio
-        todo = [(kind, uid, audio[uid]) for uid in dict.fromkeys(job[1] for job in all_gather_list(todo, state))]
+        missing = all_gather_list([t[1] for t in todo], state)
+        todo = [(job, uid, audio[uid]) for uid in dict.fromkeys(missing)]
     if todo:
         mine = todo[state.process_index::state.num_processes]
         done = list(tqdm(pool_map(_job, mine, workers, chunksize=8), total=len(mine), desc=f"features:{kind}",

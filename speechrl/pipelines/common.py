@@ -29,6 +29,16 @@ def corpus_rows(cfg: CorpusConfig) -> tuple[Path, list[dict[str, Any]]]:
     return folder, load_manifest(folder)
 
 
+def policy_features(folder: Path, rows: list[dict[str, Any]], policy: Any) -> dict[str, dict[str, Any]]:
+    """The cached audio features ``policy`` consumes, for ``rows``: our SpeechLM's front-end kind, or a
+    pretrained policy's own feature extractor (cached under ``policy.feature_kind``)."""
+    from speechrl.data.features import features
+
+    if hasattr(policy, "front_end"):
+        return features(folder, rows, policy.front_end.kind)
+    return features(folder, rows, policy.feature_kind, featurize=policy.featurizer())
+
+
 def write_samples(path: Path, examples: list[Any], hyps: list[str]) -> None:
     """One JSON line per example: id, audio, instruction, reference, hypothesis (for the report)."""
     lines = [json.dumps({"id": e.id, "audio": e.audio, "voice": e.voice, "instruction": e.instruction,

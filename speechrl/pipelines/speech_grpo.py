@@ -26,13 +26,12 @@ import torch
 from speechrl import checkpoint
 from speechrl.config import doc
 from speechrl.corpus.build import CorpusConfig
-from speechrl.data.features import features
 from speechrl.data.tasks import task_examples
 from speechrl.data.selection import SelectionConfig, select_rl_data
 from speechrl.eval.bootstrap import intervals
 from speechrl.eval.speech_tasks import evaluate, task_item_stats
 from speechrl.models.speech_lm import SpeechLM
-from speechrl.pipelines.common import corpus_rows, write_samples
+from speechrl.pipelines.common import corpus_rows, policy_features, write_samples
 from speechrl.runlog import MetricsLogger, read_json, write_json
 from speechrl.trainers.grpo import SpeechGRPOConfig, train_grpo
 from speechrl.trainers.sft import SFTConfig, train_sft
@@ -40,10 +39,19 @@ from speechrl.trainers.sft import SFTConfig, train_sft
 
 @dataclass
 class ModelConfig:
-    lm: str = doc("causal LM: 'smollm2-135m' (offline default), a hub id or a local folder", "smollm2-135m")
-    front_end: Literal["units", "mel"] = doc("audio front end (units: hama phoneme units; mel: log-mel encoder)",
-                                             "units")
-    decoder_layers: int | None = doc("keep only the first N decoder layers (CPU speed; None: all)", None)
+    policy: str = doc("'speechlm' (ours: the audio front_end + a projector + the causal LM lm, new parts trained "
+                      "from scratch) or a pretrained HF speech model loaded through speechrl.models.native."
+                      "load_policy: 'whisper-tiny.en' / 'whisper-base' (offline), a hub id (openai/whisper-small, "
+                      "Qwen/Qwen2-Audio-7B-Instruct, ibm-granite/granite-speech-3.3-2b) or a local folder", "speechlm")
+    lm: str = doc("speechlm: causal LM, 'smollm2-135m' (offline default), a hub id or a local folder", "smollm2-135m")
+    front_end: Literal["units", "mel", "whisper"] = doc(
+        "speechlm: audio front end (units: hama phoneme units; mel: log-mel encoder trained here; whisper: the "
+        "pretrained Whisper encoder `encoder`, frozen)", "units")
+    encoder: str = doc("speechlm with front_end whisper: the Whisper checkpoint whose encoder it uses", "whisper-tiny.en")
+    decoder_layers: int | None = doc("speechlm: keep only the first N decoder layers (CPU speed; None: all)", None)
+    freeze_encoder: bool = doc("pretrained policies: keep the audio encoder frozen in SFT (RL trains a LoRA on the "
+                               "LM either way)", True)
+    trust_remote_code: bool = doc("pretrained policies: run the checkpoint's own code (only if you trust it)", False)
 
 
 @dataclass
@@ -60,11 +68,21 @@ class SpeechGRPORecipe:
     sft_extra: bool = doc("also run the control: SFT continued for RL's wall time (off only in the demo)", True)
 
 
-def new_policy(cfg: ModelConfig, seed: int = 0) -> SpeechLM:
-    """The policy before training; its new parts (the audio front end) initialised from ``seed``, so a
-    rerun of a recipe reproduces its numbers."""
+def new_policy(cfg: ModelConfig, seed: int = 0) -> Any:
+    """The policy before training: a pretrained speech model as it was published, or our SpeechLM with its
+    new parts (the audio front end) initialised from ``seed``, so a rerun of a recipe reproduces its
+    numbers."""
     torch.manual_seed(seed)
-    return SpeechLM.create(cfg.lm, front_end=cfg.front_end, decoder_layers=cfg.decoder_layers)
+    if cfg.policy == "speechlm":
+        kw = {"encoder": cfg.encoder} if cfg.front_end == "whisper" else {}
+        return SpeechLM.create(cfg.lm, front_end=cfg.front_end, decoder_layers=cfg.decoder_layers, **kw)
+    from speechrl.models.native import load_policy
+    from speechrl.schedule import audio_encoder
+
+    policy = load_policy(cfg.policy, trust_remote_code=cfg.trust_remote_code)
+    if cfg.freeze_encoder and (encoder := audio_encoder(policy)) is not None:
+        encoder.requires_grad_(False)
+    return policy
 
 
 def continued_sft(cfg: SFTConfig, best_step: int, budget_s: float) -> SFTConfig:
@@ -88,7 +106,8 @@ def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
     start = time.time()
     logger = MetricsLogger(out)
     corpus_dir, rows = corpus_rows(recipe.corpus)
-    feats = features(corpus_dir, rows, recipe.model.front_end)
+    policy = new_policy(recipe.model, recipe.sft.seed)
+    feats = policy_features(corpus_dir, rows, policy)
     rows = [r for r in rows if r["id"] in feats]
     split = {s: task_examples([r for r in rows if r["split"] == s], recipe.task, recipe.max_questions)
              for s in ("train", "dev", "test")}
@@ -98,7 +117,7 @@ def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
     results: dict[str, Any] = read_json(out / "metrics_test.json") if (out / "metrics_test.json").is_file() else {}
     items: dict[str, Any] = read_json(out / "items_test.json") if (out / "items_test.json").is_file() else {}
 
-    def test_eval(name: str, policy: SpeechLM) -> None:
+    def test_eval(name: str, policy: Any) -> None:
         if name in results:
             return
         metrics, hyps = evaluate(policy, test, feats, recipe.task, max_new, recipe.eval_batch_size, desc=f"test {name}")
@@ -109,8 +128,12 @@ def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
         write_samples(out / "samples" / f"{name}.jsonl", test, hyps)
         logger.log({f"test_{k}": v for k, v in metrics.items()}, stage=name)
 
+    training: dict[str, Any] = {}
+    if recipe.model.policy != "speechlm":  # a pretrained policy: where it starts from
+        test_eval("zero_shot", policy)
+        training["zero_shot"] = {"train_s": 0.0}
+
     # SFT baseline, trained to its best dev score
-    policy = new_policy(recipe.model, recipe.sft.seed)
     sft = train_sft(policy, split["train"], split["dev"], feats, recipe.task, recipe.sft, out / "sft", logger)
     test_eval("sft", policy)
     sft_weights = out / "sft" / "best" / "model.safetensors"
@@ -122,7 +145,7 @@ def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
     test_eval(rl_name, policy)
     del policy
 
-    training = {"sft": sft, rl_name: rl}
+    training.update({"sft": sft, rl_name: rl})
     if recipe.sft_extra:
         extra = new_policy(recipe.model, recipe.sft.seed)
         checkpoint.load_weights(sft_weights, extra)

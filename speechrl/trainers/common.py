@@ -3,6 +3,8 @@ and the weight that makes DDP's gradient average a global-batch mean."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from accelerate import Accelerator
@@ -42,10 +44,16 @@ def rank_batch(items, step: int, batch_size: int, seed: int) -> list:
     return rank_share([items[i] for i in batch_indices(step, len(items), batch_size, seed)])
 
 
-def reference_tokens(tokenizer, texts: list[str], eos_token_id: int, max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Target completions: the reference text's tokens (cut to ``max_tokens − 1``) + EOS, right-padded."""
-    ids = [tokenizer(t, add_special_tokens=False)["input_ids"][: max_tokens - 1] + [eos_token_id] for t in texts]
-    return pad_completions(ids, tokenizer.pad_token_id)
+def reference_tokens(policy: Any, texts: list[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target completions: the reference text's tokens (cut to ``max_tokens − 1``) + the policy's EOS,
+    right-padded. The text is written as the policy's own outputs begin (``policy.completion_prefix``:
+    Whisper's transcripts start with a space, without which a correct transcript costs 0.77 nats/token
+    instead of 0.10 on tiny.en)."""
+    prefix = getattr(policy, "completion_prefix", "")
+    tok = policy.tokenizer
+    ids = [tok(prefix + t, add_special_tokens=False)["input_ids"][: max_tokens - 1] + [policy.eos_token_id]
+           for t in texts]
+    return pad_completions(ids, policy.pad_token_id)
 
 
 def rank_weight(accelerator: Accelerator, count: torch.Tensor | float) -> torch.Tensor:

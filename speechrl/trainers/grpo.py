@@ -87,8 +87,7 @@ def rollout(policy: Any, examples: list[Example], feats: dict, cfg: SpeechGRPOCo
     mask = completion_mask(ids, policy.eos_token_id)
     off_policy = torch.zeros(ids.shape[0], dtype=torch.bool)
     if cfg.mixed_policy:
-        ref_ids, ref_mask = reference_tokens(policy.tokenizer, [e.reference for e in examples], policy.eos_token_id,
-                                             cfg.max_new_tokens)
+        ref_ids, ref_mask = reference_tokens(policy, [e.reference for e in examples], cfg.max_new_tokens)
         rows = [ids[i, : int(mask[i].sum())].tolist() for i in range(ids.shape[0])]
         for k in range(len(examples)):
             rows[k * g + g - 1] = ref_ids[k, : int(ref_mask[k].sum())].tolist()

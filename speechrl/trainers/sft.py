@@ -64,7 +64,7 @@ def sft_nll(model: Any, policy: Any, examples: list[Example], feats: dict, max_t
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed NLL, number) of the reference answers' completion tokens. ``model`` is ``policy`` as
     prepared by accelerate (its forward is ``completion_logps``); ``policy`` the unwrapped module."""
-    ids, mask = reference_tokens(policy.tokenizer, [e.reference for e in examples], policy.eos_token_id, max_tokens)
+    ids, mask = reference_tokens(policy, [e.reference for e in examples], max_tokens)
     ids, mask = ids.to(policy.lm.device), mask.to(policy.lm.device)
     logps = model(policy.encode(prompt_batch(examples, feats)), ids, mask)
     return -(logps * mask).sum(), mask.sum()
@@ -181,7 +181,7 @@ def train_supervised(model: torch.nn.Module, train: Sequence[Any], dev: Sequence
 def train_sft(policy: Any, train: list[Example], dev: list[Example], feats: dict, task: str, cfg: SFTConfig,
               out_dir: str | Path, logger: MetricsLogger | None = None, stage: str = "sft") -> dict[str, Any]:
     """SFT of a speech policy on the reference completions, to its best dev task score (WER, BLEU…: greedy
-    decoding); the audio front end is the new part. Returns :func:`train_supervised`'s result."""
+    decoding); the new parts (:func:`new_parameters`) train at ``new_lr``. Returns :func:`train_supervised`'s result."""
     policy.lm.get_input_embeddings().requires_grad_(cfg.train_embeddings)
 
     def loss(model: torch.nn.Module, batch: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,5 +192,12 @@ def train_sft(policy: Any, train: list[Example], dev: list[Example], feats: dict
         metrics, _ = evaluate(policy, list(dev), feats, task, cfg.max_tokens, semantic=False, desc=f"{stage} dev")
         return selection_score(task, metrics), metrics
 
-    front = [p for p in policy.front_end.parameters() if p.requires_grad]
-    return train_supervised(policy, train, dev, loss, front, cfg, out_dir, logger, stage, dev_score)
+    return train_supervised(policy, train, dev, loss, new_parameters(policy), cfg, out_dir, logger, stage, dev_score)
+
+
+def new_parameters(policy: Any) -> list[torch.nn.Parameter]:
+    """The trainable parameters no pretraining gave the policy (they train at ``new_lr``): our SpeechLM's
+    audio front end (its projector, or the whole encoder where it is learnt here); none for a pretrained
+    speech model (everything there trains at ``lr``)."""
+    front = getattr(policy, "front_end", None)
+    return [p for p in front.parameters() if p.requires_grad] if front is not None else []

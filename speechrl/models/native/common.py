@@ -5,11 +5,13 @@ scheme as a whole: :mod:`speechrl.models.native`."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -151,6 +153,19 @@ def _token_id(tokenizer: Any, token: str, required: bool) -> int | None:
     return int(tid)
 
 
+def check_audio_slots(input_ids: torch.Tensor, audio_token_id: int, audio: list[torch.Tensor]) -> None:
+    """Every prompt holds exactly as many audio placeholders as its clip has audio embeddings, or a
+    ``ValueError`` names the rows: a mismatch would drop or shift audio silently when the embeddings are
+    scattered into the placeholders."""
+    slots = (input_ids == audio_token_id).sum(1).tolist()
+    counts = [int(a.shape[0]) for a in audio]
+    if slots != counts:
+        bad = [f"row {i}: {s} placeholders, {c} audio embeddings" for i, (s, c) in enumerate(zip(slots, counts))
+               if s != c]
+        raise ValueError("audio placeholders do not match the encoder's output: "
+                         + ("; ".join(bad[:3]) or f"{len(slots)} prompts, {len(counts)} clips"))
+
+
 class NativePolicy(nn.Module):
     """What the three wrappers share: settings, device, train mode, generation and persistence."""
 
@@ -192,6 +207,29 @@ class NativePolicy(nn.Module):
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.eval()
         return self
+
+    @staticmethod
+    def featurize_with(extractor: Any, audio: Any) -> dict[str, np.ndarray]:
+        """One 16 kHz waveform → the model's features (default: Whisper-style log-mel, compactly stored)."""
+        return whisper_mel_features(extractor, audio)
+
+    def featurize(self, audio: Any) -> dict[str, np.ndarray]:
+        return self.featurize_with(self.feature_extractor, audio)
+
+    def featurizer(self) -> Callable[[Any], dict[str, np.ndarray]]:
+        """:meth:`featurize` as a small picklable function (the feature extractor, not the model), for a
+        process pool (:func:`speechrl.data.features.features`)."""
+        return partial(type(self).featurize_with, self.feature_extractor)
+
+    @property
+    def feature_kind(self) -> str:
+        """The name the features are cached under: the class and a hash of the extractor's settings (two
+        checkpoints with the same extractor share their features; different ones never do)."""
+        fe = self.feature_extractor
+        values = fe.to_dict() if hasattr(fe, "to_dict") else vars(fe)
+        plain = {k: v for k, v in values.items() if isinstance(v, (int, float, str, bool, type(None)))}
+        key = hashlib.sha1(json.dumps([type(fe).__name__, plain], sort_keys=True).encode()).hexdigest()[:10]
+        return f"{type(self).__name__.removesuffix('Policy').lower()}-{key}"
 
     def _features(self, audio: list[Any]) -> list[dict[str, np.ndarray]]:
         """``PromptBatch.audio`` items: feature dicts, or waveforms (featurized on the fly)."""
@@ -278,6 +316,7 @@ class DecoderOnlySpeechPolicy(NativePolicy):
 
     def merge_audio(self, input_ids: torch.Tensor, audio: list[torch.Tensor]) -> torch.Tensor:
         """Token embeddings with the audio embeddings written at the audio-token positions, in order."""
+        check_audio_slots(input_ids, self.audio_token_id, audio)
         embeds = self.model.get_input_embeddings()(input_ids.masked_fill(input_ids == self.audio_token_id, 0))
         where = (input_ids == self.audio_token_id).unsqueeze(-1)
         return embeds.masked_scatter(where, torch.cat(audio).to(embeds.dtype))

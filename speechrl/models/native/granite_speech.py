@@ -13,7 +13,7 @@ import torch
 from transformers import PreTrainedModel
 
 from speechrl.models.native.common import (SAMPLE_RATE, DecoderOnlySpeechPolicy, _settings_from, _token_id,
-                                           as_float_audio, merge_hf_adapters)
+                                           as_float_audio, check_audio_slots, merge_hf_adapters)
 
 # Granite 3.x chat layout with a fixed system prompt (the hub chat template inserts today's date,
 # which would make the policy's prompt change from day to day).
@@ -163,8 +163,9 @@ class GraniteSpeechPolicy(DecoderOnlySpeechPolicy):
                 feature_extractor = None
         return cls(model, tokenizer, feature_extractor, **{**_settings_from(path), **settings})
 
-    def featurize(self, audio: Any) -> dict[str, np.ndarray]:
-        return {"mel": self.feature_extractor(audio)}
+    @staticmethod
+    def featurize_with(extractor: Any, audio: Any) -> dict[str, np.ndarray]:
+        return {"mel": extractor(audio)}
 
     def audio_embeddings(self, feats: list[dict[str, np.ndarray]]) -> list[torch.Tensor]:
         out: list[torch.Tensor | None] = [None] * len(feats)
@@ -179,4 +180,5 @@ class GraniteSpeechPolicy(DecoderOnlySpeechPolicy):
         return out
 
     def merge_audio(self, input_ids: torch.Tensor, audio: list[torch.Tensor]) -> torch.Tensor:
+        check_audio_slots(input_ids, self.audio_token_id, audio)
         return self.model.model.get_merged_audio_embeddings(input_ids, torch.cat(audio))

@@ -9,8 +9,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from speechrl.models.native.common import (DecoderOnlySpeechPolicy, _default_whisper_extractor, _token_id,
-                                           collate_mel, whisper_mel_features)
+from speechrl.models.native.common import DecoderOnlySpeechPolicy, _default_whisper_extractor, _token_id, collate_mel
 
 # The Qwen2-Audio processor's chat layout (its default chat template, one audio clip).
 QWEN2_AUDIO_TEMPLATE = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
@@ -43,9 +42,6 @@ class Qwen2AudioPolicy(DecoderOnlySpeechPolicy):
         super().__init__(model, tokenizer, feature_extractor, template, eos_id,
                          {"template": template, "eos_token": eos_token})
 
-
-    def featurize(self, audio: Any) -> dict[str, np.ndarray]:
-        return whisper_mel_features(self.feature_extractor, audio)
 
     def audio_embeddings(self, feats: list[dict[str, np.ndarray]]) -> list[torch.Tensor]:
         from transformers.masking_utils import create_bidirectional_mask

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -9,18 +10,20 @@ import torch
 from transformers import PreTrainedModel
 
 from speechrl.losses.logps import token_logps
-from speechrl.models.native.common import (NativePolicy, _default_whisper_extractor, collate_mel,
-                                           whisper_mel_features)
-from speechrl.models.policy import Encoded, PromptBatch, generated_logps, left_pad_ids
+from speechrl.models.native.common import NativePolicy, _default_whisper_extractor, collate_mel
+from speechrl.models.policy import Encoded, PromptBatch, left_pad_ids
 
 
 class WhisperPolicy(NativePolicy):
     """``WhisperForConditionalGeneration`` as an encoder–decoder policy.
 
-    ``encode`` runs the encoder once (``Encoded``: ``encoder_hidden`` [B, S, d], the left-padded decoder
-    prefix ``prefix`` + ``prefix_mask``); ``generate`` continues the prefix with the encoder output
-    (cross-attention), ``completion_logps`` teacher-forces the decoder on prefix + completion; decoder
-    positions are counted from the mask, so padded prefixes of different lengths are exact.
+    Encode once, really: ``encode`` runs the encoder once per clip (or reads its cached output), and
+    ``Encoded.repeat(G)`` repeats only the decoder prefix and the row → clip index ``source``; the G
+    samples of a prompt share the clip's encoder output *and* its cross-attention keys/values
+    (:meth:`cross_attention_cache`, computed once per clip in ``generate`` and in ``completion_logps``).
+    ``generate`` continues the prefix with a KV-cached decoder loop, ``completion_logps`` teacher-forces
+    the decoder on prefix + completion; decoder positions are counted from the mask, so padded
+    prefixes of different lengths are exact.
 
     The prefix is the tokenizer's ``<|startoftranscript|>`` [language] [task] ``<|notimestamps|>``
     (``language``/``task`` for multilingual checkpoints). Whisper follows no instructions, so the text
@@ -32,9 +35,11 @@ class WhisperPolicy(NativePolicy):
         Whisper's previous-text conditioning (``prompt_ids``): ``<|startofprev|> text`` before the
         prefix — a hint for vocabulary, spelling and style, not a command.
 
-    Completions are the transcript tokens ending with ``<|endoftext|>``.
+    Completions are the transcript tokens ending with ``<|endoftext|>``; a reference is tokenized as
+    ``" " + text`` (``completion_prefix``), as Whisper writes its transcripts.
     """
 
+    completion_prefix = " "
     hf_class = "WhisperForConditionalGeneration"
 
     def __init__(self, model: PreTrainedModel, tokenizer: Any, feature_extractor: Any = None,
@@ -52,45 +57,103 @@ class WhisperPolicy(NativePolicy):
         self.prefix = [int(t) for t in tokenizer.prefix_tokens]
         self._set_lm(model.model.decoder)
 
-
-    def featurize(self, audio: Any) -> dict[str, np.ndarray]:
-        return whisper_mel_features(self.feature_extractor, audio)
-
     def prefix_ids(self, instruction: str) -> list[int]:
         if self.instruction == "prompt" and instruction.strip():
             return [int(t) for t in self.tokenizer.get_prompt_ids(instruction, return_tensors="np")] + self.prefix
         return list(self.prefix)
 
-    def encode(self, batch: PromptBatch) -> Encoded:
-        mel, _ = collate_mel(self._features(batch.audio))
-        hidden = self.model.model.encoder(mel.to(self.device, self.dtype)).last_hidden_state
-        ids, mask = left_pad_ids([self.prefix_ids(t) for t in batch.text], self.pad_token_id)
-        return Encoded({"encoder_hidden": hidden, "prefix": ids.to(self.device), "prefix_mask": mask.to(self.device)})
+    # -- the encoder, once per clip ------------------------------------------------------------
+    def encoder_outputs(self, feats: list[dict[str, np.ndarray]]) -> torch.Tensor:
+        """The encoder's output [B, S, d] for feature dicts; a clip whose cached ``hidden`` is there
+        (:func:`speechrl.data.features.cached_encodings`, frozen encoder) is not encoded again."""
+        if all("hidden" in f for f in feats):
+            return torch.stack([torch.as_tensor(f["hidden"]) for f in feats]).to(self.device, self.dtype)
+        mel, _ = collate_mel(feats)
+        return self.model.model.encoder(mel.to(self.device, self.dtype)).last_hidden_state
 
+    @property
+    def encoder_cache_key(self) -> str | None:
+        """A name for this encoder's cached outputs (its features and weights), or ``None`` while the
+        encoder trains (then nothing may be cached)."""
+        encoder = self.model.model.encoder
+        if any(p.requires_grad for p in encoder.parameters()):
+            return None
+        digest = hashlib.sha1()
+        for name, t in sorted(encoder.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(t.detach().float().cpu().numpy().tobytes())
+        return f"{self.feature_kind}-encoder-{digest.hexdigest()[:10]}"
+
+    def encode(self, batch: PromptBatch) -> Encoded:
+        """Encoder once per clip. ``Encoded``: the decoder prefixes ``prefix``/``prefix_mask`` [B, L] and
+        ``source`` [B] (the encoder row of each prompt; :meth:`Encoded.repeat` repeats these, never the
+        encoder output, which stays in ``extra["encoder_hidden"]`` [B, S, d])."""
+        hidden = self.encoder_outputs(self._features(batch.audio))
+        ids, mask = left_pad_ids([self.prefix_ids(t) for t in batch.text], self.pad_token_id)
+        source = torch.arange(len(batch.text), device=self.device)
+        return Encoded({"prefix": ids.to(self.device), "prefix_mask": mask.to(self.device), "source": source},
+                       {"encoder_hidden": hidden})
+
+    def cross_attention_cache(self, enc: Encoded) -> Any:
+        """An ``EncoderDecoderCache`` whose cross-attention keys/values are computed once per clip and
+        gathered for the decoder rows (G samples of a prompt share their clip's projections)."""
+        from transformers import DynamicCache, EncoderDecoderCache
+
+        hidden, source = enc.extra["encoder_hidden"], enc["source"]
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        for i, layer in enumerate(self.model.model.decoder.layers):
+            attn = layer.encoder_attn
+            shape = (hidden.shape[0], -1, attn.num_heads, attn.head_dim)
+            keys = attn.k_proj(hidden).view(shape).transpose(1, 2)[source]
+            values = attn.v_proj(hidden).view(shape).transpose(1, 2)[source]
+            cache.cross_attention_cache.update(keys, values, i)
+            cache.is_updated[i] = True
+        return cache
+
+    def _decoder_logits(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, enc: Encoded,
+                        cache: Any, keep: int | None = None) -> torch.Tensor:
+        hidden = self.model.model.decoder(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                          encoder_hidden_states=enc.extra["encoder_hidden"], past_key_values=cache,
+                                          use_cache=True).last_hidden_state
+        return self.model.proj_out(hidden if keep is None else hidden[:, -keep:])
+
+    # -- Policy ---------------------------------------------------------------------------------
+    @torch.no_grad()
     def generate(self, enc: Encoded, max_new_tokens: int, do_sample: bool = False, temperature: float = 1.0,
                  top_p: float = 1.0, top_k: int = 0, return_logps: bool = False) -> Any:
-        """Completion ids [N, T] (prefix removed), right-padded after EOS; ``(ids, logps)`` with
-        ``return_logps=True``."""
-        from transformers.modeling_outputs import BaseModelOutput
+        """Completion ids [N, T] (prefix removed), right-padded with EOS after it; ``(ids, logps)`` with
+        ``return_logps=True`` (the sampled tokens' log-probs at ``temperature``, before top-p/k, as
+        :meth:`completion_logps` scores them). One decoder step a token with a KV cache
+        (:func:`speechrl.models.decoding.decode_cached`); nothing of Whisper's ``generate`` (suppressed
+        or forced tokens) is applied."""
+        from speechrl.models.decoding import decode_cached, sample_next
 
         prefix = enc["prefix"]
         max_new_tokens = min(max_new_tokens, self.model.config.max_target_positions - prefix.shape[1])
-        out = self._generate(max_new_tokens, do_sample, temperature, top_p, top_k, return_logps,
-                             encoder_outputs=BaseModelOutput(last_hidden_state=enc["encoder_hidden"]),
-                             decoder_input_ids=prefix, decoder_attention_mask=enc["prefix_mask"])
-        ids = (out.sequences if return_logps else out)[:, prefix.shape[1]:]
-        return (ids, generated_logps(out, ids, temperature if do_sample else 1.0)) if return_logps else ids
+        t = temperature if do_sample else 0.0
+        logps: list[torch.Tensor] = []
+
+        def pick(logits: torch.Tensor, _step: int) -> torch.Tensor:
+            nxt = sample_next(logits.float(), t, top_k, top_p)
+            if return_logps:
+                logps.append(torch.log_softmax(logits.float() / (t or 1.0), -1).gather(-1, nxt[:, None])[:, 0])
+            return nxt
+
+        ids = decode_cached(lambda x, m, pos, c: self._decoder_logits(x, m, pos, enc, c, keep=1)[:, -1],
+                            prefix, enc["prefix_mask"], lambda tok: tok[:, None], pick, max_new_tokens,
+                            self.eos_token_id, cache=self.cross_attention_cache(enc))
+        if not return_logps:
+            return ids
+        return ids, (torch.stack(logps, 1) if logps else ids.new_zeros(ids.shape, dtype=torch.float32))
 
     def completion_logps(self, enc: Encoded, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
                          temperature: float = 1.0) -> torch.Tensor:
         """log π_T(o_t | audio, prefix, o_<t) for every completion token [N, T] (teacher-forced decoder;
-        logits / T)."""
+        logits / T; cross-attention keys/values once per clip)."""
         prefix, prefix_mask = enc["prefix"], enc["prefix_mask"]
         ids = torch.cat([prefix, completion_ids], dim=1)
         mask = torch.cat([prefix_mask, completion_mask.to(prefix_mask.dtype)], dim=1)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        hidden = self.model.model.decoder(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                          encoder_hidden_states=enc["encoder_hidden"],
-                                          use_cache=False).last_hidden_state
-        p = prefix.shape[1]
-        return token_logps(self.model.proj_out(hidden[:, p - 1: -1]), completion_ids, temperature)
+        t = completion_ids.shape[1]
+        logits = self._decoder_logits(ids, mask, positions, enc, self.cross_attention_cache(enc), keep=t + 1)
+        return token_logps(logits[:, :-1], completion_ids, temperature)
