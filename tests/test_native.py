@@ -417,3 +417,26 @@ def test_whisper_is_refused_by_the_vllm_export(whisper_tokenizer, tmp_path):
 
     with pytest.raises(ValueError, match="encoder-decoder.*rollout_engine: hf"):
         export_causal_lm(make_whisper(whisper_tokenizer), tmp_path / "lm")
+
+
+def test_frozen_whisper_encoder_outputs_are_computed_once_and_cached(tmp_path, whisper_tokenizer, monkeypatch):
+    from speechrl.data.features import cached_encodings
+
+    torch.manual_seed(0)
+    policy = make_whisper(whisper_tokenizer)
+    feats = {f"u{i}": policy.featurize(w) for i, w in enumerate(waves(3))}
+    assert policy.encoder_cache_key is None and cached_encodings(tmp_path, feats, policy) is feats  # it trains
+    policy.model.model.encoder.requires_grad_(False)
+    cached = cached_encodings(tmp_path, feats, policy)
+    with torch.no_grad():
+        fresh = policy.encoder_outputs(list(feats.values()))
+        from_cache = policy.encoder_outputs(list(cached.values()))
+    assert cached["u0"]["hidden"].dtype == np.float16
+    assert torch.allclose(from_cache, fresh, atol=2e-2, rtol=2e-3)  # float16 storage
+    monkeypatch.setattr(policy, "encoder_outputs", lambda _f: pytest.fail("encoded again"))
+    again = cached_encodings(tmp_path, feats, policy)  # the second call (a rerun, the RL stage) reads the file
+    assert np.array_equal(again["u2"]["hidden"], cached["u2"]["hidden"])
+    with torch.no_grad():  # changed encoder weights: another key, never the stale outputs
+        key = policy.encoder_cache_key
+        policy.model.model.encoder.layer_norm.bias.add_(0.1)
+        assert policy.encoder_cache_key != key

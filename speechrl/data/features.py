@@ -18,6 +18,7 @@ skips, and only the main process writes the cache. Every rank must call ``featur
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -118,3 +119,38 @@ def features(corpus_dir: str | Path, rows: list[dict[str, Any]], kind: str, work
         out.setdefault(uid, {})[name] = arr
     wanted = {r["id"] for r in rows}
     return {uid: f for uid, f in out.items() if uid in wanted}
+
+
+def cached_encodings(corpus_dir: str | Path, feats: dict[str, dict[str, np.ndarray]], policy: Any,
+                     batch_size: int = 8) -> dict[str, dict[str, np.ndarray]]:
+    """``feats`` with each utterance's frozen audio-encoder output added as ``hidden`` (float16), computed
+    once and cached beside the features (``<corpus>/features/<policy.encoder_cache_key>.safetensors``)
+    so that SFT epochs, RL and every evaluation reuse it; ``feats`` unchanged when the policy's encoder
+    trains (``encoder_cache_key`` None) or the policy has no such cache. The key hashes the encoder's
+    weights: a changed encoder never reads stale outputs. float16 halves the memory (Whisper tiny.en:
+    1.15 MB a clip); the policy reads cached and fresh outputs alike, so training, rollouts and
+    evaluation all see the cached ones. Under ``accelerate launch`` the main process computes, the
+    others then read the file."""
+    key = getattr(policy, "encoder_cache_key", None)
+    if key is None or not feats:
+        return feats
+    path = Path(corpus_dir) / "features" / f"{key}.safetensors"
+    with process_state().main_process_first():
+        cached = load_file(str(path)) if path.is_file() else {}
+        todo = [uid for uid in feats if uid not in cached]
+        if todo:
+            import torch
+
+            state = process_state()
+            with torch.no_grad():
+                for i in tqdm(range(0, len(todo), batch_size), desc="encoder outputs", unit="batch",
+                              disable=not state.is_local_main_process):
+                    ids = todo[i: i + batch_size]
+                    hidden = policy.encoder_outputs([feats[u] for u in ids]).float().cpu().numpy()
+                    cached.update({u: np.ascontiguousarray(h.astype(np.float16)) for u, h in zip(ids, hidden)})
+            if state.is_main_process:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                save_file(cached, str(tmp))
+                tmp.replace(path)
+    return {uid: {**f, "hidden": cached[uid]} for uid, f in feats.items()}

@@ -31,12 +31,15 @@ def corpus_rows(cfg: CorpusConfig) -> tuple[Path, list[dict[str, Any]]]:
 
 def policy_features(folder: Path, rows: list[dict[str, Any]], policy: Any) -> dict[str, dict[str, Any]]:
     """The cached audio features ``policy`` consumes, for ``rows``: our SpeechLM's front-end kind, or a
-    pretrained policy's own feature extractor (cached under ``policy.feature_kind``)."""
-    from speechrl.data.features import features
+    pretrained policy's own feature extractor (cached under ``policy.feature_kind``), with a frozen
+    encoder's outputs (:func:`~speechrl.data.features.cached_encodings`)."""
+    from speechrl.data.features import cached_encodings, features
 
     if hasattr(policy, "front_end"):
-        return features(folder, rows, policy.front_end.kind)
-    return features(folder, rows, policy.feature_kind, featurize=policy.featurizer())
+        feats = features(folder, rows, policy.front_end.kind)
+    else:
+        feats = features(folder, rows, policy.feature_kind, featurize=policy.featurizer())
+    return cached_encodings(folder, feats, policy)
 
 
 def write_samples(path: Path, examples: list[Any], hyps: list[str]) -> None:

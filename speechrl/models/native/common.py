@@ -46,11 +46,11 @@ def whisper_mel_features(extractor: Any, wav: Any) -> dict[str, np.ndarray]:
 
 def collate_mel(feats: list[dict[str, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Feature dicts of :func:`whisper_mel_features` → (mel [B, n_mels, frames], lengths [B])."""
-    frames = int(feats[0]["frames"])
+    frames = int(np.asarray(feats[0]["frames"]).item())  # 0-d, or 1-element once read from the cache
     mel = torch.stack([torch.as_tensor(f["pad"])[:, None].repeat(1, frames) for f in feats])
     for i, f in enumerate(feats):
         mel[i, :, : f["mel"].shape[1]] = torch.as_tensor(f["mel"])
-    return mel, torch.tensor([int(f["length"]) for f in feats], dtype=torch.long)
+    return mel, torch.tensor([int(np.asarray(f["length"]).item()) for f in feats], dtype=torch.long)
 
 
 @contextmanager
