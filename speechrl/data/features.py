@@ -29,7 +29,7 @@ from tqdm import tqdm
 from speechrl.audio import AudioError, RejectLog, load_audio
 from speechrl.parallel import all_gather_list, pool_map, process_state
 
-KINDS = ("units", "mel")
+KINDS = ("units", "mel", "whisper")
 log = logging.getLogger(__name__)
 
 
@@ -41,6 +41,10 @@ def featurize_wav(kind: str, wav: np.ndarray) -> dict[str, np.ndarray]:
         return UnitFrontEnd.featurize(_unit_tokenizer().encode(wav))
     if kind == "mel":
         return {"mel": _mel_front_end().featurize(wav)["mel"]}
+    if kind == "whisper":  # the default tiny.en extractor: 80 bins, 30-s window
+        from speechrl.models.native.common import whisper_mel_features
+
+        return whisper_mel_features(_whisper_extractor(), wav)
     raise ValueError(f"no cached features for front end {kind!r}; choose one of {list(KINDS)}")
 
 
@@ -61,6 +65,14 @@ def _mel_front_end():
 
         _CACHE["mel"] = MelFrontEnd(out_dim=8)  # only its feature extractor is used
     return _CACHE["mel"]
+
+
+def _whisper_extractor():
+    if "whisper" not in _CACHE:
+        from speechrl.models.native.common import _default_whisper_extractor
+
+        _CACHE["whisper"] = _default_whisper_extractor(80, 1500)
+    return _CACHE["whisper"]
 
 
 def _job(args: tuple[Any, str, str]) -> tuple[str, dict[str, np.ndarray] | None, str | None]:

@@ -1,13 +1,21 @@
 """Speech-aware LM: audio front end (encoder + projector) + a Hugging Face causal LM.
 
-The prompt is laid out as a chat turn whose audio span is a run of front-end embeddings:
+The prompt is the LM's own chat turn (``tokenizer.apply_chat_template``) whose user message is the audio
+span followed by the instruction; the audio span is a run of front-end embeddings. For SmolLM2:
 
     <|im_start|>user\\n [audio embeddings] \\n{instruction}<|im_end|>\\n<|im_start|>assistant\\n
 
-(special tokens from the LM's tokenizer). Prompts are left-padded so that generation and teacher-forced
-scoring see identical positions. Completions end with the tokenizer's EOS. Only completion tokens are
-ever scored (prompt and audio positions never enter a loss), and prompts are never truncated, so an
-audio span is never cut. Implements :class:`speechrl.models.policy.Policy`.
+The template is rendered with a marker string where the audio goes and split there: the ids before and
+after the audio span (cached per instruction). A default system turn that a template injects when the
+conversation has none (SmolLM2's "You are a helpful AI assistant named SmolLM…", Qwen2.5's "You are
+Qwen…") is left out unless ``system`` is given, so every LM sees the same turn (and SmolLM2's prompt ids
+are those of the layout used before templates were read). A tokenizer without a chat template gets
+that layout built from its BOS/EOS. A completion ends with the template's end-of-turn token
+(``<|im_end|>``, Llama-3's ``<|eot_id|>``), so generation stops where the assistant turn ends.
+
+Prompts are left-padded so that generation and teacher-forced scoring see identical positions. Only
+completion tokens are ever scored (prompt and audio positions never enter a loss), and prompts are
+never truncated, so an audio span is never cut. Implements :class:`speechrl.models.policy.Policy`.
 """
 
 from __future__ import annotations
@@ -37,20 +45,67 @@ def truncate_layers(lm: PreTrainedModel, num_layers: int | None) -> PreTrainedMo
     return lm
 
 
+AUDIO_MARK = "<<speechrl:audio>>"  # where the audio span goes in the rendered chat turn
+_TURN_END_MARK = "<<speechrl:reply>>"  # an assistant message, to read the template's end of turn
+
+
+def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
+
+
+def chat_turn_end(tokenizer: Any) -> str | None:
+    """The text a chat template writes after an assistant message (``<|im_end|>\\n``, ``<|eot_id|>``);
+    ``None`` without a template."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    text = _render(tokenizer, [{"role": "user", "content": "x"}, {"role": "assistant", "content": _TURN_END_MARK}],
+                   False)
+    return text[text.rindex(_TURN_END_MARK) + len(_TURN_END_MARK):] if _TURN_END_MARK in text else None
+
+
+def chat_prompt_text(tokenizer: Any, instruction: str, system: str | None = None) -> tuple[str, str]:
+    """(text before, text after) the audio span of the user turn ``AUDIO_MARK + "\\n" + instruction``
+    rendered by the tokenizer's chat template with the generation prompt. ``system`` None leaves out a
+    default system turn the template injects: the user turn then starts after the last end of turn
+    before it, and a BOS the template wrote first stays."""
+    messages = ([{"role": "system", "content": system}] if system is not None else []) + \
+        [{"role": "user", "content": AUDIO_MARK + "\n" + instruction}]
+    text = _render(tokenizer, messages, True)
+    if text.count(AUDIO_MARK) != 1:
+        raise ValueError(f"the chat template does not render the user message verbatim: {text!r}")
+    before, after = text.split(AUDIO_MARK)
+    end = chat_turn_end(tokenizer)
+    if system is None and end and end in before:  # a default system turn the template injected
+        user = before[before.rindex(end) + len(end):]
+        bos = tokenizer.bos_token or ""
+        before = (bos if bos and before.startswith(bos) and not user.startswith(bos) else "") + user
+    return before, after
+
+
 class SpeechLM(nn.Module):
     def __init__(self, lm: PreTrainedModel, tokenizer: Any, front_end: nn.Module, front_end_kwargs: dict[str, Any],
-                 lm_name: str = ""):
+                 lm_name: str = "", system: str | None = None):
         super().__init__()
         self.lm = lm
         self.tokenizer = tokenizer
         self.front_end = front_end
         self.front_end_kwargs = front_end_kwargs
         self.lm_name = lm_name
-        self.eos_token_id = tokenizer.eos_token_id
+        self.system = system
         self.pad_token_id = tokenizer.pad_token_id
-        user = tokenizer.bos_token + "user\n" if tokenizer.bos_token else "user\n"
-        self._prefix = tokenizer(user, add_special_tokens=False)["input_ids"]
-        self._suffix_cache: dict[str, list[int]] = {}
+        self.eos_token_id = self._end_of_turn_id()
+        self._prompt_cache: dict[str, tuple[list[int], list[int]]] = {}
+
+    def _end_of_turn_id(self) -> int:
+        """The first token of the template's end of turn when it is one special token (``<|im_end|>``,
+        ``<|eot_id|>``), else the tokenizer's EOS."""
+        tok, end = self.tokenizer, chat_turn_end(self.tokenizer)
+        if end and end.strip():
+            ids = tok(end.strip(), add_special_tokens=False)["input_ids"]
+            special = set(tok.all_special_ids) | set(tok.get_added_vocab().values())
+            if ids and ids[0] in special:
+                return ids[0]
+        return tok.eos_token_id
 
     @classmethod
     def create(cls, lm_name: str = "smollm2-135m", front_end: str = "units", decoder_layers: int | None = None,
@@ -64,12 +119,27 @@ class SpeechLM(nn.Module):
     def featurize(self, audio: Any) -> dict[str, Any]:
         return self.front_end.featurize(audio)
 
-    def _suffix(self, instruction: str) -> list[int]:
-        if instruction not in self._suffix_cache:
+    @property
+    def encoder_cache_key(self) -> str | None:
+        """The front end's frozen-encoder cache name (:func:`speechrl.data.features.cached_encodings`);
+        ``None`` where its encoder trains or it has no cache (``units``, ``mel``)."""
+        return getattr(self.front_end, "encoder_cache_key", None)
+
+    def encoder_outputs(self, feats: list[dict[str, Any]]) -> torch.Tensor:
+        return self.front_end.encoder_outputs(feats)
+
+    def prompt_ids(self, instruction: str) -> tuple[list[int], list[int]]:
+        """(ids before, ids after) the audio span of the prompt for ``instruction`` (cached)."""
+        if instruction not in self._prompt_cache:
             tok = self.tokenizer
-            text = f"\n{instruction}{tok.eos_token}\n{tok.bos_token or ''}assistant\n"
-            self._suffix_cache[instruction] = tok(text, add_special_tokens=False)["input_ids"]
-        return self._suffix_cache[instruction]
+            if getattr(tok, "chat_template", None):
+                before, after = chat_prompt_text(tok, instruction, self.system)
+            else:  # the ChatML-like layout from BOS/EOS
+                before = tok.bos_token + "user\n" if tok.bos_token else "user\n"
+                after = f"\n{instruction}{tok.eos_token}\n{tok.bos_token or ''}assistant\n"
+            self._prompt_cache[instruction] = (tok(before, add_special_tokens=False)["input_ids"],
+                                               tok(after, add_special_tokens=False)["input_ids"])
+        return self._prompt_cache[instruction]
 
     def encode(self, batch: PromptBatch) -> Encoded:
         """Front end once per prompt → left-padded prompt embeddings ``embeds`` [B, P, D] + ``mask``."""
@@ -79,8 +149,9 @@ class SpeechLM(nn.Module):
         embed = self.lm.get_input_embeddings()
         rows = []
         for i, instruction in enumerate(batch.text):
-            pre = embed(torch.tensor(self._prefix, device=device))
-            suf = embed(torch.tensor(self._suffix(instruction), device=device))
+            before, after = self.prompt_ids(instruction)
+            pre = embed(torch.tensor(before, dtype=torch.long, device=device))
+            suf = embed(torch.tensor(after, dtype=torch.long, device=device))
             rows.append(torch.cat([pre, audio[i][audio_mask[i].bool()], suf]))
         return left_pad_embeds(rows)
 
@@ -118,8 +189,11 @@ class SpeechLM(nn.Module):
     # -- persistence ----------------------------------------------------------------------------
     def save_pretrained(self, folder: str | Path) -> Path:
         """``lm/`` (HF folder, safetensors; LoRA merged), ``front_end.safetensors``, ``speech_lm.json``."""
-        return save_model_folder(folder, self.lm, self.tokenizer, self.front_end.state_dict(), "front_end.safetensors",
-                                 {"front_end": self.front_end_kwargs, "lm_name": self.lm_name}, "speech_lm.json")
+        fe = self.front_end  # a front end with saved_state() leaves out what reloads from its kwargs
+        state = fe.saved_state() if hasattr(fe, "saved_state") else fe.state_dict()
+        return save_model_folder(folder, self.lm, self.tokenizer, state, "front_end.safetensors",
+                                 {"front_end": self.front_end_kwargs, "lm_name": self.lm_name, "system": self.system},
+                                 "speech_lm.json")
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "SpeechLM":
@@ -127,5 +201,5 @@ class SpeechLM(nn.Module):
         lm = load_causal_lm(str(Path(folder) / "lm"))
         fe_kwargs = dict(meta["front_end"])
         fe = make_front_end(fe_kwargs.pop("kind"), lm.config.hidden_size, **fe_kwargs)
-        fe.load_state_dict(tensors)
-        return cls(lm, tokenizer, fe, meta["front_end"], meta.get("lm_name", ""))
+        fe.load_saved_state(tensors) if hasattr(fe, "load_saved_state") else fe.load_state_dict(tensors)
+        return cls(lm, tokenizer, fe, meta["front_end"], meta.get("lm_name", ""), meta.get("system"))
