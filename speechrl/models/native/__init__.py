@@ -78,7 +78,11 @@ def load_policy(name_or_path: str | Path, *, dtype: torch.dtype = torch.float32,
                 device: str | torch.device | None = None, trust_remote_code: bool = False, **kw: Any) -> nn.Module:
     """A policy from a checkpoint: our :class:`SpeechLM` folder (``speech_lm.json``) or a HF folder / hub
     id whose ``config.json`` ``model_type`` is ``qwen2_audio``, ``granite_speech`` or ``whisper``.
-    ``kw`` go to the class's ``from_pretrained`` (tokenizer, feature_extractor, template, …)."""
+    ``kw`` go to the class's ``from_pretrained`` (tokenizer, feature_extractor, template, …). Offline names
+    (``whisper-tiny.en``, ``whisper-base``: :func:`speechrl.models.hub.resolve`) load their converted folder."""
+    from speechrl.models.hub import resolve
+
+    name_or_path = resolve(str(name_or_path)) if isinstance(name_or_path, str) else name_or_path
     path = Path(name_or_path)
     if (path / "speech_lm.json").is_file():
         from speechrl.models.speech_lm import SpeechLM
