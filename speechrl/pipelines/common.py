@@ -29,6 +29,40 @@ def corpus_rows(cfg: CorpusConfig) -> tuple[Path, list[dict[str, Any]]]:
     return folder, load_manifest(folder)
 
 
+def dataset_rows(data: Any, corpus: CorpusConfig, task: str, out: Path
+                 ) -> tuple[Path, list[dict[str, Any]], dict[str, Any]]:
+    """(feature-cache folder, rows, report) of a recipe's data: the synthetic corpus when ``data`` names no
+    source, else the user's source (:func:`speechrl.data.sources.load_rows`; skipped rows in
+    ``<out>/rejected.jsonl``, written by the main process only — every rank reads the same rows)."""
+    if data.source == "corpus":
+        folder, rows = corpus_rows(corpus)
+        return folder, rows, {"source": "corpus", "path": str(folder), "rows": len(rows), "rejected": 0,
+                              "by_reason": {}}
+    from speechrl.data.sources import data_key, load_rows
+
+    rows, report = load_rows(data, task, out if process_state().is_main_process else None)
+    return cache_dir() / "datasets" / data_key(data), rows, report
+
+
+def kept_with_features(rows: list[dict[str, Any]], feats: dict[str, Any], folder: Path, out: Path,
+                       report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows that have features; the others (audio that failed to decode) are added to
+    ``<out>/rejected.jsonl`` with the reason the feature stage recorded, and counted in ``report``."""
+    from speechrl.audio import RejectLog
+    from speechrl.runlog import read_jsonl
+
+    dropped = [r for r in rows if r["id"] not in feats]
+    if dropped:
+        log = folder / "features" / "rejected.jsonl"
+        why = {e["path"]: e["reason"] for e in read_jsonl(log)} if log.is_file() else {}
+        rejects = RejectLog(out if process_state().is_main_process else None)
+        for r in dropped:
+            rejects.add(r["id"], why.get(r["id"], "no features"), stage="features")
+        report["rejected"] = report.get("rejected", 0) + len(dropped)
+        report.setdefault("by_reason", {})["no features"] = len(dropped)
+    return [r for r in rows if r["id"] in feats]
+
+
 def policy_features(folder: Path, rows: list[dict[str, Any]], policy: Any) -> dict[str, dict[str, Any]]:
     """The cached audio features ``policy`` consumes, for ``rows``: our SpeechLM's front-end kind, or a
     pretrained policy's own feature extractor (cached under ``policy.feature_kind``), with a frozen

@@ -31,7 +31,8 @@ from speechrl.data.selection import SelectionConfig, select_rl_data
 from speechrl.eval.bootstrap import intervals
 from speechrl.eval.speech_tasks import evaluate, task_item_stats
 from speechrl.models.speech_lm import SpeechLM
-from speechrl.pipelines.common import corpus_rows, policy_features, write_samples
+from speechrl.data.sources import DataConfig
+from speechrl.pipelines.common import dataset_rows, kept_with_features, policy_features, write_samples
 from speechrl.runlog import MetricsLogger, read_json, write_json
 from speechrl.trainers.grpo import SpeechGRPOConfig, train_grpo
 from speechrl.trainers.sft import SFTConfig, train_sft
@@ -58,6 +59,7 @@ class ModelConfig:
 class SpeechGRPORecipe:
     task: Literal["asr", "sqa", "ast"] = doc("asr, sqa (spoken QA) or ast (En→Es speech translation)", "asr")
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     grpo: SpeechGRPOConfig = field(default_factory=SpeechGRPOConfig)
@@ -105,10 +107,10 @@ def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
     out = Path(out)
     start = time.time()
     logger = MetricsLogger(out)
-    corpus_dir, rows = corpus_rows(recipe.corpus)
+    corpus_dir, rows, data_report = dataset_rows(recipe.data, recipe.corpus, recipe.task, out)
     policy = new_policy(recipe.model, recipe.sft.seed)
     feats = policy_features(corpus_dir, rows, policy)
-    rows = [r for r in rows if r["id"] in feats]
+    rows = kept_with_features(rows, feats, corpus_dir, out, data_report)
     split = {s: task_examples([r for r in rows if r["split"] == s], recipe.task, recipe.max_questions)
              for s in ("train", "dev", "test")}
     test = split["test"][: recipe.test_examples or None]
@@ -156,6 +158,7 @@ def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
 
     summary = {"task": recipe.task, "test_size": len(test), "wall_s": round(time.time() - start, 1),
                "metrics": {k: results[k] for k in training}, "baseline": "sft",
-               "intervals": intervals(items, "sft", list(training)), "training": training, "rl_selection": selection}
+               "intervals": intervals(items, "sft", list(training)), "training": training, "rl_selection": selection,
+               "data": data_report}
     write_json(out / "summary.json", summary)
     return summary

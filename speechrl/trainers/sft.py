@@ -200,4 +200,7 @@ def new_parameters(policy: Any) -> list[torch.nn.Parameter]:
     audio front end (its projector, or the whole encoder where it is learnt here); none for a pretrained
     speech model (everything there trains at ``lr``)."""
     front = getattr(policy, "front_end", None)
-    return [p for p in front.parameters() if p.requires_grad] if front is not None else []
+    if front is None:
+        return []
+    params = front.new_parameters() if hasattr(front, "new_parameters") else front.parameters()
+    return [p for p in params if p.requires_grad]
