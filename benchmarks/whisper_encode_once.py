@@ -30,6 +30,7 @@ from typing import Any
 
 import common  # first: sets HF_HUB_OFFLINE before anything loads the hub
 import torch
+from rollout_encode_once import SENTENCES
 
 from speechrl.config import doc
 from speechrl.data.features import cached_encodings
@@ -39,12 +40,6 @@ from speechrl.models.policy import PromptBatch, completion_mask, decode
 from speechrl.speech.synthesize import get_voice, synthesize
 from speechrl.trainers.sft import sft_nll
 
-SENTENCES = [
-    "The red fox ran home before the rain.", "A small boat drifted across the quiet lake.",
-    "My sister bakes bread every Sunday morning.", "The old clock in the hall stopped at noon.",
-    "Two dogs chased a ball along the beach.", "He forgot his keys on the kitchen table.",
-    "The children sang a song about the moon.", "A cold wind blew through the open window.",
-]
 ROLLOUT_MODES = ("encode_once", "naive")
 SFT_MODES = ("sft_cached", "sft_recomputed")
 

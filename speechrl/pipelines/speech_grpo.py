@@ -1,8 +1,9 @@
 """Speech GRPO recipe (ASR / spoken QA / speech translation), end to end:
 
-    corpus → audio features → SFT (to its best dev score) → GRPO or mixed-policy GRPO (LoRA)
-           → held-out test evaluation of SFT, SFT given the same extra time ("sft_extra"), and RL
-           → summary.json
+    data (the corpus, or ``data:``) → the policy (``model.policy``) → its audio features (a frozen
+    encoder's outputs cached) → [zero-shot test of a pretrained policy] → SFT (to its best dev score)
+    → GRPO or mixed-policy GRPO (LoRA) → held-out test evaluation of SFT, SFT given the same extra
+    time ("sft_extra"), and RL → summary.json (with the data report: rows used and rejected)
 
 ``summary.json``: ``metrics`` per system on the test split, ``baseline`` ("sft") and ``intervals``
 ``{system: {metric: {"diff", "low", "high", "significant"}}}``: each system's difference to SFT with its

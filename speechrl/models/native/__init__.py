@@ -1,7 +1,7 @@
 """Native Hugging Face speech LMs behind the :class:`~speechrl.models.policy.Policy` interface.
 
 Three wrappers that implement the policy interface (encode, generate, completion_logps) on hub checkpoints;
-no recipe builds one yet (`model.policy` is planned), but the trainers take any object with that interface:
+the speech recipes build one from ``model.policy``, and the trainers take any object with that interface:
 
 :class:`Qwen2AudioPolicy`
     ``Qwen2AudioForConditionalGeneration`` (Whisper-style encoder + linear projector + Qwen2 LM).
