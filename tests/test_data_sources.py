@@ -1,7 +1,6 @@
 """`data:` sources in their real on-disk layouts, and bad rows: each one skipped with its reason."""
 
 import json
-from pathlib import Path
 import os
 
 import numpy as np
@@ -124,6 +123,11 @@ def test_a_manifest_with_every_kind_of_bad_row_loses_none_silently(tmp_path, tas
     assert any("(id b1)" in r for r in reasons)  # the entry names the row
     examples = task_examples(rows, task)  # the rows are what the task examples need
     assert len(examples) == (len(rows) if task == "ast" else len(rows) + 1)
+    cfg.check_audio = False  # only existence is checked then; the header problems reach feature extraction
+    rows, report = load_rows(cfg, task, None)
+    assert {"b2", "b3", "b4", "b5", "b6", "b7"} <= {r["id"] for r in rows}
+    assert report["by_reason"]["missing audio"] == 2 and report["by_reason"]["not a file"] == 1
+    assert not (tmp_path / "run2").exists()
 
 
 def test_a_wholly_unusable_manifest_stops_with_the_file_and_its_first_bad_rows(tmp_path):
@@ -185,6 +189,13 @@ def test_rows_without_splits_are_split_by_speaker_deterministically(tmp_path):
                                                             "speaker": f"s{i % 2}"}) + "\n" for i in range(6)))
     with pytest.raises(ValueError, match="cannot hold out test and dev from 2 speakers.*split_by=row"):
         load_rows(DataConfig(manifest=str(tmp_path / "two.jsonl")), "asr", tmp_path / "r5")
+    mixed = [{"id": f"l{i}", "audio": "a.wav", "text": "x", "speaker": f"s{i}", "split": s}
+             for i, s in enumerate(["train", "train", "dev", "test"])]
+    mixed += [{"id": "u0", "audio": "a.wav", "text": "x", "speaker": "s2"}, {"id": "u1", "audio": "a.wav", "text": "x"}]
+    (tmp_path / "mixed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mixed))
+    rows, report = load_rows(DataConfig(manifest=str(tmp_path / "mixed.jsonl")), "asr", tmp_path / "r6")
+    # u0 follows its speaker's split; u1 alone cannot be split three ways: train, said so
+    assert [r["split"] for r in rows] == ["train", "train", "dev", "test", "dev", "train"] and report["notes"]
 
 
 def _librispeech(root, subsets=(("train-clean-100", ("19", "26", "27")), ("dev-clean", ("84",)),
@@ -229,7 +240,8 @@ def test_covost2_layout(tmp_path):
             rows.append(f'{name}\tHe said "hi" {i}.\tEr sagte "hallo" {i}.\tclient{split}{i}\n')
         rows.append(f"common_voice_en_{split}_gone.mp3\tGone.\tWeg.\tclientx\n")
         (tmp_path / f"covost_v2.en_de.{split}.tsv").write_text("path\tsentence\ttranslation\tclient_id\n" + "".join(rows))
-    (tmp_path / "covost_v2.en_de.train.tsv").open("a").write("common_voice_en_train0.mp3\tno translation\n")
+    with (tmp_path / "covost_v2.en_de.train.tsv").open("a") as f:
+        f.write("common_voice_en_train0.mp3\tno translation\n")
     rows, report = load_rows(DataConfig(covost2=str(tmp_path)), "ast", tmp_path / "r")
     assert report["splits"] == {"train": 3, "dev": 1, "test": 1}
     assert report["by_reason"] == {"missing audio": 3, "wrong column count": 1}
@@ -291,6 +303,12 @@ def test_hf_save_to_disk_with_audio_bytes_and_dataset_dict(tmp_path):
     assert report["splits"] == {"train": 1, "dev": 0, "test": 1}
     with pytest.raises(ValueError, match="no audio column 'audio'"):
         load_rows(DataConfig(hf=str(tmp_path / "dd")), "asr", tmp_path / "r4")
+    one = Dataset.from_dict({"audio": [str(tone(tmp_path / "one" / f"o{i}.wav")) for i in range(3)],
+                             "text": ["a", "b", "c"], "speaker_id": ["s", "s", "t"]}).cast_column("audio", Audio())
+    DatasetDict({"train": one.select([0, 1]), "test": one.select([2])}).save_to_disk(str(tmp_path / "one_spk"))
+    rows, report = load_rows(DataConfig(hf=str(tmp_path / "one_spk")), "asr", tmp_path / "r5", tmp_path / "c5")
+    assert [r["split"] for r in rows] == ["train", "train", "test"] and rows[0]["voice"] == "s"
+    assert "none carved from train" in report["notes"][0]  # one speaker in train: dev left empty, said so
 
 
 def test_hf_audiofolder_parquet_folder_and_unknown_hub_id(tmp_path):

@@ -33,7 +33,7 @@ import csv
 import io
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -58,7 +58,6 @@ class Record:
     """The split the layout names (a subset, a TSV, a datasets split); a split column is in ``fields``."""
     group: str = ""
     """The named part of the source the row comes from (for ``max_rows``)."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def layout_split(name: str) -> str | None:

@@ -78,7 +78,6 @@ from speechrl.data.readers import SPLIT_NAMES, Record
 SOURCES = ("manifest", "hf", "librispeech", "covost2", "librisqa")
 TASK_COLUMNS = {"asr": ("text",), "ast": ("translation",), "sqa": ("question", "answer")}
 SPEAKER_FALLBACKS = ("speaker", "speaker_id", "client_id", "voice")
-ROW_KEYS = ("id", "audio", "text", "voice", "split", "duration", "translation", "keywords", "questions")
 
 
 @dataclass
@@ -369,8 +368,15 @@ def assign_splits(rows: list[dict[str, Any]], cfg: DataConfig) -> list[str]:
                 r["split"] = known[r["voice"]]
     pool = [r for r in rows if not r["split"]]
     if pool:
-        _carve(pool, {"dev": cfg.dev_fraction, "test": cfg.test_fraction}, cfg)
-        notes.append(f"{len(pool)} rows without a split: split by fractions (by {cfg.split_by})")
+        try:
+            _carve(pool, {"dev": cfg.dev_fraction, "test": cfg.test_fraction}, cfg)
+            notes.append(f"{len(pool)} rows without a split: split by fractions (by {cfg.split_by})")
+        except ValueError as err:
+            if len(pool) == len(rows):  # no split information at all: nothing to test on
+                raise
+            for r in pool:  # a few unlabelled rows beside labelled ones: train, said so
+                r["split"] = "train"
+            notes.append(f"{len(pool)} rows without a split: train ({err})")
     train = [r for r in rows if r["split"] == "train"]
     if not train:
         raise ValueError(f"data: no train rows (splits: {dict(Counter(r['split'] for r in rows))}); "
