@@ -40,8 +40,10 @@ def dataset_rows(data: Any, corpus: CorpusConfig, task: str, out: Path
                               "by_reason": {}}
     from speechrl.data.sources import data_key, load_rows
 
-    rows, report = load_rows(data, task, out if process_state().is_main_process else None)
-    return cache_dir() / "datasets" / data_key(data), rows, report
+    folder = cache_dir() / "datasets" / data_key(data)
+    with process_state().main_process_first():  # rank 0 writes any clips an hf dataset holds as bytes
+        rows, report = load_rows(data, task, out if process_state().is_main_process else None, folder)
+    return folder, rows, report
 
 
 def kept_with_features(rows: list[dict[str, Any]], feats: dict[str, Any], folder: Path, out: Path,
