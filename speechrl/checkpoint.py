@@ -90,6 +90,19 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def weights_digest(module: torch.nn.Module) -> str:
+    """SHA-1 of a module's pretrained weights (names and values; peft LoRA weights left out, wrapped
+    layers named as before wrapping): what a cache of a frozen module's outputs is keyed by."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for name, t in sorted(module.state_dict().items()):
+        if "lora_" not in name:
+            digest.update(name.replace(".base_layer.", ".").encode())
+            digest.update(t.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _writer() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 

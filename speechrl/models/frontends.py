@@ -259,14 +259,9 @@ class WhisperFrontEnd(nn.Module):
         return f"whisper-{fe.feature_size}x{fe.nb_max_frames}-encoder-{self._digest[:10]}"
 
     def _weights_digest(self) -> str:
-        import hashlib
+        from speechrl.checkpoint import weights_digest
 
-        digest = hashlib.sha1()
-        for name, t in sorted(self.encoder.state_dict().items()):
-            if "lora_" not in name:
-                digest.update(name.replace(".base_layer.", ".").encode())
-                digest.update(t.detach().float().cpu().numpy().tobytes())
-        return digest.hexdigest()
+        return weights_digest(self.encoder)
 
     # -- forward and saved state -------------------------------------------------------------------
     def forward(self, length: torch.Tensor, mel: torch.Tensor | None = None, hidden: torch.Tensor | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
@@ -78,11 +77,9 @@ class WhisperPolicy(NativePolicy):
         encoder = self.model.model.encoder
         if any(p.requires_grad for p in encoder.parameters()):
             return None
-        digest = hashlib.sha1()
-        for name, t in sorted(encoder.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(t.detach().float().cpu().numpy().tobytes())
-        return f"{self.feature_kind}-encoder-{digest.hexdigest()[:10]}"
+        from speechrl.checkpoint import weights_digest
+
+        return f"{self.feature_kind}-encoder-{weights_digest(encoder)[:10]}"
 
     def encode(self, batch: PromptBatch) -> Encoded:
         """Encoder once per clip. ``Encoded``: the decoder prefixes ``prefix``/``prefix_mask`` [B, L] and
