@@ -105,6 +105,10 @@ def features(corpus_dir: str | Path, rows: list[dict[str, Any]], kind: str, work
         audio = {r["id"]: r["audio"] for r in rows}  # each rank reading its own copy of the audio
         missing = all_gather_list([t[1] for t in todo], state)
         todo = [(job, uid, audio[uid]) for uid in dict.fromkeys(missing)]
+    if featurize is not None or kind == "whisper":
+        # Whisper-style extractors compute with torch, which a forked worker cannot use once this process
+        # has started OpenMP threads (it deadlocks); they are fast (≈250 clips/s), so they run here
+        workers = 1
     if todo:
         mine = todo[state.process_index::state.num_processes]
         done = list(tqdm(pool_map(_job, mine, workers, chunksize=8), total=len(mine), desc=f"features:{kind}",
