@@ -1,4 +1,8 @@
-"""Build the offline spoken corpus: story grammar → several voices and speeds → 16 kHz WAVs + manifest.
+"""Build the offline spoken corpus: text → several voices and speeds → 16 kHz WAVs + manifest.
+
+The text is the story grammar's (``text: stories``: consistent short stories whose sentences carry
+spoken-QA questions, a Spanish translation and keywords) or open-vocabulary English (``text: wordnet``:
+WordNet 3.0's example sentences with their keywords, for ASR; :mod:`speechrl.corpus.wordnet`).
 
 Splits hold out whole stories (train/dev/test) **and** one voice that only the test split uses. The
 manifest (``manifest.jsonl``, one row per utterance, loadable with 🤗 ``datasets``) is byte-identical
@@ -14,7 +18,9 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import numpy as np
 
 from tqdm import tqdm
 
@@ -22,22 +28,28 @@ from speechrl.audio import AudioError, RejectLog, duration, load_audio, save_aud
 from speechrl.config import doc
 from speechrl.parallel import pool_map
 from speechrl.corpus.grammar import Story, generate_stories
+from speechrl.corpus.wordnet import wordnet_stories
 from speechrl.runlog import atomic_write_text, read_jsonl, write_json
 
 SPLITS = ("train", "dev", "test")
-SENTENCES_PER_STORY = 5  # the grammar's mean story length; sizes the corpus
+SENTENCES_PER_STORY = {"stories": 5, "wordnet": 1}  # a story's mean length in sentences; sizes the corpus
 
 
 @dataclass
 class CorpusConfig:
     size: int = doc("approximate total number of utterances (sentences × voices)", 200)
     seed: int = doc("seed for stories, splits, voice and speed choices", 1)
+    text: Literal["stories", "wordnet"] = doc(
+        "stories: the story grammar (217 words; questions, translations, keywords for every task); wordnet: "
+        "open-vocabulary English, WordNet 3.0's example sentences (≈25,000 words; ASR only)", "stories")
     voices: list[str] = doc(
         "voices used in train/dev (and test); names from speechrl.speech.synthesize.VOICES",
         default_factory=lambda: ["piper-joe", "espeak-us-m6", "espeak-us-m1", "espeak-gb-m6"])
     test_voice: str = doc("voice heard only in the test split", "hibari")
     voices_per_sentence: int = doc("each sentence is spoken by this many distinct voices", 2)
     speeds: list[float] = doc("speaking-rate multipliers drawn per utterance", default_factory=lambda: [0.9, 1.0, 1.1])
+    noise_snr_db: list[float] = doc("additive white noise at a signal-to-noise ratio (dB) drawn per utterance from "
+                                    "this list, seeded (empty: clean speech)", default_factory=list)
     dev_fraction: float = doc("share of stories in the dev split", 0.1)
     test_fraction: float = doc("share of stories in the test split", 0.2)
     workers: int = doc("synthesis processes", 2)
@@ -63,7 +75,8 @@ def plan(cfg: CorpusConfig) -> tuple[list[Story], list[dict[str, Any]]]:
         raise ValueError(f"test_voice {cfg.test_voice!r} must not be one of the training voices")
     sentences_needed = max(3, -(-cfg.size // cfg.voices_per_sentence))
     rng = random.Random(cfg.seed)
-    stories = generate_stories(max(3, -(-sentences_needed // SENTENCES_PER_STORY)), cfg.seed)
+    n_stories = max(3, -(-sentences_needed // SENTENCES_PER_STORY[cfg.text]))
+    stories = generate_stories(n_stories, cfg.seed) if cfg.text == "stories" else wordnet_stories(n_stories, cfg.seed)
     splits = split_stories(stories, cfg)
     rows = []
     for story in stories:
@@ -85,6 +98,7 @@ def plan(cfg: CorpusConfig) -> tuple[list[Story], list[dict[str, Any]]]:
                     "translation": sent.translation,
                     "keywords": list(sent.keywords),
                     "questions": [{"question": q.question, "answer": q.answer} for q in sent.questions],
+                    **({"snr_db": rng.choice(cfg.noise_snr_db)} if cfg.noise_snr_db else {}),
                 })
     return stories, rows
 
@@ -102,10 +116,23 @@ def _synthesize_row(job: tuple[str, dict[str, Any], int]) -> tuple[str, float | 
         pass  # a half-written file from an interrupted run: synthesize it again
     try:
         wav = synthesize(row["text"], get_voice(row["voice"]), speed=row["speed"], seed=seed)
+        if "snr_db" in row:
+            wav = add_noise(wav, row["snr_db"], f"{seed}-{row['id']}")
         save_audio(path, wav)
         return row["id"], duration(load_audio(path)), None
     except Exception as err:  # one bad utterance must not stop the corpus
         return row["id"], None, f"{type(err).__name__}: {err}"
+
+
+def add_noise(wav: np.ndarray, snr_db: float, key: str) -> np.ndarray:
+    """``wav`` plus white Gaussian noise at ``snr_db`` relative to its mean power, drawn from a generator
+    seeded by ``key`` (the same utterance always gets the same noise), peak-limited to ±1."""
+    power = float(np.mean(wav.astype(np.float64) ** 2)) or 1e-8
+    seed = int.from_bytes(key.encode(), "little") % (2**63)
+    noise = np.random.default_rng(seed).standard_normal(len(wav)) * np.sqrt(power / 10 ** (snr_db / 10))
+    noisy = wav + noise.astype(wav.dtype)
+    peak = float(np.max(np.abs(noisy))) if len(noisy) else 0.0
+    return noisy / peak * 0.99 if peak > 0.99 else noisy
 
 
 def synthesize_rows(out: Path, rows: list[dict[str, Any]], cfg: CorpusConfig, rejects: RejectLog) -> list[dict]:
