@@ -1,6 +1,9 @@
 """Held-out evaluation of speech-to-text policies: greedy decoding, then task metrics.
 
-ASR: corpus ``wer``/``cer`` (jiwer, normalised text). Spoken QA / translation: corpus ``bleu``
+ASR: corpus ``wer``/``cer`` (jiwer, normalised text), the word error rate split into
+``substitution_rate``/``deletion_rate``/``insertion_rate`` (each per reference word), and the
+``hallucination_rate``: the share of hypotheses Tongyi's hallucination check flags (a decoding loop,
+content not in the audio, the wrong language; :class:`speechrl.rewards.asr.Hallucination`). Spoken QA / translation: corpus ``bleu``
 (sacreBLEU, 13a), mean sentence ``rouge_l``, ``meteor`` and ``semantic_similarity`` (MiniLM cosine).
 :func:`task_item_stats` gives the per-item statistics of the headline metrics (ASR ``wer``/``cer``, else
 ``bleu``), from which :mod:`speechrl.eval.bootstrap` recomputes them on resampled items.
@@ -17,7 +20,7 @@ from tqdm import tqdm
 from speechrl.data.tasks import Example
 from speechrl.eval.bootstrap import bleu_stats, error_stats
 from speechrl.models.policy import PromptBatch, completion_mask, decode
-from speechrl.text import cer, normalize, wer
+from speechrl.text import cer, normalize, wer, word_errors
 
 def batches(items: list[Any], size: int):
     for i in range(0, len(items), size):
@@ -44,7 +47,16 @@ def predict(policy: Any, examples: list[Example], feats: dict[str, dict], max_ne
 
 def task_metrics(task: str, hyps: list[str], refs: list[str], semantic: bool = True) -> dict[str, float]:
     if task == "asr":
-        return {"wer": round(wer(refs, hyps), 4), "cer": round(cer(refs, hyps), 4)}
+        from speechrl.rewards.asr import hallucination
+
+        words = word_errors(refs, hyps)
+        per_word = max(words.ref_units, 1)
+        flagged = [h < 0 for h in hallucination(None, hyps, reference=refs)]
+        return {"wer": round(wer(refs, hyps), 4), "cer": round(cer(refs, hyps), 4),
+                "substitution_rate": round(words.substitutions / per_word, 4),
+                "deletion_rate": round(words.deletions / per_word, 4),
+                "insertion_rate": round(words.insertions / per_word, 4),
+                "hallucination_rate": round(sum(flagged) / max(1, len(flagged)), 4)}
     from speechrl.rewards import embedding_similarity, meteor, rouge_l
 
     bleu = sacrebleu.corpus_bleu([normalize(h) for h in hyps], [[normalize(r) for r in refs]]).score
