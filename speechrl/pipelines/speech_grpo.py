@@ -9,7 +9,8 @@
 ``{system: {metric: {"diff", "low", "high", "significant"}}}``: each system's difference to SFT with its
 paired bootstrap 95% interval over the test items (:mod:`speechrl.eval.bootstrap`) for the headline
 metrics (ASR ``wer``/``cer``; spoken QA and translation ``bleu``), from the per-item statistics kept in
-``items_test.json``.
+``items_test.json``; ``controls`` holds the same against each RL system's control (``"grpo vs sft_extra"``,
+and with ``rl_from_zero_shot`` ``"grpo_from_zero_shot vs sft_equal_time"``).
 
 Every stage caches its result in ``--out`` (and the corpus in the shared cache), so a rerun resumes
 where the last one stopped.
@@ -69,6 +70,9 @@ class SpeechGRPORecipe:
     test_examples: int = doc("held-out test examples evaluated (0: all)", 0)
     eval_batch_size: int = doc("decoding batch size for evaluation", 32)
     sft_extra: bool = doc("also run the control: SFT continued for RL's wall time (off only in the demo)", True)
+    rl_from_zero_shot: bool = doc(
+        "pretrained policies: also train GRPO straight from the zero-shot model (grpo_from_zero_shot) and SFT "
+        "from the zero-shot model for the same wall time (sft_equal_time) — IBM's comparison", False)
 
 
 def new_policy(cfg: ModelConfig, seed: int = 0) -> Any:
@@ -102,6 +106,24 @@ def continued_sft(cfg: SFTConfig, best_step: int, budget_s: float) -> SFTConfig:
     scale = min(1.0, max(0.1, reached))
     return SFTConfig(**{**cfg.__dict__, "lr": cfg.lr * scale, "new_lr": cfg.new_lr * scale, "warmup_steps": 0,
                         "patience": 0, "time_budget_s": budget_s})
+
+
+def _from_zero_shot(recipe: SpeechGRPORecipe, split: dict[str, list], feats: dict, out: Path,
+                    logger: MetricsLogger, test_eval: Any) -> dict[str, Any]:
+    """IBM's comparison: GRPO straight from the published model against SFT from the same model given
+    GRPO's wall time (each selected on dev as the main systems are)."""
+    rl_policy = new_policy(recipe.model, recipe.sft.seed)
+    rl_train, _ = select_rl_data(split["train"], recipe.selection, recipe.task, rl_policy, feats)
+    rl = train_grpo(rl_policy, rl_train, split["dev"], feats, recipe.task, recipe.grpo, out / "grpo_from_zero_shot",
+                    logger, "grpo_from_zero_shot")
+    test_eval("grpo_from_zero_shot", rl_policy)
+    del rl_policy
+    sft_policy = new_policy(recipe.model, recipe.sft.seed)
+    sft_cfg = SFTConfig(**{**recipe.sft.__dict__, "time_budget_s": rl["train_s"]})
+    sft = train_sft(sft_policy, split["train"], split["dev"], feats, recipe.task, sft_cfg, out / "sft_equal_time",
+                    logger, "sft_equal_time")
+    test_eval("sft_equal_time", sft_policy)
+    return {"grpo_from_zero_shot": rl, "sft_equal_time": sft}
 
 
 def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
@@ -157,9 +179,16 @@ def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
                                           out / "sft_extra", logger, "sft_extra")
         test_eval("sft_extra", extra)
 
+    if recipe.rl_from_zero_shot and recipe.model.policy != "speechlm":
+        training.update(_from_zero_shot(recipe, split, feats, out, logger, test_eval))
+
     summary = {"task": recipe.task, "test_size": len(test), "wall_s": round(time.time() - start, 1),
                "metrics": {k: results[k] for k in training}, "baseline": "sft",
-               "intervals": intervals(items, "sft", list(training)), "training": training, "rl_selection": selection,
+               "intervals": intervals(items, "sft", list(training)),
+               "controls": {f"{system} vs {control}": found[system]
+                            for system, control in ((rl_name, "sft_extra"), ("grpo_from_zero_shot", "sft_equal_time"))
+                            if (found := intervals(items, control, [system])).get(system)},
+               "training": training, "rl_selection": selection,
                "data": data_report}
     write_json(out / "summary.json", summary)
     return summary
