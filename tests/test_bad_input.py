@@ -193,6 +193,9 @@ def test_blank_transcripts_have_defined_error_rates_and_rewards(blank):
         low, high = fn.value_range
         values = fn(None, hyps, reference=refs, keywords=[[], ["hello"], [blank]], language=["en"] * 3,
                     seconds=[1.0, 2.0, 1.5], group=[0, 0, 0], speech_tokens=[[], [1], [1, 2]])
+        if name == "keyword_score":  # keywords [] and [blank]: nothing to judge
+            assert values[0] is None and values[2] is None
+            values = values[1:2]
         assert all(math.isfinite(v) and low <= v <= high for v in values), name
 
 
@@ -273,19 +276,21 @@ def test_config_file_that_is_not_utf8(tmp_path):
 # --- rewards and groups --------------------------------------------------------------------------
 
 
-def test_nan_inf_none_rewards_are_masked_and_counted():
+def test_nan_inf_rewards_are_masked_and_counted_none_is_not_applicable():
     def flaky(prompts, completions, **kw):  # a judge that sometimes answers garbage
         return [{"ok": 0.5, "nan": math.nan, "inf": -math.inf, "none": None}[c] for c in completions]
 
     combined = WeightedReward({"flaky": (flaky, 1.0), "wer": (accuracy_wer, 2.0)})
     total = combined(None, ["ok", "nan", "inf", "none"], reference=["ok", "nan", "inf", "none"])
-    assert total[0] == 0.5 + 2.0 and all(math.isnan(t) for t in total[1:])  # never a partial sum
-    assert combined.last_invalid == [False, True, True, True] and combined.invalid_total == 3
+    assert total[0] == 0.5 + 2.0 and all(math.isnan(t) for t in total[1:3])  # never a partial sum
+    assert total[3] == 2.0  # None: this reward does not apply here; the others' terms stand
+    assert combined.last_invalid == [False, True, True, False] and combined.invalid_total == 2
     metrics = combined.metrics()
-    assert metrics["rewards/invalid_count"] == 3.0 and metrics["rewards/total_mean"] == 2.5
+    assert metrics["rewards/invalid_count"] == 2.0 and metrics["rewards/total_mean"] == 2.25
     assert metrics["rewards/wer_mean"] == 1.0  # the other reward's values are all kept
+    assert metrics["rewards/flaky_not_applicable"] == 1.0
     combined(None, ["nan", "ok"], reference=["nan", "ok"])
-    assert combined.invalid_total == 4  # counted over calls
+    assert combined.invalid_total == 3  # counted over calls
 
 
 def test_zero_variance_groups_are_flagged_and_give_zero_finite_advantages():

@@ -74,11 +74,22 @@ def test_remote_equals_in_process_reward(service, batch_size, concurrency):
     assert got == pytest.approx(expected, abs=1e-12)
     assert remote.last_values.keys() == local.last_values.keys()
     for name in SPEC:
-        assert remote.last_values[name] == pytest.approx(local.last_values[name], abs=1e-12)
+        assert remote.last_values[name] == pytest.approx(local.last_values[name], abs=1e-12, nan_ok=True)
+    assert remote.last_not_applicable == local.last_not_applicable
     assert remote.last_stats.batches == math.ceil(len(REFS) / min(batch_size, 8)) and remote.last_stats.unscored == 0
     local_metrics, remote_metrics = local.metrics(), remote.metrics()
     assert remote_metrics.pop("rewards/remote_unscored") == 0
     assert remote_metrics == pytest.approx(local_metrics)
+
+
+def test_not_applicable_terms_travel_like_in_process(service):
+    keywords = [[], *KEYWORDS[1:4]]  # no keywords for the first example: its keyword term is left out
+    local = make_reward(SPEC)
+    expected = local(PROMPTS[:4], HYPS[:4], reference=REFS[:4], keywords=keywords)
+    remote = RemoteReward(service)
+    assert remote(PROMPTS[:4], HYPS[:4], reference=REFS[:4], keywords=keywords) == pytest.approx(expected)
+    assert remote.last_not_applicable["keyword_score"] == [True, False, False, False]
+    assert remote.metrics()["rewards/keyword_score_not_applicable"] == 1.0
 
 
 def test_conversational_completions_and_no_prompts(service):

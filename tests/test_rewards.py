@@ -109,7 +109,8 @@ def test_keyword_precision_recall_by_hand():
     assert one(keyword_score, hyp, ref, keywords=[keywords]) == pytest.approx(5 / 12)
     assert one(keyword_score, ref, ref, keywords=[keywords]) == 1.0
     assert one(keyword_score, "", ref, keywords=[keywords]) == 0.0  # misses every keyword
-    assert one(keyword_score, "anything", "at all", keywords=[[]]) == 1.0  # no keywords
+    # no keywords (none, blank, missing): nothing to judge → None ("not applicable"), not a free 1.0
+    assert keyword_score(None, ["anything"] * 3, reference=["at all"] * 3, keywords=[[], ["  "], None]) == [None] * 3
     assert keyword_precision_recall("we saw new york", "new york city", ["New York"]) == (1.0, 1.0)
 
 
@@ -178,21 +179,48 @@ def test_weighted_reward_by_hand_and_per_reward_values():
     assert combo.weights == {"bleu": 1.0, "accuracy_wer": 0.5}
 
 
-def test_weighted_reward_marks_nan_inf_none_invalid():
+def test_weighted_reward_marks_nan_inf_invalid_and_leaves_none_out():
     def flaky(prompts, completions, **columns):
         return [1.0, math.nan, math.inf, None]
 
     combo = WeightedReward({"ok": (lambda prompts, completions, **c: [1.0] * 4, 1.0),
                             "flaky": (flaky, 2.0)})
     total = combo(prompts=None, completions=["a", "b", "c", "d"])
-    assert total[0] == 3.0 and all(math.isnan(t) for t in total[1:])
-    assert combo.last_invalid == [False, True, True, True]
-    assert combo.invalid_total == 3
+    assert total[0] == 3.0 and math.isnan(total[1]) and math.isnan(total[2])
+    assert total[3] == 1.0  # None: "not applicable", the flaky term is left out, the other stands
+    assert combo.last_invalid == [False, True, True, False]
+    assert combo.last_not_applicable["flaky"] == [False, False, False, True]
+    assert combo.invalid_total == 2
     combo(prompts=None, completions=["a", "b", "c", "d"])
-    assert combo.invalid_total == 6
+    assert combo.invalid_total == 4
     metrics = combo.metrics()
-    assert metrics["rewards/invalid_count"] == 3
-    assert metrics["rewards/flaky_mean"] == 1.0 and metrics["rewards/total_mean"] == 3.0
+    assert metrics["rewards/invalid_count"] == 2 and metrics["rewards/flaky_not_applicable"] == 1
+    assert metrics["rewards/flaky_mean"] == 1.0 and metrics["rewards/total_mean"] == 2.0
+
+
+def test_keywordless_examples_get_no_keyword_term():
+    """Bug fixed: keyword_score gave 1.0 to any output of an example without keywords, so the ASR
+    recipe's total carried a free +0.5 on such data. Now that sample's total is its other terms."""
+    refs = ["alice met bob", "alice met bob", "the cat sat", "the cat sat"]
+    hyps = ["alice met bob", "alice met rob", "the cat sat", "a cat sat"]
+    keywords = [["bob"], ["bob"], [], []]
+    spec = {"accuracy_wer": 1.0, "hallucination": 1.0, "keyword_score": 0.5}
+    combo = make_reward(spec)
+    total = combo(None, hyps, reference=refs, keywords=keywords, language=["en"] * 4)
+    others = [accuracy_wer(None, [h], reference=[r])[0] + hallucination(None, [h], reference=[r])[0]
+              for h, r in zip(hyps, refs)]
+    assert total[2:] == pytest.approx(others[2:])  # no keywords: exactly the other terms
+    assert total[:2] == pytest.approx([others[0] + 0.5 * 1.0, others[1] + 0.5 * 0.0])
+    assert combo.last_not_applicable["keyword_score"] == [False, False, True, True]
+    assert combo.last_invalid == [False] * 4
+    assert combo.metrics()["rewards/keyword_score_mean"] == 0.5  # over the samples it judged
+
+
+def test_a_sample_no_reward_applies_to_has_no_total():
+    combo = make_reward({"keyword_score": 1.0})
+    total = combo(None, ["x", "bob"], reference=["bob", "bob"], keywords=[[], ["bob"]])
+    assert math.isnan(total[0]) and total[1] == 1.0  # never a free 0: masked by the trainer
+    assert combo.last_invalid == [True, False]
 
 
 def test_make_reward_and_weighted_reward_errors():
@@ -234,9 +262,12 @@ def test_trl_signature_and_extra_kwargs():
 # --- robustness ------------------------------------------------------------------------------
 
 def _in_range(fn, values, n):
+    """Every value a finite float in the documented range; None ("not applicable") only from
+    keyword_score, for a sample without keywords."""
     low, high = fn.value_range
     return len(values) == n and all(
-        isinstance(v, float) and math.isfinite(v) and low <= v <= high for v in values)
+        (v is None and fn.name == "keyword_score")
+        or (isinstance(v, float) and math.isfinite(v) and low <= v <= high) for v in values)
 
 
 ODD_TEXTS = ["", "   \n\t ", "¿Qué? ¡Sí! — 東京 🎉 naïve café", "\u200b\u00ad", "'''",

@@ -5,7 +5,9 @@
 ``columns`` are per-sample lists from the dataset (``reference=[...]``, ``keywords=[[...], ...]``,
 ``language=[...]``); extra keyword arguments are ignored. Every reward has a ``name`` and a
 documented ``value_range``; :data:`REWARDS` lists them, :func:`make_reward` combines them with
-weights into a :class:`WeightedReward` that keeps each reward's values for logging.
+weights into a :class:`WeightedReward` that keeps each reward's values for logging. A reward returns
+None for a sample it has nothing to judge; :class:`WeightedReward` then leaves that term out of the
+sample's total.
 
 | name | what | range |
 |---|---|---|
@@ -14,7 +16,7 @@ weights into a :class:`WeightedReward` that keeps each reward's values for loggi
 | ``meteor`` | METEOR, exact + stem matching (no WordNet synonyms offline) | [0, 1] |
 | ``accuracy_wer``, ``accuracy_cer`` | max(1 − WER/CER, −1) on normalised text | [−1, 1] |
 | ``tanh_wer`` | 1 − tanh(3·WER) (CosyVoice) | [0, 1] |
-| ``keyword_score`` | (keyword precision + recall) / 2 | [0, 1] |
+| ``keyword_score`` | (keyword precision + recall) / 2; None (not applicable) without keywords | [0, 1] |
 | ``hallucination`` | −1 on repetition / unsupported content / wrong language, else 0 | [−1, 0] |
 | ``embedding_similarity`` | cosine of MiniLM sentence embeddings | [−1, 1] |
 | ``tts_duration``, ``tts_diversity`` | TTS R2/R3 over a group (:mod:`speechrl.rewards.tts`) | (−∞, 0], [0, 1] |

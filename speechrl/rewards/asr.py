@@ -95,14 +95,17 @@ def keyword_precision_recall(hypothesis: str, reference: str,
 @reward("keyword_score", 0.0, 1.0)
 def keyword_score(prompts: Sequence[Any] | None, completions: Sequence[Any],
                   reference: Sequence[str], keywords: Sequence[Sequence[str]],
-                  **columns: Any) -> list[float]:
+                  **columns: Any) -> list[float | None]:
     """Tongyi's keyword score, (precision + recall) / 2 of the sample's ``keywords`` (see
-    :func:`keyword_precision_recall`); in [0, 1]. A sample without keywords scores 1 (the same for
-    its whole group, so it moves no advantage)."""
+    :func:`keyword_precision_recall`); in [0, 1]. A sample without keywords (none given, or only
+    blank ones) has nothing to judge: None, "not applicable", so
+    :class:`~speechrl.rewards.WeightedReward` leaves this term out of its total rather than adding
+    a free constant."""
     hyps = completion_texts(completions)
     refs = text_column(reference, "reference", len(hyps))
     kws = list_column(keywords, "keywords", len(hyps))
-    return [sum(keyword_precision_recall(h, r, k)) / 2.0 for h, r, k in zip(hyps, refs, kws)]
+    return [sum(keyword_precision_recall(h, r, k)) / 2.0 if any(normalize(w) for w in k) else None
+            for h, r, k in zip(hyps, refs, kws)]
 
 
 # --- hallucination sub-checks ----------------------------------------------------------------

@@ -1,10 +1,16 @@
 """Weighted combination of rewards, with each reward's values kept for logging.
 
-    total_i = Σ_k w_k · r_k(sample_i)
+    total_i = Σ_{k applicable to i} w_k · r_k(sample_i)
 
-A sample for which any reward gives NaN, ±inf or None is **invalid**: its total is NaN (never a
-partial sum or an average over the other rewards), and it is counted in ``last_invalid`` and
-``invalid_total``. The trainer masks NaN totals out of the advantage and the loss.
+A reward returns ``None`` for a sample it has nothing to judge (``keyword_score`` for an example without
+keywords; TRL's convention): that reward's term is left out of the sample's total — never a free
+constant — and the other terms stand (a sample with no keywords totals its other rewards). A sample
+no reward applies to has no total (NaN).
+
+A sample for which any reward gives NaN or ±inf (a failed score: a judge's garbage answer) is
+**invalid**: its total is NaN (never a partial sum or an average over the other rewards), and it is
+counted in ``last_invalid`` and ``invalid_total``. The trainer masks NaN totals out of the advantage
+and the loss.
 """
 
 from __future__ import annotations
@@ -34,11 +40,13 @@ class WeightedReward:
     """Σ_k w_k · r_k per sample, TRL signature; each reward's values of the last call are kept.
 
     ``rewards`` maps a log name to ``(reward_fn, weight)``. After a call:
-    - ``last_values[name]``: that reward's raw (unweighted) values, one per sample;
-    - ``last_invalid``: per sample, True where some reward was NaN/inf/None (total is NaN there);
+    - ``last_values[name]``: that reward's raw (unweighted) values, one per sample (NaN where it did
+      not apply);
+    - ``last_not_applicable[name]``: per sample, True where that reward returned None;
+    - ``last_invalid``: per sample, True where the total is NaN (some reward NaN/inf, or none applied);
     - ``invalid_total``: invalid samples over all calls so far;
-    - :meth:`metrics`: ``rewards/<name>_mean`` / ``_std`` over finite values, the valid totals'
-      mean, and the invalid count, ready for the step log.
+    - :meth:`metrics`: ``rewards/<name>_mean`` / ``_std`` over the samples it scored, ``<name>_not_applicable``
+      (count), the valid totals' mean, and the invalid count, ready for the step log.
     """
 
     name = "weighted_reward"
@@ -56,6 +64,7 @@ class WeightedReward:
                                  f"got {weight!r}")
             self.rewards[name] = (fn, float(weight))
         self.last_values: dict[str, list[float]] = {}
+        self.last_not_applicable: dict[str, list[bool]] = {}
         self.last_total: list[float] = []
         self.last_invalid: list[bool] = []
         self.invalid_total = 0
@@ -69,24 +78,31 @@ class WeightedReward:
         n = len(completion_texts(completions))
         total = np.zeros(n)
         invalid = np.zeros(n, dtype=bool)
+        applied = np.zeros(n, dtype=bool)
         values: dict[str, list[float]] = {}
+        not_applicable: dict[str, list[bool]] = {}
         for name, (fn, weight) in self.rewards.items():
             out = list(fn(prompts=prompts, completions=completions, **columns))
             if len(out) != n:
                 raise ValueError(f"reward {name!r} returned {len(out)} values for {n} completions")
+            skip = np.array([v is None for v in out], dtype=bool)
             arr = np.array([math.nan if v is None else float(v) for v in out], dtype=np.float64)
-            invalid |= ~np.isfinite(arr)
+            invalid |= ~skip & ~np.isfinite(arr)
+            applied |= ~skip
             total += weight * np.where(np.isfinite(arr), arr, 0.0)
-            values[name] = arr.tolist()
+            values[name], not_applicable[name] = arr.tolist(), skip.tolist()
+        invalid |= ~applied
         total[invalid] = math.nan
-        self.last_values, self.last_total = values, total.tolist()
+        self.last_values, self.last_not_applicable, self.last_total = values, not_applicable, total.tolist()
         self.last_invalid = invalid.tolist()
         self.invalid_total += int(invalid.sum())
         return self.last_total
 
     def metrics(self, prefix: str = "rewards/") -> dict[str, float]:
-        """Means/stds of the last call per reward (finite values only) and of the valid totals."""
-        out: dict[str, float] = {}
+        """Means/stds of the last call per reward (finite values only) and of the valid totals; how many
+        samples each reward did not apply to."""
+        out: dict[str, float] = {f"{prefix}{name}_not_applicable": float(sum(skip))
+                                 for name, skip in self.last_not_applicable.items()}
         series = {**self.last_values, "total": self.last_total}
         for name, vals in series.items():
             arr = np.asarray(vals, dtype=np.float64)

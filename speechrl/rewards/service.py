@@ -6,7 +6,8 @@ loads its model once and serves every trainer rank::
     python -m speechrl.rewards.service --rewards '{"bleu": 1.0}' --port 8123 [--host 0.0.0.0]
 
     POST /score   {"prompts": [...] | null, "completions": [...], "columns": {name: [...]}}
-               → {"rewards": [...], "components": {name: [...]}}     (NaN is sent as null)
+               → {"rewards": [...], "components": {name: [...]},     (NaN is sent as null)
+                  "not_applicable": {name: [bool, ...]}}            (the reward returned None there)
     GET  /health → {"status": "ok", "rewards": {name: weight}, "max_batch": N, "requests": k, "samples": m}
 
 A request of more than ``max_batch`` samples is refused (413); malformed JSON, unequal lengths or a
@@ -86,6 +87,7 @@ class _Scorer:
         try:
             total = reward(prompts, completions, **columns)
             components = {name: _finite_or_none(vals) for name, vals in reward.last_values.items()}
+            not_applicable = reward.last_not_applicable
         except (ValueError, TypeError, KeyError) as err:  # inputs the rewards reject: the client's fault
             raise _BadRequest(400, f"{type(err).__name__}: {err}") from None
         finally:
@@ -93,7 +95,7 @@ class _Scorer:
         with self.lock:
             self.requests += 1
             self.samples += n
-        return {"rewards": _finite_or_none(total), "components": components}
+        return {"rewards": _finite_or_none(total), "components": components, "not_applicable": not_applicable}
 
     def health(self) -> dict[str, Any]:
         with self.lock:
@@ -198,7 +200,7 @@ class RemoteReward:
     concurrency: requests in flight at once (threads).
 
     After a call, like :class:`WeightedReward`: ``last_values`` (each component's raw values),
-    ``last_total``, ``last_invalid``, ``invalid_total``, :meth:`metrics`; plus ``last_stats``.
+    ``last_not_applicable``, ``last_total``, ``last_invalid``, ``invalid_total``, :meth:`metrics`; plus ``last_stats``.
     """
 
     name = "remote_reward"
@@ -214,6 +216,7 @@ class RemoteReward:
         self.timeout_s, self.max_retries, self.batch_size, self.concurrency = timeout_s, max_retries, batch_size, concurrency
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.last_values: dict[str, list[float]] = {}
+        self.last_not_applicable: dict[str, list[bool]] = {}
         self.last_total: list[float] = []
         self.last_invalid: list[bool] = []
         self.invalid_total = 0
@@ -242,6 +245,7 @@ class RemoteReward:
         names = list(dict.fromkeys(k for reply, _, _ in results if reply for k in reply["components"]))
         total: list[float] = []
         values: dict[str, list[float]] = {k: [] for k in names}
+        not_applicable: dict[str, list[bool]] = {k: [] for k in names}
         for (lo, hi), (reply, retries, failure) in zip(spans, results):  # tallied here, in one thread
             stats.retries += retries
             if reply is None:
@@ -252,10 +256,12 @@ class RemoteReward:
             for k in names:
                 vals = reply["components"].get(k, [None] * (hi - lo))
                 values[k] += [math.nan if v is None else float(v) for v in vals]
+                not_applicable[k] += reply.get("not_applicable", {}).get(k, [False] * (hi - lo))
         if stats.unscored:
             why = ", ".join(f"{k}: {v}" for k, v in sorted(stats.failures.items()))
             log.warning("RemoteReward %s: %d of %d samples unscored (%s)", self.url, stats.unscored, n, why)
         self.last_stats, self.last_values, self.last_total = stats, values, total
+        self.last_not_applicable = not_applicable
         self.last_invalid = [not math.isfinite(v) for v in total]
         self.invalid_total += sum(self.last_invalid)
         return total
@@ -291,7 +297,11 @@ def _parse_reply(raw: bytes, size: int) -> dict[str, Any] | None:
     components = reply.get("components", {})
     if not isinstance(components, dict) or not all(_is_score_list(v, size) for v in components.values()):
         return None
-    return {"rewards": reply["rewards"], "components": components}
+    skipped = reply.get("not_applicable", {})
+    if not isinstance(skipped, dict) or not all(isinstance(v, list) and len(v) == size and
+                                                all(isinstance(x, bool) for x in v) for v in skipped.values()):
+        return None
+    return {"rewards": reply["rewards"], "components": components, "not_applicable": skipped}
 
 
 # --------------------------------------------------------------------------------------------- CLI
