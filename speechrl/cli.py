@@ -1,7 +1,7 @@
 """The ``speechrl`` command line.
 
     speechrl corpus build --out DIR [--size N] [--seed S] [--set key=value ...]
-    speechrl audio scan FOLDER --out DIR
+    speechrl audio scan FOLDER --out DIR [--sample-rate HZ]
     speechrl run RECIPE.yaml --out DIR [--set key=value ...]
     speechrl demo --out DIR
     speechrl report RUN_DIR [--max-samples N]
@@ -42,18 +42,40 @@ def cmd_corpus_build(args: argparse.Namespace) -> dict:
     return summary
 
 
+SCAN_HELP = """Load every audio file under FOLDER the way training does; each bad one goes to
+--out/rejected.jsonl with its reason. Every entry under FOLDER is accounted for: files named as audio
+(.wav .flac .ogg .mp3 .aiff .aif .au .opus .sph .w64 .caf, and headerless .raw/.pcm) are loaded or
+rejected, whatever they are (a folder named x.wav is rejected as a directory); entries that are neither
+folder nor regular file (dangling links, pipes) are rejected; other files are not audio and only
+counted, by extension, in summary.json's "other_files"; unreadable folders are rejected. Links to
+folders are followed, each folder once. A missing FOLDER is an error (exit 2)."""
+
+
+def _existing_folder(value: str) -> Path:
+    path = Path(value)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value}: {'not a folder' if path.exists() else 'no such folder'}")
+    return path
+
+
 def cmd_audio_scan(args: argparse.Namespace) -> dict:
     """Load every audio file under a folder the way training does; record the bad ones."""
-    from speechrl.audio import RejectLog, audio_files, iter_audio
+    from speechrl.audio import SAMPLE_RATE, RejectLog, iter_audio, scan_folder
     from speechrl.runlog import write_json
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "rejected.jsonl").unlink(missing_ok=True)
     rejects = RejectLog(args.out)
-    files = audio_files(args.folder)
-    seconds = sum(len(wav) / 16000 for _, wav in iter_audio(files, rejects))
-    summary = {"files": len(files), "loaded": len(files) - len(rejects), "rejected": len(rejects),
-               "seconds": round(seconds, 2)}
+    scan = scan_folder(args.folder)
+    for folder, reason in scan.unreadable:
+        rejects.add(folder, reason, stage="scan")
+    loaded = [len(wav) for _, wav in iter_audio(scan.audio, rejects, raw_sample_rate=args.sample_rate)]
+    summary = {"files": len(scan.audio), "loaded": len(loaded), "rejected": len(rejects),
+               "other_files": scan.other, "seconds": round(sum(loaded) / SAMPLE_RATE, 2)}
+    for item in rejects.items[:20]:  # each bad entry once, as text
+        print(f"rejected: {item.path}: {item.reason}", file=sys.stderr)
+    if len(rejects) > 20:
+        print(f"rejected: … {len(rejects) - 20} more in {rejects.path}", file=sys.stderr)
     write_json(args.out / "summary.json", summary)
     MetricsLogger(args.out, tensorboard=False).log(summary, step=0, stage="audio_scan")
     return summary
@@ -117,9 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     build.set_defaults(func=cmd_corpus_build, config_name="corpus build")
 
     audio = sub.add_parser("audio", help="audio utilities").add_subparsers(dest="action", required=True)
-    scan = audio.add_parser("scan", help="load every audio file under FOLDER; bad ones go to --out/rejected.jsonl")
-    scan.add_argument("folder", type=Path)
+    scan = audio.add_parser("scan", help="load every audio file under FOLDER; bad ones go to --out/rejected.jsonl",
+                            description=SCAN_HELP)
+    scan.add_argument("folder", type=_existing_folder)
     scan.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    scan.add_argument("--sample-rate", type=int, default=None, metavar="HZ",
+                      help="sample rate of headerless .raw/.pcm files (16-bit mono PCM); without it they are rejected")
     scan.set_defaults(func=cmd_audio_scan, config_name=None)
 
     run = sub.add_parser("run", help="run a recipe end to end")

@@ -96,6 +96,6 @@ def test_scan_command_records_rejects_and_processes_the_rest(tmp_path):
     save_audio(data / "ok.wav", tone(0.5))
     assert main(["audio", "scan", str(data), "--out", str(tmp_path / "out")]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary == {"files": 4, "loaded": 1, "rejected": 3, "seconds": 0.5}
+    assert summary == {"files": 4, "loaded": 1, "rejected": 3, "seconds": 0.5, "other_files": {}}
     reasons = [json.loads(line)["reason"] for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
     assert len(reasons) == 3 and all(reasons)

@@ -54,7 +54,7 @@ def _hours_long_wav(p, hours=2, sr=8000):
 
 
 BAD_AUDIO = {  # file name → (how to make it, what the reason must say)
-    "empty.wav": (lambda p: p.write_bytes(b""), "not a readable audio file"),
+    "empty.wav": (lambda p: p.write_bytes(b""), "empty file (0 bytes)"),
     "header_only.wav": (lambda p: (sf.write(p, tone(1.0), 16000), p.write_bytes(p.read_bytes()[:30])),
                         "not a readable audio file"),
     "truncated.wav": (_truncated_mid_data, "truncated: the header declares 16000 frames"),
@@ -98,8 +98,59 @@ def test_hours_long_file_is_refused_from_its_header_without_decoding(tmp_path, m
 
 def test_directory_named_like_audio(tmp_path):
     (tmp_path / "folder.wav").mkdir()
-    with pytest.raises(AudioError, match="no such file"):
+    with pytest.raises(AudioError, match="a directory, not a file"):
         load_audio(tmp_path / "folder.wav")
+
+
+def _wav_header(path, channels=1, rate=16000, frames=800):
+    """A PCM_16 WAV whose fmt chunk says ``channels`` and ``rate`` (0 allowed), with ``frames`` samples."""
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * 2 * channels, 2 * max(channels, 1), 16)
+    data = b"\x01\x00" * frames * max(channels, 1)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda p: p.write_bytes(b""), "empty file (0 bytes)"),
+    (lambda p: _wav_header(p, rate=0), "sample rate 0 in the header"),
+    (lambda p: _wav_header(p, channels=0), "zero channels in the header"),
+    (lambda p: p.mkdir(), "a directory, not a file"),
+    (lambda p: p.symlink_to(p.parent / "gone.wav"), "dangling symbolic link"),
+    (lambda p: os.mkfifo(p), "not a regular file"),
+])
+def test_reasons_are_plain_where_libsndfile_is_cryptic(tmp_path, make, reason):
+    """Bug fixed: libsndfile said "Error opening b'<path>': " (nothing more) for an empty file and "SF_INFO
+    struct incomplete" for a sample rate of 0; the path came back as a bytes literal inside the reason."""
+    path = tmp_path / "x.wav"
+    make(path)
+    with pytest.raises(AudioError) as info:
+        load_audio(path)
+    assert reason in info.value.reason and str(path) not in info.value.reason and "b'" not in info.value.reason
+
+
+def test_unreadable_reason_names_the_path_once_as_text(tmp_path):
+    path = tmp_path / "notes.wav"
+    path.write_text("not audio")
+    with pytest.raises(AudioError) as info:
+        load_audio(path)
+    assert info.value.reason == "not a readable audio file (Format not recognised.)"
+    assert str(info.value).count(str(path)) == 1
+
+
+def _raw_pcm(path, seconds=0.5, sr=8000):
+    (tone(seconds, sr) * 32767).astype("<i2").tofile(path)
+
+
+def test_headerless_raw_loads_at_the_given_sample_rate(tmp_path):
+    _raw_pcm(tmp_path / "a.raw", 0.5, 8000)
+    _raw_pcm(tmp_path / "b.pcm", 0.5, 16000)
+    with pytest.raises(AudioError, match="headerless raw audio: its sample rate is unknown"):
+        load_audio(tmp_path / "a.raw")
+    wav = load_audio(tmp_path / "a.raw", raw_sample_rate=8000)
+    assert wav.shape == (8000,)  # 0.5 s at 8 kHz resampled to 16 kHz
+    np.testing.assert_allclose(wav[100:-100], tone(0.5)[100:-100], atol=2e-3)
+    assert load_audio(tmp_path / "b.pcm", raw_sample_rate=16000).shape == (8000,)
+    assert load_audio(tmp_path / "b.pcm", raw_sample_rate=16000, sr=8000).shape == (4000,)
 
 
 def test_8bit_pcm_loads_with_its_level(tmp_path):
@@ -166,6 +217,75 @@ def test_scan_command_counts_add_up(tmp_path, capsys):
     assert summary["loaded"] == 2 and summary["rejected"] == len(BAD_AUDIO) + 1
     assert summary["loaded"] + summary["rejected"] == summary["files"]
     assert len(read_jsonl(tmp_path / "out" / "rejected.jsonl")) == summary["rejected"]
+
+
+def _odd_entries_folder(root):
+    """Every kind of entry a folder of "audio" holds in practice."""
+    root.mkdir()
+    sf.write(root / "good.wav", tone(0.5), 16000)
+    (root / "sub").mkdir()
+    sf.write(root / "sub" / "nested.flac", tone(0.25), 16000)
+    (root / "dangling.wav").symlink_to(root / "deleted.wav")
+    (root / "dangling_noext").symlink_to(root / "deleted")
+    (root / "folder.wav").mkdir()
+    sf.write(root / "folder.wav" / "inside.wav", tone(0.5), 16000)  # not walked: the folder is rejected
+    (tmp := root / "clip.raw").write_bytes(b"")
+    _raw_pcm(tmp, 0.5, 8000)
+    (root / "empty.wav").write_bytes(b"")
+    (root / "notes.txt").write_text("a transcript")
+    (root / "README").write_text("about the data")
+    (root / "linked").symlink_to(root / "sub")  # a second way into sub/: walked once
+    return root
+
+
+def test_scan_command_accounts_for_every_entry(tmp_path, capsys):
+    """Bug fixed: a dangling link and a folder named *.wav were neither counted nor listed, .raw files
+    were invisible, and the reason held the path again as a bytes literal."""
+    from speechrl.cli import main
+
+    data = _odd_entries_folder(tmp_path / "data")
+    assert main(["audio", "scan", str(data), "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    rows = {r["path"]: r["reason"] for r in read_jsonl(tmp_path / "out" / "rejected.jsonl")}
+    assert rows == {
+        str(data / "clip.raw"): "headerless raw audio: its sample rate is unknown (give it: --sample-rate, "
+                                "raw_sample_rate)",
+        str(data / "dangling.wav"): f"dangling symbolic link (to {data / 'deleted.wav'})",
+        str(data / "dangling_noext"): f"dangling symbolic link (to {data / 'deleted'})",
+        str(data / "empty.wav"): "empty file (0 bytes)",
+        str(data / "folder.wav"): "a directory, not a file",
+    }
+    assert summary == {"files": 7, "loaded": 2, "rejected": 5, "seconds": 0.75,
+                       "other_files": {"": 1, ".txt": 1, "(folder already scanned)": 1}}
+    err = capsys.readouterr().err
+    for path, reason in rows.items():
+        assert err.count(path) == 1 and f"{path}: {reason}" in err  # each bad entry once, as text
+
+    assert main(["audio", "scan", str(data), "--out", str(tmp_path / "out"), "--sample-rate", "8000"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["loaded"] == 3 and summary["rejected"] == 4 and summary["seconds"] == 1.25
+    assert str(data / "clip.raw") not in (tmp_path / "out" / "rejected.jsonl").read_text()
+
+
+def test_scan_help_names_every_extension_it_loads():
+    from speechrl.audio import AUDIO_SUFFIXES, RAW_SUFFIXES
+    from speechrl.cli import SCAN_HELP
+
+    import re
+
+    assert set(AUDIO_SUFFIXES | RAW_SUFFIXES) <= set(re.findall(r"\.[a-z0-9]+\b", SCAN_HELP))
+
+
+def test_scan_command_refuses_a_missing_folder(tmp_path, capsys):
+    """Bug fixed: a misspelled folder gave {"files": 0} and exit 0."""
+    from speechrl.cli import main
+
+    for folder, why in ((tmp_path / "no_such_dir", "no such folder"), (tmp_path / "f.txt", "not a folder")):
+        (tmp_path / "f.txt").write_text("x")
+        with pytest.raises(SystemExit) as info:
+            main(["audio", "scan", str(folder), "--out", str(tmp_path / "out")])
+        assert info.value.code == 2 and f"{folder}: {why}" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "summary.json").exists()
 
 
 # --- transcripts and text files ------------------------------------------------------------------

@@ -167,6 +167,22 @@ def test_csv_manifest_with_task_columns(tmp_path):
     assert lines == ["6", "7"]
 
 
+def test_headerless_raw_audio_needs_its_sample_rate(tmp_path):
+    from speechrl.data.features import features
+
+    for i in range(3):  # 0.5 s of 16-bit mono PCM at 8 kHz, no header
+        (0.1 * 32767 * np.sin(np.arange(4000) / 5)).astype("<i2").tofile(tmp_path / f"c{i}.raw")
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps({"audio": f"c{i}.raw", "text": f"clip {i}"}) + "\n"
+                                              for i in range(3)))
+    with pytest.raises(ValueError, match="headerless raw audio: its sample rate is unknown"):
+        load_rows(DataConfig(manifest=str(tmp_path / "m.jsonl")), "asr", tmp_path / "r")
+    cfg = DataConfig(manifest=str(tmp_path / "m.jsonl"), raw_sample_rate=8000, split_by="row")
+    rows, report = load_rows(cfg, "asr", tmp_path / "r2")
+    assert report["rejected"] == 0 and [r["duration"] for r in rows] == [0.5] * 3
+    feats = features(tmp_path / "cache", rows, "length", workers=1, featurize=lambda wav: {"n": np.array([wav.size])})
+    assert {uid: int(f["n"][0]) for uid, f in feats.items()} == {r["id"]: 8000 for r in rows}  # loaded at 8 kHz → 16 kHz
+
+
 def test_rows_without_splits_are_split_by_speaker_deterministically(tmp_path):
     tone(tmp_path / "a.wav")
     (tmp_path / "m.jsonl").write_text("".join(json.dumps({"id": f"u{i}", "audio": "a.wav", "text": "x",

@@ -6,7 +6,8 @@
 waveform → arrays function, e.g. a native policy's feature extractor; ``feature_kind`` names the
 extractor's settings, so two extractors never share a cache file). The cache is one safetensors file
 per kind (``<corpus>/features/<kind>.safetensors``); only utterances missing from it are computed,
-on a process pool with a progress bar. An utterance whose audio cannot be loaded is recorded in
+on a process pool with a progress bar (a row's ``raw_sample_rate``, set by the data sources for
+headerless audio, is the rate its file is read at). An utterance whose audio cannot be loaded is recorded in
 ``<corpus>/features/rejected.jsonl`` and left out — callers drop examples without features.
 
 Under ``accelerate launch`` every rank computes its share of the missing utterances, the results and
@@ -75,10 +76,10 @@ def _whisper_extractor():
     return _CACHE["whisper"]
 
 
-def _job(args: tuple[Any, str, str]) -> tuple[str, dict[str, np.ndarray] | None, str | None]:
-    kind, uid, path = args  # kind: a KINDS name, or a featurize function
+def _job(args: tuple[Any, str, str, int | None]) -> tuple[str, dict[str, np.ndarray] | None, str | None]:
+    kind, uid, path, raw_sample_rate = args  # kind: a KINDS name, or a featurize function
     try:
-        wav = load_audio(path)
+        wav = load_audio(path, raw_sample_rate=raw_sample_rate)
         return uid, featurize_wav(kind, wav) if isinstance(kind, str) else kind(wav), None
     except AudioError as err:
         return uid, None, err.reason
@@ -99,12 +100,12 @@ def features(corpus_dir: str | Path, rows: list[dict[str, Any]], kind: str, work
     flat = load_file(str(path)) if path.is_file() else {}
     have = {k.rsplit("/", 1)[0] for k in flat}
     job = featurize if featurize is not None else kind
-    todo = [(job, r["id"], r["audio"]) for r in rows if r["id"] not in have]
+    todo = [(job, r["id"], r["audio"], r.get("raw_sample_rate")) for r in rows if r["id"] not in have]
     state = process_state()
     if state.num_processes > 1:  # what any rank misses is computed for all (same list on every rank),
-        audio = {r["id"]: r["audio"] for r in rows}  # each rank reading its own copy of the audio
+        audio = {r["id"]: (r["audio"], r.get("raw_sample_rate")) for r in rows}  # each rank reads its own copy
         missing = all_gather_list([t[1] for t in todo], state)
-        todo = [(job, uid, audio[uid]) for uid in dict.fromkeys(missing)]
+        todo = [(job, uid, *audio[uid]) for uid in dict.fromkeys(missing)]
     if featurize is not None or kind == "whisper":
         # Whisper-style extractors compute with torch, which a forked worker cannot use once this process
         # has started OpenMP threads (it deadlocks); they are fast (≈250 clips/s), so they run here

@@ -51,7 +51,8 @@ only those are decoded here), ``audio too short``, ``audio too long`` (``min_sec
 ``no audio column``, ``missing column`` (the task's: asr ``text``, ast ``translation``, sqa ``question``
 + ``answer``), ``empty text``, ``bad value`` (a column of the wrong type), ``not UTF-8``,
 ``malformed line``, ``wrong column count``, ``duplicate id`` (the first row is kept), ``unknown split``.
-Audio is checked from its header (``soundfile.info``, ``check_audio``); full decoding happens in
+Audio is checked from its header (:func:`speechrl.audio.read_header`, ``check_audio``; headerless
+``.raw``/``.pcm`` files at ``raw_sample_rate``, carried on their rows); full decoding happens in
 feature extraction (:mod:`speechrl.data.features`), which records its own failures. A source with no
 usable row raises ``ValueError`` naming the file and its first three bad rows.
 """
@@ -69,7 +70,8 @@ from typing import Any, Iterator, Literal
 import numpy as np
 import soundfile as sf
 
-from speechrl.audio import AUDIO_SUFFIXES, MAX_SECONDS, MIN_SECONDS, RejectLog, _sf_name, _wav_declared_frames
+from speechrl.audio import (AUDIO_SUFFIXES, MAX_SECONDS, MIN_SECONDS, RAW_SUFFIXES, AudioError, RejectLog,
+                            _sf_name, _wav_declared_frames, read_header)
 from speechrl.config import doc
 from speechrl.corpus.build import SPLITS
 from speechrl.data import readers
@@ -113,6 +115,8 @@ class DataConfig:
                         "of the source when it names none; 0: all", 0)
     check_audio: bool = doc("check every audio file's header (readable, length, not truncated; float "
                             "files decoded for NaN) before training", True)
+    raw_sample_rate: int = doc("sample rate (Hz) of headerless .raw/.pcm audio (16-bit mono PCM); 0: such "
+                               "files are rejected as unreadable", 0)
     min_seconds: float = doc("shortest usable clip (s)", MIN_SECONDS)
     max_seconds: float = doc("longest usable clip (s)", MAX_SECONDS)
 
@@ -222,6 +226,8 @@ class _Load:
             row["translation"] = translation.strip()
         row["keywords"] = keywords
         row["questions"] = questions if not qa_problem else []
+        if Path(path).suffix.lower() in RAW_SUFFIXES and self.cfg.raw_sample_rate:
+            row["raw_sample_rate"] = self.cfg.raw_sample_rate  # the feature cache loads it at this rate
         row.update({k: v for k, v in f.items() if k not in row and k not in readers.CANONICAL
                     and k not in SPEAKER_FALLBACKS and isinstance(v, (str, int, float, bool))})
         self.rows.append(row)
@@ -256,7 +262,7 @@ class _Load:
     def _audio(self, path: str) -> tuple[str, str] | float | None:
         if path not in self.audio_seen:
             self.audio_seen[path] = audio_problem(Path(path), self.cfg.min_seconds, self.cfg.max_seconds,
-                                                  self.cfg.check_audio)
+                                                  self.cfg.check_audio, self.cfg.raw_sample_rate or None)
         return self.audio_seen[path]
 
 
@@ -293,11 +299,12 @@ def _questions(f: dict[str, Any]) -> tuple[list[dict[str, str]], tuple[str, str]
 
 
 def audio_problem(path: Path, min_seconds: float = MIN_SECONDS, max_seconds: float = MAX_SECONDS,
-                  check: bool = True) -> tuple[str, str] | float | None:
+                  check: bool = True, raw_sample_rate: int | None = None) -> tuple[str, str] | float | None:
     """``(kind, detail)`` when ``path`` cannot be speech audio, else its length in seconds (None when
-    ``check`` is off: then only its existence is checked). Reads the header; decodes float files only."""
+    ``check`` is off: then only its existence is checked). Reads the header; decodes float files only.
+    ``raw_sample_rate``: that of headerless ``.raw``/``.pcm`` files (see :mod:`speechrl.audio`)."""
     if not path.exists():
-        return "missing audio", f"no file {path}"
+        return "missing audio", f"no file {path}" + (" (a dangling symbolic link)" if path.is_symlink() else "")
     if not path.is_file():
         return "not a file", f"{path} is a {'folder' if path.is_dir() else 'special file'}"
     if not check:
@@ -305,11 +312,11 @@ def audio_problem(path: Path, min_seconds: float = MIN_SECONDS, max_seconds: flo
     if path.stat().st_size == 0:
         return "empty audio", f"{path.name} has 0 bytes"
     try:
-        info = sf.info(_sf_name(path))
-    except Exception as err:  # soundfile raises LibsndfileError/RuntimeError/TypeError
-        return "unreadable audio", f"{path.name}: {str(err).splitlines()[0][:120] or type(err).__name__}"
+        info = read_header(path, raw_sample_rate)
+    except AudioError as err:
+        return "unreadable audio", f"{path.name}: {err.reason}"
     if info.samplerate <= 0:
-        return "unreadable audio", f"{path.name}: sample rate {info.samplerate}"
+        return "unreadable audio", f"{path.name}: sample rate {info.samplerate} in the header"
     if info.frames <= 0 or info.channels < 1:
         return "empty audio", f"{path.name} holds no samples"
     seconds = info.frames / info.samplerate
@@ -323,7 +330,7 @@ def audio_problem(path: Path, min_seconds: float = MIN_SECONDS, max_seconds: flo
         try:
             wav = sf.read(_sf_name(path), dtype="float32", always_2d=True)[0]
         except Exception as err:
-            return "unreadable audio", f"{path.name}: {str(err).splitlines()[0][:120]}"
+            return "unreadable audio", f"{path.name}: {getattr(err, 'error_string', None) or str(err).splitlines()[0][:120]}"
         if not np.all(np.isfinite(wav)):
             return "bad samples", f"{path.name} contains NaN or infinite samples"
     return seconds
