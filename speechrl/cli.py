@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("folder", type=_existing_folder)
     scan.add_argument("--out", type=Path, required=True, help="output folder (created)")
     scan.add_argument("--sample-rate", type=int, default=None, metavar="HZ",
-                      help="sample rate of headerless .raw/.pcm files (16-bit mono PCM); without it they are rejected")
+                      help="sample rate of headerless .raw/.pcm files (16-bit mono PCM); without it they are "
+                           "rejected")
     scan.set_defaults(func=cmd_audio_scan, config_name=None)
 
     run = sub.add_parser("run", help="run a recipe end to end")

@@ -330,7 +330,8 @@ def audio_problem(path: Path, min_seconds: float = MIN_SECONDS, max_seconds: flo
         try:
             wav = sf.read(_sf_name(path), dtype="float32", always_2d=True)[0]
         except Exception as err:
-            return "unreadable audio", f"{path.name}: {getattr(err, 'error_string', None) or str(err).splitlines()[0][:120]}"
+            detail = getattr(err, "error_string", None) or str(err).splitlines()[0][:120]
+            return "unreadable audio", f"{path.name}: {detail}"
         if not np.all(np.isfinite(wav)):
             return "bad samples", f"{path.name} contains NaN or infinite samples"
     return seconds
