@@ -1,46 +1,64 @@
 """Text normalisation and error-rate metrics: the one place the project defines them.
 
-Rewards, evaluation and corpus checks all compare transcripts through :func:`normalize`, so a
-reference written as ``"Three apples, please!"`` and a Whisper output ``"3 apples please."``
-count as the same words.
+Two normalisers, for two jobs:
 
-:func:`normalize` does, in order:
+- :func:`normalize_for_scoring` — **every metric** (WER/CER as reward and as evaluation, corpus BLEU,
+  ROUGE, METEOR) compares text through it, the normaliser Whisper evaluations use, so numbers are
+  comparable with published ones. English (``language`` None, ``"en"``, ``"English"``, ``"en-US"``…):
+  transformers' Whisper ``EnglishTextNormalizer`` — lowercase; bracketed and parenthesised text
+  dropped; fillers (``uh``, ``um``, ``hmm``, ``mm``, ``mhm``) dropped; contractions expanded
+  (``can't`` → ``can not``, ``it's`` → ``it is``); titles spelled out (``Mr.`` → ``mister``, ``Dr.``
+  → ``doctor``); numbers written as digits (``twenty one`` → ``21``, ``one oh one`` → ``101``,
+  ``$20 million`` → ``$20000000``); punctuation dropped, diacritics removed. Whisper's
+  British→American spelling map (``normalizer.json`` of the hub's Whisper tokenizers) ships with no
+  installed package and the converted Whisper folders have none, so it is empty here: ``colour`` and
+  ``color`` differ. Any other language: Whisper's ``BasicTextNormalizer`` — lowercase, bracketed
+  text dropped, punctuation and symbols → space, diacritics kept (``años`` stays; no English number
+  words are applied to Spanish references). Before either: typographic apostrophes (``’ ‘ ʼ ′ ``` ``)
+  → ``'`` and invisible format characters removed; after: tokens without a letter or digit (a stray
+  ``..``) dropped, whitespace collapsed. A number too long for Python's int conversion (> 4300
+  digits: a decoding loop) is left as written rather than crash.
+- :func:`normalize` — canonical *words* for matching words (keywords, repetition and
+  unsupported-content checks, language identification, auto-BLEU, speech-recogniser vocabularies,
+  which need words, not digits). It does, in order:
 
-1. Unicode NFKC (full-width letters, ligatures, superscript digits → plain forms), typographic
-   apostrophes (``’ ‘ ʼ ′ ``` ``) → ``'``, then lowercase.
-2. Numbers (ASCII digits only): thousands separators are dropped (``1,000`` → ``1000``);
-   ``N%`` → ``N percent``; decimals → ``three point one four``; ordinals ``1st``…``100th`` →
-   ``first``…``one hundredth``; ``7pm`` → ``seven pm``; whole numbers 0–100 without a leading
-   zero → English words (``21`` → ``twenty one``). Larger numbers and digits glued to letters
-   (``mp3``) stay as digits.
-3. Every punctuation, symbol or control character becomes a space, except an apostrophe between
-   two letters/digits (``don't``, ``o'clock`` keep it; ``'quoted'`` and ``dogs'`` lose it).
-   Hyphens therefore split words: ``twenty-one`` → ``twenty one``, the same as ``21``.
-4. Whitespace collapsed to single spaces, stripped.
+  1. Unicode NFKC (full-width letters, ligatures, superscript digits → plain forms), typographic
+     apostrophes → ``'``, then lowercase.
+  2. Numbers (ASCII digits only): thousands separators are dropped (``1,000`` → ``1000``);
+     ``N%`` → ``N percent``; decimals → ``three point one four``; ordinals ``1st``…``100th`` →
+     ``first``…``one hundredth``; ``7pm`` → ``seven pm``; whole numbers 0–100 without a leading
+     zero → English words (``21`` → ``twenty one``). Larger numbers and digits glued to letters
+     (``mp3``) stay as digits.
+  3. Every punctuation, symbol or control character becomes a space, except an apostrophe between
+     two letters/digits (``don't``, ``o'clock`` keep it; ``'quoted'`` and ``dogs'`` lose it).
+     Hyphens therefore split words: ``twenty-one`` → ``twenty one``, the same as ``21``.
+  4. Whitespace collapsed to single spaces, stripped.
 
 Error rates are corpus-level (total edits / total reference units, *not* a mean of sentence
-rates) and computed by ``jiwer`` on normalised text. CER counts the single spaces between words
-as characters (jiwer's default).
+rates) and computed by ``jiwer`` on text normalised by :func:`normalize_for_scoring` (``language``
+argument, English by default). CER counts the single spaces between words as characters (jiwer's
+default).
 
 **Empty references.** A pair whose reference normalises to ``""`` is not given to jiwer (jiwer 3
 raises on it); every word (character, for CER) of its hypothesis counts as an insertion, and it
 adds nothing to the denominator. If the whole corpus has no reference words the denominator is
 taken as 1, so the rate is the number of inserted units: ``sentence_wer("", "") == 0.0``,
-``sentence_wer("", "uh huh") == 2.0``. Rates are finite and >= 0 (above 1 when insertions
+``sentence_wer("", "oh yes") == 2.0``. Rates are finite and >= 0 (above 1 when insertions
 dominate), never NaN or inf — clip them yourself if a reward needs [0, 1].
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import jiwer
 
-__all__ = ["normalize", "number_to_words", "ErrorCounts", "word_errors", "char_errors",
-           "wer", "cer", "sentence_wer", "sentence_cer"]
+__all__ = ["normalize", "normalize_for_scoring", "is_english", "number_to_words", "ErrorCounts",
+           "word_errors", "char_errors", "wer", "cer", "sentence_wer", "sentence_cer"]
 
 _ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
          "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
@@ -150,6 +168,56 @@ def normalize(text: str, spell_numbers: bool = True) -> str:
     return " ".join(_strip_punctuation(text).split())
 
 
+ENGLISH_SPELLING: dict[str, str] = {}
+"""British→American spellings for the Whisper English normaliser: empty (see the module docstring)."""
+
+_ENGLISH_NAMES = {"en", "eng", "english"}
+
+
+def is_english(language: Any) -> bool:
+    """True for None / ``""`` (the default) and English codes or names (``en``, ``en-US``, ``English``)."""
+    if not isinstance(language, str) or not language.strip():
+        return True
+    return language.strip().lower().replace("_", "-").split("-")[0] in _ENGLISH_NAMES
+
+
+@functools.cache
+def _whisper_normalizer(english: bool, numbers: bool = True) -> Callable[[str], str]:
+    from transformers.models.whisper.english_normalizer import BasicTextNormalizer, EnglishTextNormalizer
+
+    if not english:
+        return BasicTextNormalizer()
+    normalizer = EnglishTextNormalizer(ENGLISH_SPELLING)
+    if not numbers:
+        normalizer.standardize_numbers = lambda text: text
+    return normalizer
+
+
+def _invisible_removed(text: str) -> str:
+    """Typographic apostrophes → ``'``; zero-width spaces → space; other format characters dropped."""
+    text = text.translate(_APOSTROPHES).replace("\u200b", " ")
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+
+
+def normalize_for_scoring(text: str, language: str | None = None) -> str:
+    """The text every metric compares: Whisper's English normaliser, or its basic one for other
+    languages (module docstring).
+
+    >>> normalize_for_scoring("Mr. Smith's got twenty-one cats, uh, 3rd row!")
+    'mister smith has got 21 cats 3rd row'
+    >>> normalize_for_scoring("¡El niño tiene 21 años!", "es")
+    'el niño tiene 21 años'
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"expected str, got {type(text).__name__}")
+    text, english = _invisible_removed(text), is_english(language)
+    try:
+        out = _whisper_normalizer(english)(text)
+    except ValueError:  # a digit run too long for int(): Python refuses > 4300 digits
+        out = _whisper_normalizer(english, numbers=False)(text)
+    return " ".join(w for w in out.split() if any(ch.isalnum() for ch in w))
+
+
 @dataclass(frozen=True)
 class ErrorCounts:
     """Corpus-level edit counts. ``ref_units`` = words (WER) or characters (CER) in references."""
@@ -185,11 +253,11 @@ def _pairs(refs: Sequence[str] | str, hyps: Sequence[str] | str) -> tuple[list[s
     return refs, hyps
 
 
-def _errors(refs, hyps, unit: str, norm: bool) -> ErrorCounts:
+def _errors(refs, hyps, unit: str, norm: bool, language: str | None) -> ErrorCounts:
     refs, hyps = _pairs(refs, hyps)
     if norm:
-        refs = [normalize(r) for r in refs]
-        hyps = [normalize(h) for h in hyps]
+        refs = [normalize_for_scoring(r, language) for r in refs]
+        hyps = [normalize_for_scoring(h, language) for h in hyps]
     else:
         refs = [" ".join(r.split()) for r in refs]
         hyps = [" ".join(h.split()) for h in hyps]
@@ -206,32 +274,32 @@ def _errors(refs, hyps, unit: str, norm: bool) -> ErrorCounts:
 
 
 def word_errors(refs: Sequence[str] | str, hyps: Sequence[str] | str,
-                norm: bool = True) -> ErrorCounts:
-    """Word-level S/D/I/hits over the corpus (normalised unless ``norm=False``)."""
-    return _errors(refs, hyps, "word", norm)
+                norm: bool = True, language: str | None = None) -> ErrorCounts:
+    """Word-level S/D/I/hits over the corpus (text normalised for ``language`` unless ``norm=False``)."""
+    return _errors(refs, hyps, "word", norm, language)
 
 
 def char_errors(refs: Sequence[str] | str, hyps: Sequence[str] | str,
-                norm: bool = True) -> ErrorCounts:
+                norm: bool = True, language: str | None = None) -> ErrorCounts:
     """Character-level S/D/I/hits over the corpus (spaces between words count)."""
-    return _errors(refs, hyps, "char", norm)
+    return _errors(refs, hyps, "char", norm, language)
 
 
-def wer(refs: Sequence[str], hyps: Sequence[str], norm: bool = True) -> float:
+def wer(refs: Sequence[str], hyps: Sequence[str], norm: bool = True, language: str | None = None) -> float:
     """Corpus word error rate of ``hyps`` against ``refs`` (equal-length lists)."""
-    return word_errors(refs, hyps, norm).rate
+    return word_errors(refs, hyps, norm, language).rate
 
 
-def cer(refs: Sequence[str], hyps: Sequence[str], norm: bool = True) -> float:
+def cer(refs: Sequence[str], hyps: Sequence[str], norm: bool = True, language: str | None = None) -> float:
     """Corpus character error rate of ``hyps`` against ``refs`` (equal-length lists)."""
-    return char_errors(refs, hyps, norm).rate
+    return char_errors(refs, hyps, norm, language).rate
 
 
-def sentence_wer(ref: str, hyp: str, norm: bool = True) -> float:
+def sentence_wer(ref: str, hyp: str, norm: bool = True, language: str | None = None) -> float:
     """WER of one hypothesis; ``sentence_wer("", "a b") == 2.0`` (see module doc)."""
-    return wer([ref], [hyp], norm)
+    return wer([ref], [hyp], norm, language)
 
 
-def sentence_cer(ref: str, hyp: str, norm: bool = True) -> float:
+def sentence_cer(ref: str, hyp: str, norm: bool = True, language: str | None = None) -> float:
     """CER of one hypothesis."""
-    return cer([ref], [hyp], norm)
+    return cer([ref], [hyp], norm, language)

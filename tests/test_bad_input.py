@@ -296,14 +296,14 @@ BLANKS = ["", "   ", "\n\t", "…!?", "\u200b\u00ad"]
 @pytest.mark.parametrize("blank", BLANKS)
 def test_blank_transcripts_have_defined_error_rates_and_rewards(blank):
     """WER against an empty reference (speechrl.text): every hypothesis word is an insertion over a
-    denominator of 1, so ("", "") → 0 and ("", "uh huh") → 2; a blank hypothesis for a real
+    denominator of 1, so ("", "") → 0 and ("", "oh yes") → 2; a blank hypothesis for a real
     reference deletes every word → 1."""
     assert normalize(blank) == ""
     assert sentence_wer(blank, "") == 0.0
-    assert sentence_wer(blank, "uh huh") == 2.0
+    assert sentence_wer(blank, "oh yes") == 2.0
     assert sentence_wer("hello world", blank) == 1.0
     assert wer(["a b", blank], ["a b", "x"]) == 0.5  # corpus level: 1 insertion / 2 reference words
-    hyps, refs = ["", "uh huh", blank], [blank, blank, "hello world"]
+    hyps, refs = ["", "oh yes", blank], [blank, blank, "hello world"]
     assert accuracy_wer(None, hyps, reference=refs) == [1.0, -1.0, 0.0]
     assert tanh_wer(None, hyps, reference=refs) == pytest.approx([1.0, 1 - math.tanh(6.0), 1 - math.tanh(3.0)])
     assert accuracy_cer(None, hyps, reference=refs)[0] == 1.0

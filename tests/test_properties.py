@@ -25,7 +25,7 @@ from hypothesis.extra.numpy import arrays
 
 from speechrl.audio import MAX_SECONDS, MIN_SECONDS, SAMPLE_RATE, AudioError, load_audio, resample, to_mono, validate
 from speechrl.rewards import REWARDS, make_reward
-from speechrl.text import cer, normalize, sentence_wer, wer
+from speechrl.text import cer, normalize, normalize_for_scoring, sentence_wer, wer
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -115,10 +115,19 @@ def test_normalize_gives_canonical_words(text):
 
 
 @FAST
+@given(text=any_text, language=st.sampled_from([None, "en", "es", "de"]))
+@example(text="1" * 5000 + " twenty one", language=None)
+def test_metric_normaliser_never_raises_and_leaves_words(text, language):
+    out = normalize_for_scoring(text, language)
+    assert out == out.strip() and "  " not in out
+    assert all(any(ch.isalnum() for ch in word) for word in out.split())
+
+
+@FAST
 @given(ref=any_text, hyp=any_text)
 def test_error_rates_are_finite_and_consistent(ref, hyp):
     rate = sentence_wer(ref, hyp)
-    ref_words, hyp_words = len(normalize(ref).split()), len(normalize(hyp).split())
+    ref_words, hyp_words = len(normalize_for_scoring(ref).split()), len(normalize_for_scoring(hyp).split())
     assert math.isfinite(rate) and rate >= 0
     assert rate <= max(ref_words, hyp_words) / max(ref_words, 1) + 1e-9  # at most one edit per word
     if ref_words == 0:

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from speechrl.text import (ErrorCounts, cer, char_errors, normalize, number_to_words,
-                           sentence_cer, sentence_wer, wer, word_errors)
+from speechrl.text import (ErrorCounts, cer, char_errors, is_english, normalize, normalize_for_scoring,
+                           number_to_words, sentence_cer, sentence_wer, wer, word_errors)
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -55,7 +55,7 @@ def test_wer_hand_computed():
     c = word_errors(["a b c", "d e"], ["a x c", "d e f"])
     assert c == ErrorCounts(substitutions=1, deletions=0, insertions=1, hits=4, ref_units=5)
     # corpus-level: 1 deletion / 5 words = 0.2, not the mean of sentence rates (1/4 + 0) / 2
-    assert wer(["one two three four", "five"], ["one two three", "five"]) == pytest.approx(0.2)
+    assert wer(["a b c d", "e"], ["a b c", "e"]) == pytest.approx(0.2)
     assert sentence_wer("the cat sat", "the cat sat") == 0.0
     assert sentence_wer("the cat sat", "") == 1.0                       # 3 deletions / 3
     assert sentence_wer("the cat", "a dog barked") == pytest.approx(1.5)  # 2 sub + 1 ins / 2
@@ -79,7 +79,7 @@ def test_cer_hand_computed():
 def test_empty_reference_rule():
     # an empty reference contributes its hypothesis words as insertions and nothing to N
     assert sentence_wer("", "") == 0.0
-    assert sentence_wer("", "uh huh") == 2.0
+    assert sentence_wer("", "oh yes") == 2.0
     assert sentence_wer("...", "?") == 0.0                                 # both normalise to ""
     assert wer(["", "a b"], ["x", "a b"]) == pytest.approx(0.5)           # 1 ins / 2 words
     assert wer(["", ""], ["x", "y z"]) == 3.0                              # no ref words: N := 1
@@ -98,3 +98,65 @@ def test_empty_hypothesis_and_input_checks():
         wer(["a", "b"], ["a"])
     with pytest.raises(TypeError):
         wer(["a"], [None])
+
+
+# --- the metrics' normaliser: Whisper's, as published WERs use ------------------------------------
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("Mr. Smith met Dr. Jones", "mister smith met doctor jones"),        # titles spelled out
+    ("twenty-one cats and 21 dogs", "21 cats and 21 dogs"),              # numbers as digits
+    ("one oh one", "101"),
+    ("I can't, uh, do it... um", "i can not do it"),                     # contraction, fillers dropped
+    ("Don’t stop", "do not stop"),                                       # typographic apostrophe first
+    ("he said [inaudible] (laughs) yes", "he said yes"),                 # annotations dropped
+    ("$20 million, 1,000 people", "$20000000 1000 people"),
+    ("…!?", ""), ("\u200b\u00ad", ""), ("", ""),                         # nothing left: blank
+    ("1" * 5000, "1" * 5000),                                             # too long for int(): kept
+])
+def test_normalize_for_scoring_english(raw, expected):
+    assert normalize_for_scoring(raw) == normalize_for_scoring(raw, "en-US") == expected
+
+
+def test_normalize_for_scoring_other_languages_keep_their_words():
+    """Bug fixed: English number words were applied to Spanish references ("21" → "twenty one")."""
+    assert normalize_for_scoring("¿Tiene 21 años, Señor García?", "es") == "tiene 21 años señor garcía"
+    assert normalize_for_scoring("Mr. uh", "de") == "mr uh"  # English rules only for English
+    assert [is_english(x) for x in (None, "", "en", "English", "en_GB", "es", "es-MX", "Spanish")] == [
+        True, True, True, True, True, False, False, False]
+
+
+def test_wer_counts_spelling_variants_of_the_same_words_as_no_error():
+    """Bug fixed: "Mr." vs "mister" and "21" vs "twenty one" counted as errors."""
+    assert sentence_wer("Mr. Smith has 21 cats.", "mister smith has twenty one cats") == 0.0
+    assert sentence_wer("It's the 3rd time", "it is the third time") == 0.0
+    assert sentence_cer("Dr. No", "doctor no") == 0.0
+    assert sentence_wer("21 años", "veintiún años", language="es") == 0.5  # no English number words
+
+
+def test_reward_and_evaluation_wer_are_one_normaliser():
+    from speechrl.eval.speech_tasks import task_metrics
+    from speechrl.rewards import accuracy_cer, accuracy_wer
+
+    refs = ["Mr. Smith has 21 cats.", "It's the 3rd time, uh, I think", "the red fox"]
+    hyps = ["mister smith has twenty one cats", "it is the third time i think", "the fox ran"]
+    rewards = accuracy_wer(None, hyps, reference=refs, language=["en"] * 3)
+    assert rewards == [1.0 - sentence_wer(r, h) for r, h in zip(refs, hyps)] == [1.0, 1.0, pytest.approx(1 / 3)]
+    assert accuracy_cer(None, hyps, reference=refs) == [1.0 - sentence_cer(r, h) for r, h in zip(refs, hyps)]
+    reported = task_metrics("asr", hyps, refs, semantic=False)
+    assert reported == {"wer": round(wer(refs, hyps), 4), "cer": round(cer(refs, hyps), 4)}
+    assert reported["wer"] == round(2 / 15, 4)  # "the fox ran": 2 edits; 5 + 7 ("uh" dropped) + 3 words
+
+
+def test_translation_bleu_is_reported_normalised_and_as_sacrebleu_scores_raw_text():
+    import sacrebleu
+
+    from speechrl.eval.speech_tasks import task_metrics
+
+    refs = ["El gato tiene 3 años.", "¿Dónde está la casa?"]
+    hyps = ["el gato tiene 3 años", "donde esta la casa"]
+    metrics = task_metrics("ast", hyps, refs, semantic=False)
+    assert metrics["bleu_sacre"] == round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2) < metrics["bleu"]
+    norm = [normalize_for_scoring(x, "es") for x in (*hyps, *refs)]
+    assert norm[0] == norm[2] == "el gato tiene 3 años"  # Spanish: no English number words
+    assert metrics["bleu"] == round(sacrebleu.corpus_bleu(norm[:2], [norm[2:]]).score, 2)

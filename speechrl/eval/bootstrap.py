@@ -38,10 +38,12 @@ RESAMPLES = 1000
 Statistic = Callable[[np.ndarray], np.ndarray]  # summed stats (..., k) → metric (...)
 
 
-def error_stats(refs: Sequence[str], hyps: Sequence[str], unit: str = "word") -> np.ndarray:
-    """``(n, 2)``: per item ``[edits, reference words]`` (``unit="char"``: characters), normalised text."""
+def error_stats(refs: Sequence[str], hyps: Sequence[str], unit: str = "word",
+                language: str | None = None) -> np.ndarray:
+    """``(n, 2)``: per item ``[edits, reference words]`` (``unit="char"``: characters), text normalised
+    for ``language`` as the reported WER/CER is."""
     count = word_errors if unit == "word" else char_errors
-    return np.array([[(c := count(r, h)).errors, c.ref_units] for r, h in zip(refs, hyps)],
+    return np.array([[(c := count(r, h, language=language)).errors, c.ref_units] for r, h in zip(refs, hyps)],
                     dtype=float).reshape(-1, 2)
 
 

@@ -1,12 +1,16 @@
 """Held-out evaluation of speech-to-text policies: greedy decoding, then task metrics.
 
-ASR: corpus ``wer``/``cer`` (jiwer, normalised text), the word error rate split into
+Every text is compared in the task's target language (:data:`speechrl.data.tasks.LANGUAGE`: English
+for ASR and spoken QA, Spanish for translation) through :func:`speechrl.text.normalize_for_scoring`,
+the normaliser the rewards use too. ASR: corpus ``wer``/``cer`` (jiwer), the word error rate split into
 ``substitution_rate``/``deletion_rate``/``insertion_rate`` (each per reference word), and the
 ``hallucination_rate``: the share of hypotheses Tongyi's hallucination check flags (a decoding loop,
-content not in the audio, the wrong language; :class:`speechrl.rewards.asr.Hallucination`). Spoken QA / translation: corpus ``bleu``
-(sacreBLEU, 13a), mean sentence ``rouge_l``, ``meteor`` and ``semantic_similarity`` (MiniLM cosine).
-:func:`task_item_stats` gives the per-item statistics of the headline metrics (ASR ``wer``/``cer``, else
-``bleu``), from which :mod:`speechrl.eval.bootstrap` recomputes them on resampled items.
+content not in the audio, the wrong language; :class:`speechrl.rewards.asr.Hallucination`). Spoken QA / translation:
+corpus ``bleu`` (sacreBLEU, 13a, on normalised text), ``bleu_sacre`` (sacreBLEU's own 13a tokenisation
+on the raw, case-sensitive text: the number papers report), mean sentence ``rouge_l``, ``meteor`` and
+``semantic_similarity`` (MiniLM cosine). :func:`task_item_stats` gives the per-item statistics of the
+headline metrics (ASR ``wer``/``cer``, else ``bleu``), from which :mod:`speechrl.eval.bootstrap`
+recomputes them on resampled items.
 """
 
 from __future__ import annotations
@@ -17,10 +21,10 @@ import sacrebleu
 import torch
 from tqdm import tqdm
 
-from speechrl.data.tasks import Example
+from speechrl.data.tasks import LANGUAGE, Example
 from speechrl.eval.bootstrap import bleu_stats, error_stats
 from speechrl.models.policy import PromptBatch, completion_mask, decode
-from speechrl.text import cer, normalize, wer, word_errors
+from speechrl.text import cer, normalize_for_scoring, wer, word_errors
 
 def batches(items: list[Any], size: int):
     for i in range(0, len(items), size):
@@ -45,24 +49,31 @@ def predict(policy: Any, examples: list[Example], feats: dict[str, dict], max_ne
     return out
 
 
+def _normalized(texts: list[str], task: str) -> list[str]:
+    return [normalize_for_scoring(t, LANGUAGE.get(task)) for t in texts]
+
+
 def task_metrics(task: str, hyps: list[str], refs: list[str], semantic: bool = True) -> dict[str, float]:
+    language = LANGUAGE.get(task)
     if task == "asr":
         from speechrl.rewards.asr import hallucination
 
-        words = word_errors(refs, hyps)
+        words = word_errors(refs, hyps, language=language)
         per_word = max(words.ref_units, 1)
         flagged = [h < 0 for h in hallucination(None, hyps, reference=refs)]
-        return {"wer": round(wer(refs, hyps), 4), "cer": round(cer(refs, hyps), 4),
+        return {"wer": round(wer(refs, hyps, language=language), 4),
+                "cer": round(cer(refs, hyps, language=language), 4),
                 "substitution_rate": round(words.substitutions / per_word, 4),
                 "deletion_rate": round(words.deletions / per_word, 4),
                 "insertion_rate": round(words.insertions / per_word, 4),
                 "hallucination_rate": round(sum(flagged) / max(1, len(flagged)), 4)}
     from speechrl.rewards import embedding_similarity, meteor, rouge_l
 
-    bleu = sacrebleu.corpus_bleu([normalize(h) for h in hyps], [[normalize(r) for r in refs]]).score
-    metrics = {"bleu": round(bleu, 2),
-               "rouge_l": round(_mean(rouge_l(None, hyps, reference=refs)), 4),
-               "meteor": round(_mean(meteor(None, hyps, reference=refs)), 4)}
+    languages = [language] * len(hyps)
+    bleu = sacrebleu.corpus_bleu(_normalized(hyps, task), [_normalized(refs, task)]).score
+    metrics = {"bleu": round(bleu, 2), "bleu_sacre": round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2),
+               "rouge_l": round(_mean(rouge_l(None, hyps, reference=refs, language=languages)), 4),
+               "meteor": round(_mean(meteor(None, hyps, reference=refs, language=languages)), 4)}
     if semantic:
         metrics["semantic_similarity"] = round(_mean(embedding_similarity(None, hyps, reference=refs)), 4)
     return metrics
@@ -73,8 +84,10 @@ def task_item_stats(task: str, hyps: list[str], refs: list[str]) -> dict[str, li
     reports them: ASR ``wer``/``cer`` edit counts, else ``bleu`` segment statistics of the normalised
     texts (see :mod:`speechrl.eval.bootstrap`)."""
     if task == "asr":
-        return {"wer": error_stats(refs, hyps).tolist(), "cer": error_stats(refs, hyps, "char").tolist()}
-    return {"bleu": bleu_stats([normalize(h) for h in hyps], [normalize(r) for r in refs]).tolist()}
+        language = LANGUAGE.get(task)
+        return {"wer": error_stats(refs, hyps, language=language).tolist(),
+                "cer": error_stats(refs, hyps, "char", language).tolist()}
+    return {"bleu": bleu_stats(_normalized(hyps, task), _normalized(refs, task)).tolist()}
 
 
 def _mean(xs: list[float]) -> float:

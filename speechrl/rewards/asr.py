@@ -1,9 +1,13 @@
 """Rule-based rewards for transcription-like outputs (Tongyi, arXiv 2509.18569): accuracy from WER/CER, CosyVoice's
 1 − tanh(3·WER), the keyword score, and the hallucination penalty.
 
-All compare text through :func:`speechrl.text.normalize` (case, punctuation and numbers do not
-count), and error rates come from :mod:`speechrl.text` (jiwer). A blank reference is handled as
-``speechrl.text`` documents: every hypothesis word is an insertion, so ``WER("", "uh huh") = 2``.
+Error rates come from :mod:`speechrl.text` (jiwer) on text normalised by
+:func:`speechrl.text.normalize_for_scoring` — Whisper's English normaliser, or its basic one when the
+sample's ``language`` column names another language — the same function the evaluation's WER/CER
+uses, so the reward and the reported metric never disagree about what an error is. The keyword and
+hallucination checks match words through :func:`speechrl.text.normalize` (case, punctuation and
+numbers do not count). A blank reference is handled as ``speechrl.text`` documents: every hypothesis
+word is an insertion, so ``WER("", "oh yes") = 2``.
 """
 
 from __future__ import annotations
@@ -25,32 +29,34 @@ ACCURACY_FLOOR = -1.0
 runaway output from dominating its group's std while still ranking WER 1.5 below WER 1."""
 
 
-def _rates(completions, reference, rate) -> list[float]:
+def _rates(completions, reference, rate, language) -> list[float]:
+    """``rate(ref, hyp, language=...)`` per sample; ``language`` is the optional per-sample column."""
     hyps = completion_texts(completions)
     refs = text_column(reference, "reference", len(hyps))
-    return [rate(ref, hyp) for hyp, ref in zip(hyps, refs)]
+    langs = [None] * len(hyps) if language is None else text_column(language, "language", len(hyps))
+    return [rate(ref, hyp, language=lang) for hyp, ref, lang in zip(hyps, refs, langs)]
 
 
 @reward("accuracy_wer", ACCURACY_FLOOR, 1.0)
 def accuracy_wer(prompts: Sequence[Any] | None, completions: Sequence[Any],
-                 reference: Sequence[str], **columns: Any) -> list[float]:
+                 reference: Sequence[str], language: Sequence[str] | None = None, **columns: Any) -> list[float]:
     """Tongyi's ASR accuracy, max(1 − WER, −1), on normalised words; in [−1, 1] (1 = exact)."""
-    return [max(1.0 - w, ACCURACY_FLOOR) for w in _rates(completions, reference, sentence_wer)]
+    return [max(1.0 - w, ACCURACY_FLOOR) for w in _rates(completions, reference, sentence_wer, language)]
 
 
 @reward("accuracy_cer", ACCURACY_FLOOR, 1.0)
 def accuracy_cer(prompts: Sequence[Any] | None, completions: Sequence[Any],
-                 reference: Sequence[str], **columns: Any) -> list[float]:
+                 reference: Sequence[str], language: Sequence[str] | None = None, **columns: Any) -> list[float]:
     """max(1 − CER, −1) on normalised text (spaces between words count); in [−1, 1]."""
-    return [max(1.0 - c, ACCURACY_FLOOR) for c in _rates(completions, reference, sentence_cer)]
+    return [max(1.0 - c, ACCURACY_FLOOR) for c in _rates(completions, reference, sentence_cer, language)]
 
 
 @reward("tanh_wer", 0.0, 1.0)
 def tanh_wer(prompts: Sequence[Any] | None, completions: Sequence[Any],
-             reference: Sequence[str], **columns: Any) -> list[float]:
+             reference: Sequence[str], language: Sequence[str] | None = None, **columns: Any) -> list[float]:
     """1 − tanh(3·WER) (the public CosyVoice recipe's ASR reward); in [0, 1], 1 at WER 0,
     0.095 at WER 0.5, → 0 as WER grows."""
-    return [1.0 - math.tanh(3.0 * w) for w in _rates(completions, reference, sentence_wer)]
+    return [1.0 - math.tanh(3.0 * w) for w in _rates(completions, reference, sentence_wer, language)]
 
 
 def _count_phrase(words: list[str], phrase: list[str]) -> int:

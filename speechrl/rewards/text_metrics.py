@@ -6,9 +6,10 @@ to optimise when asked (IBM found optimising them raises that metric at BLEU's e
 
 Text handling:
 - **BLEU** scores the raw strings exactly as sacreBLEU reports corpus BLEU (13a tokenisation,
-  case-sensitive), so the reward is the per-sample version of the evaluation metric.
-- **ROUGE and METEOR** score ``speechrl.text.normalize(x).split()`` (lowercase, punctuation dropped,
-  numbers spelled out), no stemming for ROUGE. rouge-score's own tokenizer deletes every non-ASCII
+  case-sensitive), so the reward is the per-sample version of the evaluation's ``bleu_sacre``.
+- **ROUGE and METEOR** score ``speechrl.text.normalize_for_scoring(x, language).split()`` (Whisper's
+  English normaliser, or its basic one for the sample's other ``language``: lowercase, punctuation
+  dropped, accents kept), no stemming for ROUGE. rouge-score's own tokenizer deletes every non-ASCII
   letter (``canción`` → ``canci n``), which would break Spanish translation targets.
 - **Both empty** (a blank completion for a blank reference) scores 1.0 in every metric here, as
   WER does (0 errors); a blank on one side only scores 0.0.
@@ -22,7 +23,7 @@ from typing import Any, Sequence
 import sacrebleu
 
 from speechrl.rewards.batch import completion_texts, reward, text_column
-from speechrl.text import normalize
+from speechrl.text import is_english, normalize_for_scoring
 
 __all__ = ["bleu", "rouge1", "rouge2", "rouge_l", "meteor"]
 
@@ -55,51 +56,58 @@ def bleu(prompts: Sequence[Any] | None, completions: Sequence[Any], reference: S
 
 
 class _NormalizedTokenizer:
-    """rouge-score tokenizer: speechrl's normalisation, then whitespace split."""
+    """rouge-score tokenizer: the metrics' normalisation (English, or another language), then split."""
+
+    def __init__(self, english: bool):
+        self.language = "en" if english else "other"
 
     def tokenize(self, text: str) -> list[str]:
-        return normalize(text).split()
+        return normalize_for_scoring(text, self.language).split()
 
 
 @functools.cache
-def _rouge_scorer(kind: str):
+def _rouge_scorer(kind: str, english: bool):
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer([kind], tokenizer=_NormalizedTokenizer())
+    return rouge_scorer.RougeScorer([kind], tokenizer=_NormalizedTokenizer(english))
 
 
-def _rouge(kind: str, completions: Sequence[Any], reference: Sequence[str]) -> list[float]:
+def _languages(language: Sequence[str] | None, n: int) -> list[str | None]:
+    return [None] * n if language is None else list(text_column(language, "language", n))
+
+
+def _rouge(kind: str, completions: Sequence[Any], reference: Sequence[str],
+           language: Sequence[str] | None) -> list[float]:
     hyps = completion_texts(completions)
     refs = text_column(reference, "reference", len(hyps))
-    scorer = _rouge_scorer(kind)
     out = []
-    for hyp, ref in zip(hyps, refs):
-        if not normalize(hyp) and not normalize(ref):
+    for hyp, ref, lang in zip(hyps, refs, _languages(language, len(hyps))):
+        if not normalize_for_scoring(hyp, lang) and not normalize_for_scoring(ref, lang):
             out.append(1.0)
         else:
-            out.append(float(scorer.score(ref, hyp)[kind].fmeasure))
+            out.append(float(_rouge_scorer(kind, is_english(lang)).score(ref, hyp)[kind].fmeasure))
     return out
 
 
 @reward("rouge1", 0.0, 1.0)
 def rouge1(prompts: Sequence[Any] | None, completions: Sequence[Any], reference: Sequence[str],
-           **columns: Any) -> list[float]:
+           language: Sequence[str] | None = None, **columns: Any) -> list[float]:
     """ROUGE-1 F-measure (unigram overlap) from ``rouge-score``, on normalised words; in [0, 1]."""
-    return _rouge("rouge1", completions, reference)
+    return _rouge("rouge1", completions, reference, language)
 
 
 @reward("rouge2", 0.0, 1.0)
 def rouge2(prompts: Sequence[Any] | None, completions: Sequence[Any], reference: Sequence[str],
-           **columns: Any) -> list[float]:
+           language: Sequence[str] | None = None, **columns: Any) -> list[float]:
     """ROUGE-2 F-measure (bigram overlap) from ``rouge-score``, on normalised words; in [0, 1]."""
-    return _rouge("rouge2", completions, reference)
+    return _rouge("rouge2", completions, reference, language)
 
 
 @reward("rouge_l", 0.0, 1.0)
 def rouge_l(prompts: Sequence[Any] | None, completions: Sequence[Any], reference: Sequence[str],
-            **columns: Any) -> list[float]:
+            language: Sequence[str] | None = None, **columns: Any) -> list[float]:
     """ROUGE-L F-measure (longest common subsequence, ``rougeL``) from ``rouge-score``; [0, 1]."""
-    return _rouge("rougeL", completions, reference)
+    return _rouge("rougeL", completions, reference, language)
 
 
 @functools.cache
@@ -123,6 +131,7 @@ class _NoSynonyms:
 
 @reward("meteor", 0.0, 1.0)
 def meteor(prompts: Sequence[Any] | None, completions: Sequence[Any], reference: Sequence[str],
+           language: Sequence[str] | None = None,
            **columns: Any) -> list[float]:
     """METEOR (nltk ``meteor_score``, α=0.9, β=3, γ=0.5) with **exact + Porter-stem matching only**,
     on normalised words; in [0, 1].
@@ -138,8 +147,8 @@ def meteor(prompts: Sequence[Any] | None, completions: Sequence[Any], reference:
     refs = text_column(reference, "reference", len(hyps))
     stemmer, wordnet = _porter_stemmer(), _NoSynonyms()
     out = []
-    for hyp, ref in zip(hyps, refs):
-        hyp_words, ref_words = normalize(hyp).split(), normalize(ref).split()
+    for hyp, ref, lang in zip(hyps, refs, _languages(language, len(hyps))):
+        hyp_words, ref_words = normalize_for_scoring(hyp, lang).split(), normalize_for_scoring(ref, lang).split()
         if not hyp_words and not ref_words:
             out.append(1.0)
         else:
