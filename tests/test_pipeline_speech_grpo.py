@@ -26,7 +26,7 @@ def test_run_recipe_end_to_end_and_rerun_resumes(tmp_path, monkeypatch):
     assert summary["test_size"] == 6 and summary["wall_s"] > 0
     assert set(summary["metrics"]) == {"sft", "sft_extra", "mpgrpo"}
     for metrics in summary["metrics"].values():
-        assert {"bleu", "rouge_l", "meteor", "semantic_similarity"} <= set(metrics)
+        assert {"bleu", "bleu_sacre", "rouge_l", "meteor", "semantic_similarity"} <= set(metrics)
     # each system's BLEU difference to SFT with its paired bootstrap interval over the 6 test items
     assert summary["baseline"] == "sft" and set(summary["intervals"]) == {"sft_extra", "mpgrpo"}
     for name, per_metric in summary["intervals"].items():
