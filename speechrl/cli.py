@@ -141,28 +141,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_lines(args: argparse.Namespace) -> list[str]:
-    from speechrl.pipelines import recipe_class
-
+    """Every config key with the value this command would run with (its ``--set`` overrides applied) and
+    the class default beside it where they differ."""
     if args.command == "demo":  # each family's recipe keys (settable with --set for all families)
-        from speechrl.pipelines.demo import FAMILIES
+        from speechrl.pipelines.demo import FAMILIES, recipe_for
 
         return [line for name in (args.recipe or FAMILIES)
-                for line in [f"# {name} ({FAMILIES[name].pipeline})", *C.describe(recipe_class(FAMILIES[name].pipeline))]]
+                for line in [f"# {name} ({FAMILIES[name].pipeline})",
+                             *C.describe(recipe_for(name, args.overrides)[1])]]
     if args.config_name == "run":
-        return C.describe(recipe_class(C.read_yaml(args.recipe).get("pipeline")))
+        from speechrl.pipelines import read_recipe
+
+        return C.describe(read_recipe(args.recipe, args.overrides)[1])
     module, name = CONFIGS[args.config_name].split(":")
-    return C.describe(getattr(importlib.import_module(module), name))
+    cls = getattr(importlib.import_module(module), name)
+    base = {k: v for k, v in {"size": args.size, "seed": args.seed}.items() if v is not None}
+    return C.describe(C.load(cls, args.config, args.overrides, base=base))
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = sys.argv[1:] if argv is None else argv
-    if "--help-config" in argv:
-        args, _ = build_parser().parse_known_args([a for a in argv if a != "--help-config"] + ["--out", "."])
-        print("\n".join(_config_lines(args)))
-        return 0
-    args = build_parser().parse_args(argv)
     try:
+        if "--help-config" in argv:
+            args, _ = build_parser().parse_known_args([a for a in argv if a != "--help-config"] + ["--out", "."])
+            print("\n".join(_config_lines(args)))
+            return 0
+        args = build_parser().parse_args(argv)
         summary = args.func(args)
     except C.ConfigError as err:
         print(f"speechrl: config error: {err}", file=sys.stderr)

@@ -19,7 +19,7 @@ from typing import Any
 from tqdm import tqdm
 
 from speechrl.audio import AudioError, RejectLog, duration, load_audio, save_audio
-from speechrl.config import doc
+from speechrl.config import ConfigError, check, doc
 from speechrl.parallel import pool_map
 from speechrl.corpus.grammar import Story, generate_stories
 from speechrl.runlog import atomic_write_text, read_jsonl, write_json
@@ -30,20 +30,38 @@ SENTENCES_PER_STORY = 5  # the grammar's mean story length; sizes the corpus
 
 @dataclass
 class CorpusConfig:
-    size: int = doc("approximate total number of utterances (sentences × voices)", 200)
+    size: int = doc("approximate total number of utterances (sentences × voices)", 200, ge=1)
     seed: int = doc("seed for stories, splits, voice and speed choices", 1)
     voices: list[str] = doc(
         "voices used in train/dev (and test); names from speechrl.speech.synthesize.VOICES",
         default_factory=lambda: ["piper-joe", "espeak-us-m6", "espeak-us-m1", "espeak-gb-m6"])
     test_voice: str = doc("voice heard only in the test split", "hibari")
-    voices_per_sentence: int = doc("each sentence is spoken by this many distinct voices", 2)
-    speeds: list[float] = doc("speaking-rate multipliers drawn per utterance", default_factory=lambda: [0.9, 1.0, 1.1])
-    dev_fraction: float = doc("share of stories in the dev split", 0.1)
-    test_fraction: float = doc("share of stories in the test split", 0.2)
-    workers: int = doc("synthesis processes", 2)
+    voices_per_sentence: int = doc("each sentence is spoken by this many distinct voices", 2, ge=1)
+    speeds: list[float] = doc("speaking-rate multipliers drawn per utterance", default_factory=lambda: [0.9, 1.0, 1.1],
+                              gt=0)
+    dev_fraction: float = doc("share of stories in the dev split", 0.1, ge=0, le=1)
+    test_fraction: float = doc("share of stories in the test split", 0.2, ge=0, le=1)
+    workers: int = doc("synthesis processes", 2, ge=1, affects_results=False)
     transcriber: str = doc("ASR used to measure the corpus (asr_wer)", "whisper-tiny")
     evaluate: bool = doc("measure asr_wer and unit_roundtrip_wer on the test split", True)
-    roundtrip_utterances: int = doc("test utterances used for unit_roundtrip_wer", 16)
+    roundtrip_utterances: int = doc("test utterances used for unit_roundtrip_wer", 16, ge=1)
+
+    def validate(self) -> None:
+        """Voices that exist, a test voice heard only in test, enough voices per sentence, room for train."""
+        from speechrl.speech.synthesize import VOICES
+
+        for key, names in (("voices", self.voices), ("test_voice", [self.test_voice])):
+            unknown = [v for v in names if v not in VOICES]
+            if unknown:
+                raise ConfigError(f"{key}: unknown voice(s) {unknown}; choose from {sorted(VOICES)}")
+        if self.voices_per_sentence > len(self.voices):
+            raise ConfigError(f"voices_per_sentence: {self.voices_per_sentence} is more than the "
+                              f"{len(self.voices)} voices; must be in 1..{len(self.voices)}")
+        if self.test_voice in self.voices:
+            raise ConfigError(f"test_voice: {self.test_voice!r} must not be one of the training voices")
+        if self.dev_fraction + self.test_fraction >= 1:
+            raise ConfigError(f"test_fraction: dev_fraction + test_fraction = "
+                              f"{self.dev_fraction + self.test_fraction:g} leaves no stories to train on")
 
 
 def split_stories(stories: list[Story], cfg: CorpusConfig) -> dict[str, str]:
@@ -57,10 +75,7 @@ def split_stories(stories: list[Story], cfg: CorpusConfig) -> dict[str, str]:
 
 def plan(cfg: CorpusConfig) -> tuple[list[Story], list[dict[str, Any]]]:
     """Stories and the manifest rows to synthesize (without durations), deterministic per seed."""
-    if cfg.voices_per_sentence < 1 or cfg.voices_per_sentence > len(cfg.voices):
-        raise ValueError(f"voices_per_sentence must be in 1..{len(cfg.voices)}")
-    if cfg.test_voice in cfg.voices:
-        raise ValueError(f"test_voice {cfg.test_voice!r} must not be one of the training voices")
+    check(cfg)  # a config built in code, not loaded, is checked here
     sentences_needed = max(3, -(-cfg.size // cfg.voices_per_sentence))
     rng = random.Random(cfg.seed)
     stories = generate_stories(max(3, -(-sentences_needed // SENTENCES_PER_STORY)), cfg.seed)

@@ -44,13 +44,17 @@ class ModelConfig:
     policy: str = doc("'speechlm' (ours: the audio front_end + a projector + the causal LM lm, new parts trained "
                       "from scratch) or a pretrained HF speech model loaded through speechrl.models.native."
                       "load_policy: 'whisper-tiny.en' / 'whisper-base' (offline), a hub id (openai/whisper-small, "
-                      "Qwen/Qwen2-Audio-7B-Instruct, ibm-granite/granite-speech-3.3-2b) or a local folder", "speechlm")
-    lm: str = doc("speechlm: causal LM, 'smollm2-135m' (offline default), a hub id or a local folder", "smollm2-135m")
+                      "Qwen/Qwen2-Audio-7B-Instruct, ibm-granite/granite-speech-3.3-2b) or a local folder", "speechlm",
+                      path="model")
+    lm: str = doc("speechlm: causal LM, 'smollm2-135m' (offline default), a hub id or a local folder", "smollm2-135m",
+                  path="model")
     front_end: Literal["units", "mel", "whisper"] = doc(
         "speechlm: audio front end (units: hama phoneme units; mel: log-mel encoder trained here; whisper: the "
         "pretrained Whisper encoder `encoder`, frozen)", "units")
-    encoder: str = doc("speechlm with front_end whisper: the Whisper checkpoint whose encoder it uses", "whisper-tiny.en")
-    decoder_layers: int | None = doc("speechlm: keep only the first N decoder layers (CPU speed; None: all)", None)
+    encoder: str = doc("speechlm with front_end whisper: the Whisper checkpoint whose encoder it uses",
+                       "whisper-tiny.en", path="model")
+    decoder_layers: int | None = doc("speechlm: keep only the first N decoder layers (CPU speed; None: all)", None,
+                                     ge=1)
     freeze_encoder: bool = doc("pretrained policies: keep the audio encoder frozen in SFT (RL trains a LoRA on the "
                                "LM either way)", True)
     trust_remote_code: bool = doc("pretrained policies: run the checkpoint's own code (only if you trust it)", False)
@@ -65,10 +69,11 @@ class SpeechGRPORecipe:
     sft: SFTConfig = field(default_factory=SFTConfig)
     grpo: SpeechGRPOConfig = field(default_factory=SpeechGRPOConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
-    max_questions: int = doc("spoken-QA questions used per utterance", 2)
-    test_examples: int = doc("held-out test examples evaluated (0: all)", 0)
-    eval_batch_size: int = doc("decoding batch size for evaluation", 32)
-    sft_extra: bool = doc("also run the control: SFT continued for RL's wall time (off only in the demo)", True)
+    max_questions: int = doc("spoken-QA questions used per utterance", 2, ge=1)
+    test_examples: int = doc("held-out test examples evaluated (0: all)", 0, ge=0)
+    eval_batch_size: int = doc("decoding batch size for evaluation", 32, ge=1)
+    sft_extra: bool = doc("also run the control: SFT continued for RL's wall time (off only in the demo)", True,
+                          affects_results=False)
 
 
 def new_policy(cfg: ModelConfig, seed: int = 0) -> Any:
