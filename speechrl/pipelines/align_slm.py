@@ -181,6 +181,17 @@ def benchmark_sets(cfg: BenchmarkConfig) -> dict[str, list]:
     return {name: build_benchmark(name, root, cfg.pairs, cfg.seed, cfg.voices) for name in BENCHMARKS}
 
 
+def stages(recipe: AlignSLMRecipe) -> list[tuple[str, str, str | None]]:
+    """The stages :func:`run` caches in its folder, in order: (name, the file that marks it done, the key
+    that file must hold or None) — for ``speechrl run --dry-run``."""
+    rounds = [f"round{k}" for k in range(1, recipe.curriculum.rounds + 1)]
+    control = ["continued_ntp"] if recipe.control else []
+    evaluated = ["base", *(rounds if recipe.eval_all_rounds else rounds[-1:]), *control]
+    split = recipe.eval_split
+    return ([(s, f"{s}/result.json", None) for s in ["unit_lm", *rounds, *control]]
+            + [(f"{split} {s}", f"metrics_{split}.json", s) for s in evaluated])
+
+
 def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
     out = Path(out)
     start = time.time()

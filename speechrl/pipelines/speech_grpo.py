@@ -109,6 +109,16 @@ def continued_sft(cfg: SFTConfig, best_step: int, budget_s: float) -> SFTConfig:
                         "patience": 0, "time_budget_s": budget_s})
 
 
+def stages(recipe: SpeechGRPORecipe) -> list[tuple[str, str, str | None]]:
+    """The stages :func:`run` caches in its folder, in order: (name, the file that marks it done, the key
+    that file must hold or None) — for ``speechrl run --dry-run``."""
+    rl = "mpgrpo" if recipe.grpo.mixed_policy else "grpo"
+    systems = ["zero_shot"] if recipe.model.policy != "speechlm" else []
+    systems += ["sft", rl] + (["sft_extra"] if recipe.sft_extra else [])
+    trained = [(s, f"{s}/result.json", None) for s in systems if s != "zero_shot"]
+    return trained + [(f"test {s}", "metrics_test.json", s) for s in systems]
+
+
 def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
     out = Path(out)
     start = time.time()

@@ -165,6 +165,15 @@ def token2text_wer(model: Token2Text, examples: list[TTSExample], max_tokens: in
     return round(wer([e.text for e in examples], hyps), 4)
 
 
+def stages(recipe: TTSRLRecipe) -> list[tuple[str, str, str | None]]:
+    """The stages :func:`run` caches in its folder, in order: (name, the file that marks it done, the key
+    that file must hold or None) — for ``speechrl run --dry-run``."""
+    t2t = [("token2text", "token2text/result.json", None)] if any(SYSTEMS[s][0] != "grpo"
+                                                                   for s in recipe.systems) else []
+    trained = [("sft", "sft/result.json", None), *t2t, *[(s, f"{s}/result.json", None) for s in recipe.systems]]
+    return trained + [(f"test {s}", "metrics_test.json", s) for s in ("ground_truth", "sft", *recipe.systems)]
+
+
 def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
     out = Path(out)
     start = time.time()
