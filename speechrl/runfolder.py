@@ -59,6 +59,14 @@ def resolved_config(pipeline: str, recipe: Any) -> dict[str, Any]:
     return {"pipeline": pipeline, **redact_secrets(C.to_dict(recipe))}
 
 
+def read_config(folder: str | Path, cls: type, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """The recipe ``cls`` a run folder's ``config.yaml`` holds (``key=value`` overrides on top), checked like
+    any config; its ``pipeline`` key (absent in folders written before it was recorded) is dropped."""
+    data = C.read_yaml(Path(folder) / "config.yaml")
+    data.pop("pipeline", None)
+    return C.load(cls, None, overrides, base=data)
+
+
 def _plain(value: Any) -> Any:
     """As YAML gives it back (tuples → lists), so a written and a fresh config compare equal."""
     return yaml.safe_load(yaml.safe_dump(value))

@@ -206,3 +206,15 @@ def test_threads_are_chosen_before_any_work_and_recorded(tmp_path, cached_pipeli
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert 1 <= default_threads() <= min(4, os.cpu_count())
     assert set_threads(2) == 2 and torch.get_num_threads() == 2
+
+
+def test_scripts_read_a_run_folders_config_with_or_without_its_pipeline_key(tmp_path):
+    out = tmp_path / "asr"
+    recipe = finished_asr_run(out)
+    from speechrl.pipelines.speech_grpo import SpeechGRPORecipe
+
+    assert runfolder.read_config(out, SpeechGRPORecipe) == recipe
+    old = yaml.safe_load((out / "config.yaml").read_text())
+    del old["pipeline"]
+    (out / "config.yaml").write_text(yaml.safe_dump(old))
+    assert runfolder.read_config(out, SpeechGRPORecipe, ["grpo.beta=0.5"]).grpo.beta == 0.5
