@@ -129,11 +129,11 @@ def _inputs(recipe: Any) -> dict[str, str]:
     return {"data": data_key(data)}
 
 
-def check_reuse(out: str | Path, pipeline: str, recipe: Any, resume_anyway: bool = False
+def check_reuse(out: str | Path, pipeline: str, recipe: Any, resume_anyway: bool = False, warn: bool = True
                 ) -> list[dict[str, Any]]:
     """Raise :class:`~speechrl.config.ConfigError` if ``out`` holds results of other settings or inputs
-    (unless ``resume_anyway``); warn on another code version. Returns the changes accepted (empty when
-    the folder is new or its settings are the same). Writes nothing."""
+    (unless ``resume_anyway``); warn (``warn``) on another code version. Returns the changes accepted
+    (empty when the folder is new or its settings are the same). Writes nothing."""
     out = Path(out)
     record = read_json(out / "run.json") if (out / "run.json").is_file() else {}
     changes = []
@@ -147,8 +147,8 @@ def check_reuse(out: str | Path, pipeline: str, recipe: Any, resume_anyway: bool
         more = f" (and {len(changes) - SHOWN} more)" if len(changes) > SHOWN else ""
         raise C.ConfigError(f"{out} holds results of other settings ({shown}{more}); run into a fresh --out, "
                             "or pass --resume-anyway to reuse its stages anyway (recorded in run.json)")
-    code = code_version()
-    if record.get("code") and record["code"] != code:
+    code = code_version() if warn else None
+    if warn and record.get("code") and record["code"] != code:
         print(f"speechrl: warning: {out} was written by speechrl {record['code']} and is resumed by {code}: "
               "its finished stages keep the results of that code", file=sys.stderr)
     return [{"key": k, "old": old, "new": new} for k, old, new in changes]

@@ -132,7 +132,7 @@ def run(out: str | Path, families: list[str] | None = None, overrides: list[str]
     summary: dict[str, Any] = {"metrics": {}, "intervals": {}, "headline": {}, "wall_s": {}}
     recipes = {name: recipe_for(name, overrides) for name in names}  # every config error before any work
     for name, (pipeline, recipe) in recipes.items():
-        check_reuse(out / name, pipeline, recipe, resume_anyway)
+        check_reuse(out / name, pipeline, recipe, resume_anyway, warn=False)  # run_recipe warns
     for name in names:
         pipeline, recipe = recipes[name]
         t0 = time.time()
