@@ -16,9 +16,9 @@ from pathlib import Path
 
 from speechrl import checkpoint
 from speechrl.align.minimal_pairs import story_context_use
-from speechrl.config import load
 from speechrl.models.unit_lm import UnitLM
 from speechrl.pipelines.align_slm import AlignSLMRecipe, benchmark_sets
+from speechrl.runfolder import read_config
 from speechrl.speech.units import BLANK_ID
 from speechrl.trainers.dpo import prepare_policy
 
@@ -27,7 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="an Align-SLM run folder (speechrl run recipes/align_slm.yaml --out …)")
     args = parser.parse_args()
-    recipe = load(AlignSLMRecipe, args.run / "config.yaml")
+    recipe = read_config(args.run, AlignSLMRecipe)
     benches = benchmark_sets(recipe.benchmarks)
     model = UnitLM.create(recipe.model.lm, BLANK_ID, recipe.model.layers, seed=recipe.seed)
     checkpoint.load_weights(args.run / "unit_lm" / "best" / "model.safetensors", model)

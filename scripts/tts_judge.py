@@ -20,11 +20,12 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from speechrl import checkpoint, config
+from speechrl import checkpoint
 from speechrl.models.token2text import Token2Text
 from speechrl.models.tts_lm import SpeechVocab, TTSLM
 from speechrl.pipelines.tts_rl import SYSTEMS, TTSRLRecipe, splits, system_config
 from speechrl.rewards.tts import UnitRenderer
+from speechrl.runfolder import read_config
 from speechrl.runlog import MetricsLogger, read_json, write_json
 from speechrl.text import sentence_wer
 from speechrl.eval.tts import evaluate_tts
@@ -64,7 +65,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="recipe overrides, key=value (e.g. rl.lr=1e-3)")
     args = parser.parse_intermixed_args()
     run, out = args.run, args.out
-    recipe = config.load(TTSRLRecipe, run / "config.yaml", args.overrides)
+    recipe = read_config(run, TTSRLRecipe, args.overrides)
     data, prompts = splits(recipe)
     judge = data["dev"][recipe.rl.dev_examples:]
     vocab = SpeechVocab.from_dict(read_json(run / "vocab.json"))

@@ -2,12 +2,13 @@
 
     speechrl corpus build --out DIR [--size N] [--seed S] [--set key=value ...]
     speechrl audio scan FOLDER --out DIR [--sample-rate HZ]
-    speechrl run RECIPE.yaml --out DIR [--set key=value ...]
-    speechrl demo --out DIR
+    speechrl run RECIPE.yaml --out DIR [--set key=value ...] [--dry-run] [--resume-anyway] [--threads N]
+    speechrl demo --out DIR [--recipe NAME] [--resume-anyway] [--threads N]
     speechrl report RUN_DIR [--max-samples N]
 
 Every command writes into ``--out``: the resolved ``config.yaml``, ``metrics.jsonl`` and
-``summary.json``. ``--help-config`` lists every config key with its type, default and meaning.
+``summary.json`` (``run`` and ``demo`` also ``run.json``: code version, threads, inputs;
+:mod:`speechrl.runfolder`). ``--help-config`` lists every config key with its type, default and meaning.
 """
 
 from __future__ import annotations
@@ -27,7 +28,16 @@ def _add_common(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     p.add_argument("--out", type=Path, required=out_required, help="output folder (created)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set speeds=[1.0] (repeatable)")
-    p.add_argument("--help-config", action="store_true", help="list the config keys and exit")
+    p.add_argument("--help-config", action="store_true",
+                   help="list the config keys with the values this command would use, and exit")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume-anyway", action="store_true",
+                   help="reuse the stages in --out even though they come from other settings (recorded in "
+                        "run.json and the summary)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch threads (default: $OMP_NUM_THREADS, else the free cores, at most 4)")
 
 
 def cmd_corpus_build(args: argparse.Namespace) -> dict:
@@ -81,13 +91,26 @@ def cmd_audio_scan(args: argparse.Namespace) -> dict:
     return summary
 
 
-def cmd_run(args: argparse.Namespace) -> dict:
-    from speechrl.pipelines import read_recipe, run_recipe
+def cmd_run(args: argparse.Namespace) -> dict | None:
+    from speechrl.pipelines import dry_run, read_recipe, run_recipe
 
     pipeline, recipe = read_recipe(args.recipe, args.overrides)
-    summary = run_recipe(pipeline, recipe, args.out)
+    if args.dry_run:
+        print(dry_run(pipeline, recipe, args.out, args.resume_anyway))
+        return None
+    summary = run_recipe(pipeline, recipe, args.out, args.resume_anyway, _threads(args))
     _write_report(args.out)
     return summary
+
+
+def _threads(args: argparse.Namespace) -> int:
+    """torch's thread count for the run: ``--threads``, else :func:`speechrl.parallel.default_threads`
+    (set before any work, recorded in ``run.json``)."""
+    from speechrl.parallel import default_threads
+
+    if args.threads is not None and args.threads < 1:
+        raise C.ConfigError(f"--threads: {args.threads} is out of range; must be >= 1")
+    return args.threads or default_threads()
 
 
 def _write_report(run_dir: Path) -> None:
@@ -104,7 +127,7 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     """The main job: every recipe family at demo scale → DIR/summary.json, DIR/report.html."""
     from speechrl.pipelines import demo
 
-    summary = demo.run(args.out, args.recipe or None, args.overrides)
+    summary = demo.run(args.out, args.recipe or None, args.overrides, args.resume_anyway, _threads(args))
     _write_report(args.out)
     print(demo.describe(summary), file=sys.stderr)
     return summary
@@ -151,10 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a recipe end to end")
     run.add_argument("recipe", type=Path, help="recipe YAML (see recipes/)")
     _add_common(run)
+    _add_run_options(run)
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the resolved config and which stages would run or be reused, and exit")
     run.set_defaults(func=cmd_run, config_name="run")
 
     demo = sub.add_parser("demo", help="run the offline end-to-end demo (every recipe family at demo scale)")
     _add_common(demo)
+    _add_run_options(demo)
     demo.add_argument("--recipe", action="append", default=[], metavar="NAME",
                       help="run only this family (repeatable): " + ", ".join(_demo_families()))
     demo.set_defaults(func=cmd_demo, config_name=None)
@@ -167,33 +194,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_lines(args: argparse.Namespace) -> list[str]:
-    from speechrl.pipelines import recipe_class
-
+    """Every config key with the value this command would run with (its ``--set`` overrides applied) and
+    the class default beside it where they differ."""
     if args.command == "demo":  # each family's recipe keys (settable with --set for all families)
-        from speechrl.pipelines.demo import FAMILIES
+        from speechrl.pipelines.demo import FAMILIES, recipe_for
 
         return [line for name in (args.recipe or FAMILIES)
-                for line in [f"# {name} ({FAMILIES[name].pipeline})", *C.describe(recipe_class(FAMILIES[name].pipeline))]]
+                for line in [f"# {name} ({FAMILIES[name].pipeline})",
+                             *C.describe(recipe_for(name, args.overrides)[1])]]
     if args.config_name == "run":
-        return C.describe(recipe_class(C.read_yaml(args.recipe).get("pipeline")))
+        from speechrl.pipelines import read_recipe
+
+        return C.describe(read_recipe(args.recipe, args.overrides)[1])
     module, name = CONFIGS[args.config_name].split(":")
-    return C.describe(getattr(importlib.import_module(module), name))
+    cls = getattr(importlib.import_module(module), name)
+    base = {k: v for k, v in {"size": args.size, "seed": args.seed}.items() if v is not None}
+    return C.describe(C.load(cls, args.config, args.overrides, base=base))
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = sys.argv[1:] if argv is None else argv
-    if "--help-config" in argv:
-        args, _ = build_parser().parse_known_args([a for a in argv if a != "--help-config"] + ["--out", "."])
-        print("\n".join(_config_lines(args)))
-        return 0
-    args = build_parser().parse_args(argv)
     try:
+        if "--help-config" in argv:
+            args, _ = build_parser().parse_known_args([a for a in argv if a != "--help-config"] + ["--out", "."])
+            print("\n".join(_config_lines(args)))
+            return 0
+        args = build_parser().parse_args(argv)
         summary = args.func(args)
     except C.ConfigError as err:
         print(f"speechrl: config error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(summary, indent=2, sort_keys=True))
+    if summary is not None:
+        print(json.dumps(summary, indent=2, sort_keys=True))
     return 0
 
 

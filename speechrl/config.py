@@ -1,9 +1,14 @@
 """Typed configuration: dataclasses loaded from YAML, overridden from the CLI, strict about keys.
 
-Every config is a (nested) dataclass whose fields carry their documentation in
-``field(metadata={"help": ...})``. :func:`load` builds one from a YAML file plus ``key.sub=value``
-overrides; an unknown key or a value of the wrong type is a :class:`ConfigError` that names the key
-and what is allowed.
+Every config is a (nested) dataclass whose fields carry their documentation, and their constraints, in
+:func:`doc`. :func:`load` builds one from a YAML file plus ``key.sub=value`` overrides and checks every
+value before any work starts: an unknown key, a value of the wrong type, a number out of its range
+(``ge``/``gt``/``le``), a path that does not exist (``path``), or what a config class's own
+``validate()`` refuses (names that must be registered, settings that must agree) is a one-line
+:class:`ConfigError` that names the key and what is allowed.
+
+Checks run where a config is loaded (:func:`from_dict`, so ``speechrl run``, ``demo``, ``corpus build``),
+not when code builds a dataclass directly (tests and trainers construct configs freely).
 """
 
 from __future__ import annotations
@@ -26,11 +31,28 @@ class ConfigError(ValueError):
     """A config key that does not exist, or a value that does not fit the key's type."""
 
 
-def doc(help: str, default: Any = dataclasses.MISSING, default_factory: Any = dataclasses.MISSING):
-    """A dataclass field with its documentation attached (shown by ``speechrl ... --help-config``)."""
+PathKind = Literal["exists", "model"]
+
+
+def doc(help: str, default: Any = dataclasses.MISSING, default_factory: Any = dataclasses.MISSING, *,
+        ge: float | None = None, gt: float | None = None, le: float | None = None, path: PathKind | None = None,
+        affects_results: bool = True):
+    """A dataclass field with its documentation and constraints attached (shown by ``--help-config``,
+    checked by :func:`from_dict`).
+
+    ge / gt / le: bounds of a number (of every item of a list, every value of a mapping; None passes).
+    path: ``"exists"``: a non-empty value must name an existing file or folder; ``"model"``: a model name:
+        an offline name or hub id (``org/name``) passes, a value that looks like a path (starts with
+        ``/ . ~``, or has a backslash or more than one ``/``) must exist (:func:`check_model_name`).
+    affects_results: False only for a key that cannot change any result a run folder holds (how often a
+        checkpoint is written, how many worker processes) or that only chooses which systems a run trains
+        or evaluates: a rerun into a finished folder may change it (:mod:`speechrl.runfolder`).
+    """
+    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "path": path, "affects_results": affects_results}
+    meta = {k: v for k, v in meta.items() if v is not None}
     if default_factory is not dataclasses.MISSING:
-        return dataclasses.field(default_factory=default_factory, metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
 
 
 def _type_name(tp: Any) -> str:
@@ -61,7 +83,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
-        return from_dict(tp, value, prefix=f"{key}.")
+        return _build(tp, value, prefix=f"{key}.")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
@@ -102,7 +124,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise :class:`ConfigError`."""
+    """Build dataclass ``cls`` from ``data`` and :func:`check` it: unknown keys, wrong types and values out
+    of their constraints raise :class:`ConfigError`."""
+    obj = _build(cls, data, prefix)
+    check(obj, prefix)
+    return obj
+
+
+def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
@@ -116,6 +145,62 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         return cls(**kwargs)
     except TypeError as err:  # a required field left out
         raise ConfigError(f"{prefix or cls.__name__}: {err}") from None
+
+
+def looks_like_path(value: str) -> bool:
+    """A model name that can only be a local path: starts with ``/``, ``.`` or ``~``, or holds a backslash
+    or more than one ``/`` (a hub id is ``name`` or ``org/name``)."""
+    return value.startswith(("/", ".", "~")) or "\\" in value or value.count("/") > 1
+
+
+def check_model_name(key: str, value: str) -> None:
+    """A model name (offline name, hub id or folder) that looks like a path must exist: a missing folder
+    is named as such here, not later as an invalid hub id."""
+    if value and looks_like_path(value) and not Path(value).expanduser().exists():
+        raise ConfigError(f"{key}: {value!r} looks like a local path but does not exist (give an existing "
+                          "folder, an offline name or a hub id org/name)")
+
+
+def _check_value(key: str, value: Any, meta: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_value(f"{key}[{i}]", v, meta)
+        return
+    if isinstance(value, dict) and not dataclasses.is_dataclass(value):
+        for k, v in value.items():
+            _check_value(f"{key}.{k}", v, meta)
+        return
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        for bound, ok, word in (("ge", lambda b: value >= b, ">="), ("gt", lambda b: value > b, ">"),
+                                ("le", lambda b: value <= b, "<=")):
+            if bound in meta and not ok(meta[bound]):
+                raise ConfigError(f"{key}: {value!r} is out of range; must be {word} {meta[bound]!r}")
+    if isinstance(value, (str, Path)) and meta.get("path") and str(value):
+        if meta["path"] == "model":
+            check_model_name(key, str(value))
+        elif not Path(value).expanduser().exists():
+            raise ConfigError(f"{key}: {str(value)!r} does not exist")
+
+
+def check(obj: Any, prefix: str = "") -> None:
+    """Check every field of config dataclass ``obj`` (nested ones too, defaults included) against the
+    constraints its :func:`doc` declares, then its ``validate()`` method when it has one (cross-field and
+    registry checks; it raises :class:`ConfigError` whose message starts with the field's own key, which
+    is prefixed here). Raises the first problem as a one-line :class:`ConfigError`."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            check(value, f"{prefix}{f.name}.")
+        else:
+            _check_value(prefix + f.name, value, f.metadata)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except ConfigError as err:
+            raise ConfigError(f"{prefix}{err}") from None
 
 
 def to_dict(obj: Any) -> Any:
@@ -192,16 +277,42 @@ def save(obj: Any, path: str | Path) -> Path:
     return atomic_write_text(path, yaml.safe_dump(redact_secrets(to_dict(obj)), sort_keys=False))
 
 
-def describe(cls: type, prefix: str = "") -> list[str]:
-    """One line per field: ``key (type, default): help`` — for ``--help-config``."""
+def _constraint(meta: Any) -> str:
+    bounds = [f"{word} {meta[k]!r}" for k, word in (("ge", ">="), ("gt", ">"), ("le", "<=")) if k in meta]
+    path = {"exists": "an existing path", "model": "a model name or existing folder"}.get(meta.get("path"))
+    return "".join(f", {c}" for c in [*bounds, path] if c)
+
+
+def describe(cls_or_obj: Any, prefix: str = "", defaults: Any = None) -> list[str]:
+    """One line per field for ``--help-config``: ``key (type, range, default D): help`` for a class; for a
+    config object (a resolved recipe) ``key = V (type, range): help``, with ``default D`` beside the
+    value where they differ (D: the class's default, as its parent class sets it)."""
+    cls = cls_or_obj if isinstance(cls_or_obj, type) else type(cls_or_obj)
+    obj = None if isinstance(cls_or_obj, type) else cls_or_obj
+    if defaults is None:
+        try:
+            defaults = cls()
+        except TypeError:  # a required field: per-field defaults only
+            defaults = None
     lines = []
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "required"
+        default = getattr(defaults, f.name, default)
         if dataclasses.is_dataclass(tp):
-            lines.extend(describe(tp, prefix + f.name + "."))
+            lines.extend(describe(getattr(obj, f.name) if obj is not None else tp, prefix + f.name + ".", default))
             continue
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
-        lines.append(f"{prefix}{f.name} ({_type_name(tp)}, default {default!r}): {f.metadata.get('help', '')}")
+        kind, help = _type_name(tp) + _constraint(f.metadata), f.metadata.get("help", "")
+        if obj is None:
+            lines.append(f"{prefix}{f.name} ({kind}, default {to_dict(default)!r}): {help}")
+            continue
+        value = to_dict(getattr(obj, f.name))
+        differs = "" if value == to_dict(default) else f", default {to_dict(default)!r}"
+        lines.append(f"{prefix}{f.name} = {value!r} ({kind}{differs}): {help}")
     return lines

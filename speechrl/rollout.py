@@ -55,11 +55,11 @@ from speechrl.models.policy import Encoded, pad_completions
 class VLLMConfig:
     mode: Literal["colocate", "server"] = doc("colocate: vllm.LLM in the trainer; server: a vllm serve process", "colocate")
     url: str = doc("server mode: the vllm serve base URL, e.g. http://gpu-node:8000", "")
-    gpu_memory_utilization: float = doc("colocate: GPU memory fraction vLLM may take", 0.3)
+    gpu_memory_utilization: float = doc("colocate: GPU memory fraction vLLM may take", 0.3, gt=0, le=1)
     dtype: str = doc("weights dtype vLLM runs in (auto, bfloat16, float16, float32)", "auto")
-    max_model_len: int = doc("longest prompt + completion vLLM plans for", 2048)
-    timeout_s: float = doc("server mode: seconds per request", 120.0)
-    max_retries: int = doc("server mode: retries of a failed request", 2)
+    max_model_len: int = doc("longest prompt + completion vLLM plans for", 2048, ge=1)
+    timeout_s: float = doc("server mode: seconds per request", 120.0, gt=0)
+    max_retries: int = doc("server mode: retries of a failed request", 2, ge=0)
 
 
 class Engine(Protocol):

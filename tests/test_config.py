@@ -78,3 +78,67 @@ def test_save_round_trips(tmp_path):
 def test_describe_lists_nested_keys_with_help():
     lines = C.describe(Recipe)
     assert any(line.startswith("optim.lr (float, default 1e-05): learning rate") for line in lines)
+
+
+# --- values checked when a config is loaded (issue 25, item 2) --------------------------------------
+
+
+@dataclass
+class Bounded:
+    steps: int = C.doc("steps", 10, ge=0)
+    lr: float = C.doc("learning rate", 1e-4, gt=0)
+    p: float = C.doc("a probability", 0.5, ge=0, le=1)
+    speeds: list[float] = C.doc("speeds", default_factory=lambda: [1.0], gt=0)
+    lm: str = C.doc("model", "smollm2-135m", path="model")
+    data: str = C.doc("a file", "", path="exists")
+    low: int = C.doc("low", 1)
+    high: int = C.doc("high", 2)
+
+    def validate(self) -> None:
+        if self.low >= self.high:
+            raise C.ConfigError(f"low: {self.low} must be below high {self.high}")
+
+
+@dataclass
+class Outer:
+    inner: Bounded = field(default_factory=Bounded)
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("inner.steps=-5", "inner.steps: -5 is out of range; must be >= 0"),
+    ("inner.lr=0", "inner.lr: 0.0 is out of range; must be > 0"),
+    ("inner.p=1.5", "inner.p: 1.5 is out of range; must be <= 1"),
+    ("inner.speeds=[1.0, -0.5]", "inner.speeds[1]: -0.5 is out of range; must be > 0"),
+    ("inner.lm=/nonexistent/folder", "inner.lm: '/nonexistent/folder' looks like a local path but does not exist"),
+    ("inner.lm=./no/such/model", "inner.lm: './no/such/model' looks like a local path"),
+    ("inner.data=/nonexistent/manifest.jsonl", "inner.data: '/nonexistent/manifest.jsonl' does not exist"),
+    ("inner.low=5", "inner.low: 5 must be below high 2"),  # validate() hook, its key prefixed
+])
+def test_values_out_of_their_constraints_are_config_errors(override, needle):
+    with pytest.raises(C.ConfigError) as info:
+        C.load(Outer, None, [override])
+    assert needle in str(info.value)
+
+
+def test_values_inside_their_constraints_pass(tmp_path):
+    (tmp_path / "m.jsonl").write_text("")
+    cfg = C.load(Outer, None, ["inner.steps=0", "inner.p=1", "inner.lm=HuggingFaceTB/SmolLM2-135M",
+                               f"inner.data={tmp_path / 'm.jsonl'}", f"inner.lm={tmp_path}"])
+    assert cfg.inner.steps == 0 and cfg.inner.lm == str(tmp_path)
+    assert C.load(Outer, None, ["inner.lm=openai/whisper-small"]).inner.lm == "openai/whisper-small"  # a hub id
+
+
+def test_defaults_are_checked_too():
+    @dataclass
+    class BadDefault:
+        steps: int = C.doc("steps", -1, ge=0)
+
+    with pytest.raises(C.ConfigError, match="steps: -1 is out of range"):
+        C.load(BadDefault)
+
+
+def test_help_config_shows_values_beside_their_defaults():
+    lines = C.describe(C.load(Outer, None, ["inner.steps=3"]))
+    assert "inner.steps = 3 (int, >= 0, default 10): steps" in lines
+    assert "inner.lr = 0.0001 (float, > 0): learning rate" in lines  # unchanged: no default shown
+    assert "inner.lm (str, a model name or existing folder, default 'smollm2-135m'): model" in C.describe(Outer)

@@ -55,8 +55,11 @@ def test_align_slm_recipe_end_to_end(tmp_path, monkeypatch):
     results = json.loads((out / "metrics_test.json").read_text())
     del results["continued_ntp"]
     (out / "metrics_test.json").write_text(json.dumps(results))
-    assert main(args + ["--set", "pretrain.lr=0"]) == 0
+    assert main(args + ["--set", "pretrain.lr=0"]) == 2  # other settings than the folder's: refused
+    args += ["--set", "pretrain.lr=0"]
+    assert main(args + ["--resume-anyway"]) == 0  # reused anyway, and said so
     kept = json.loads((out / "summary.json").read_text())
+    assert [(c["key"], c["new"]) for c in kept["resumed_with_changes"]] == [("pretrain.lr", 0.0)]
     assert kept["training"]["continued_ntp"]["kept_base"] and kept["training"]["continued_ntp"]["best_step"] == 0
     assert kept["metrics"]["continued_ntp"] == kept["metrics"]["base"]
     assert all(ci == {"diff": 0.0, "low": 0.0, "high": 0.0, "significant": False}  # the base itself: no change
@@ -77,6 +80,8 @@ def test_align_slm_recipe_end_to_end(tmp_path, monkeypatch):
     assert (out / "metrics_test.json").read_text() == test_metrics  # the test results are left alone
     dev_ids = {json.loads(x)["id"] for x in (out / "samples" / "continuations.jsonl").read_text().splitlines()}
     assert dev_ids and not dev_ids & {r["id"] for r in rows}  # dev prompts, not test ones
-    # other pair thresholds on a finished round: refused, naming the folder (not silently reused)
+    # other pair thresholds on a finished round: refused, naming the folder (not silently reused) — and
+    # even with --resume-anyway, by the round's own record of its pair settings
+    assert main(args + ["--set", "curriculum.chosen_min=[0.5,0.8]"]) == 2
     with pytest.raises(ValueError, match="trained with pair settings"):
-        main(args + ["--set", "curriculum.chosen_min=[0.5,0.8]"])
+        main(args + ["--set", "curriculum.chosen_min=[0.5,0.8]", "--resume-anyway"])

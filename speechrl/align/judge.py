@@ -55,7 +55,7 @@ from typing import Any, Iterator, Literal, Protocol, Sequence
 
 import torch
 
-from speechrl.config import doc
+from speechrl.config import ConfigError, check_model_name, doc
 from speechrl.http_client import post_with_retries
 
 __all__ = [
@@ -407,17 +407,23 @@ class JudgeConfig:
         "(the offline default: SmolLM2-135M cannot apply the rubric, see speechrl.align.judge)", "likelihood")
     nll_best: float = doc("likelihood mode: NLL/token that scores 5", 3.5)
     nll_worst: float = doc("likelihood mode: NLL/token that scores 1", 9.5)
-    batch_size: int = doc("local: samples per forward pass", 8)
-    max_new_tokens: int = doc("generation budget ('boxed' mode; max_tokens of HTTP requests)", 256)
+    batch_size: int = doc("local: samples per forward pass", 8, ge=1)
+    max_new_tokens: int = doc("generation budget ('boxed' mode; max_tokens of HTTP requests)", 256, ge=1)
     base_url: str = doc("http: API root with version, e.g. http://localhost:8000/v1", "http://localhost:8000/v1")
     endpoint: Literal["chat", "completions"] = doc("http: /chat/completions or /completions", "chat")
     api_key_env: str = doc("http: environment variable holding the API key (never logged); "
                            "unset = no Authorization header", "OPENAI_API_KEY")
-    timeout_s: float = doc("http: socket timeout of one request, seconds", 60.0)
-    max_retries: int = doc("http: retries after a connection error, timeout, 429 or 5xx", 3)
-    backoff_s: float = doc("http: first retry delay, doubled on each further retry", 1.0)
-    concurrency: int = doc("http: requests in flight at once", 8)
-    temperature: float = doc("http: sampling temperature sent to the server", 0.0)
+    timeout_s: float = doc("http: socket timeout of one request, seconds", 60.0, gt=0)
+    max_retries: int = doc("http: retries after a connection error, timeout, 429 or 5xx", 3, ge=0)
+    backoff_s: float = doc("http: first retry delay, doubled on each further retry", 1.0, ge=0)
+    concurrency: int = doc("http: requests in flight at once", 8, ge=1)
+    temperature: float = doc("http: sampling temperature sent to the server", 0.0, ge=0)
+
+    def validate(self) -> None:
+        if not self.nll_best < self.nll_worst:
+            raise ConfigError(f"nll_best: {self.nll_best:g} must be below nll_worst {self.nll_worst:g}")
+        if self.kind == "local":  # an http judge's model is the name the server serves
+            check_model_name("model", self.model)
 
 
 def make_judge(cfg: JudgeConfig, model: Any = None, tokenizer: Any = None) -> Judge:

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from speechrl.audio import AudioError, RejectLog, duration, load_audio, save_audio
-from speechrl.config import doc
+from speechrl.config import ConfigError, check, doc
 from speechrl.parallel import pool_map
 from speechrl.corpus.grammar import Story, generate_stories
 from speechrl.corpus.wordnet import wordnet_stories
@@ -37,7 +37,7 @@ SENTENCES_PER_STORY = {"stories": 5, "wordnet": 1}  # a story's mean length in s
 
 @dataclass
 class CorpusConfig:
-    size: int = doc("approximate total number of utterances (sentences × voices)", 200)
+    size: int = doc("approximate total number of utterances (sentences × voices)", 200, ge=1)
     seed: int = doc("seed for stories, splits, voice and speed choices", 1)
     text: Literal["stories", "wordnet"] = doc(
         "stories: the story grammar (217 words; questions, translations, keywords for every task); wordnet: "
@@ -46,16 +46,34 @@ class CorpusConfig:
         "voices used in train/dev (and test); names from speechrl.speech.synthesize.VOICES",
         default_factory=lambda: ["piper-joe", "espeak-us-m6", "espeak-us-m1", "espeak-gb-m6"])
     test_voice: str = doc("voice heard only in the test split", "hibari")
-    voices_per_sentence: int = doc("each sentence is spoken by this many distinct voices", 2)
-    speeds: list[float] = doc("speaking-rate multipliers drawn per utterance", default_factory=lambda: [0.9, 1.0, 1.1])
+    voices_per_sentence: int = doc("each sentence is spoken by this many distinct voices", 2, ge=1)
+    speeds: list[float] = doc("speaking-rate multipliers drawn per utterance", default_factory=lambda: [0.9, 1.0, 1.1],
+                              gt=0)
     noise_snr_db: list[float] = doc("additive white noise at a signal-to-noise ratio (dB) drawn per utterance from "
                                     "this list, seeded (empty: clean speech)", default_factory=list)
-    dev_fraction: float = doc("share of stories in the dev split", 0.1)
-    test_fraction: float = doc("share of stories in the test split", 0.2)
-    workers: int = doc("synthesis processes", 2)
+    dev_fraction: float = doc("share of stories in the dev split", 0.1, ge=0, le=1)
+    test_fraction: float = doc("share of stories in the test split", 0.2, ge=0, le=1)
+    workers: int = doc("synthesis processes", 2, ge=1, affects_results=False)
     transcriber: str = doc("ASR used to measure the corpus (asr_wer)", "whisper-tiny")
     evaluate: bool = doc("measure asr_wer and unit_roundtrip_wer on the test split", True)
-    roundtrip_utterances: int = doc("test utterances used for unit_roundtrip_wer", 16)
+    roundtrip_utterances: int = doc("test utterances used for unit_roundtrip_wer", 16, ge=1)
+
+    def validate(self) -> None:
+        """Voices that exist, a test voice heard only in test, enough voices per sentence, room for train."""
+        from speechrl.speech.synthesize import VOICES
+
+        for key, names in (("voices", self.voices), ("test_voice", [self.test_voice])):
+            unknown = [v for v in names if v not in VOICES]
+            if unknown:
+                raise ConfigError(f"{key}: unknown voice(s) {unknown}; choose from {sorted(VOICES)}")
+        if self.voices_per_sentence > len(self.voices):
+            raise ConfigError(f"voices_per_sentence: {self.voices_per_sentence} is more than the "
+                              f"{len(self.voices)} voices; must be in 1..{len(self.voices)}")
+        if self.test_voice in self.voices:
+            raise ConfigError(f"test_voice: {self.test_voice!r} must not be one of the training voices")
+        if self.dev_fraction + self.test_fraction >= 1:
+            raise ConfigError(f"test_fraction: dev_fraction + test_fraction = "
+                              f"{self.dev_fraction + self.test_fraction:g} leaves no stories to train on")
 
 
 def split_stories(stories: list[Story], cfg: CorpusConfig) -> dict[str, str]:
@@ -69,10 +87,7 @@ def split_stories(stories: list[Story], cfg: CorpusConfig) -> dict[str, str]:
 
 def plan(cfg: CorpusConfig) -> tuple[list[Story], list[dict[str, Any]]]:
     """Stories and the manifest rows to synthesize (without durations), deterministic per seed."""
-    if cfg.voices_per_sentence < 1 or cfg.voices_per_sentence > len(cfg.voices):
-        raise ValueError(f"voices_per_sentence must be in 1..{len(cfg.voices)}")
-    if cfg.test_voice in cfg.voices:
-        raise ValueError(f"test_voice {cfg.test_voice!r} must not be one of the training voices")
+    check(cfg)  # a config built in code, not loaded, is checked here
     sentences_needed = max(3, -(-cfg.size // cfg.voices_per_sentence))
     rng = random.Random(cfg.seed)
     n_stories = max(3, -(-sentences_needed // SENTENCES_PER_STORY[cfg.text]))

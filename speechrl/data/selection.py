@@ -21,11 +21,11 @@ from speechrl.text import sentence_wer
 
 @dataclass
 class SelectionConfig:
-    max_seconds: float = doc("drop examples whose audio is longer than this", 20.0)
+    max_seconds: float = doc("drop examples whose audio is longer than this", 20.0, gt=0)
     hard_cases: Literal["none", "transcribers", "policy"] = doc("how to find hard cases (none: keep all)", "none")
-    hard_wer: float = doc("a case is hard when the disagreement/error WER is at least this", 0.1)
-    min_keywords: int = doc("keep examples with at least this many keywords", 0)
-    max_examples: int = doc("cap on the selected examples (0: no cap)", 0)
+    hard_wer: float = doc("a case is hard when the disagreement/error WER is at least this", 0.1, ge=0)
+    min_keywords: int = doc("keep examples with at least this many keywords", 0, ge=0)
+    max_examples: int = doc("cap on the selected examples (0: no cap)", 0, ge=0)
 
 
 def disagreement(examples: list[Example]) -> list[float]:

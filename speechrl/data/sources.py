@@ -72,7 +72,7 @@ import soundfile as sf
 
 from speechrl.audio import (AUDIO_SUFFIXES, MAX_SECONDS, MIN_SECONDS, RAW_SUFFIXES, AudioError, RejectLog,
                             _sf_name, _wav_declared_frames, read_header)
-from speechrl.config import doc
+from speechrl.config import ConfigError, doc
 from speechrl.corpus.build import SPLITS
 from speechrl.data import readers
 from speechrl.data.readers import SPLIT_NAMES, Record
@@ -85,9 +85,10 @@ SPEAKER_FALLBACKS = ("speaker", "speaker_id", "client_id", "voice")
 @dataclass
 class DataConfig:
     manifest: str = doc("a JSONL / JSON / CSV / TSV manifest: audio (relative to it, or absolute), text, "
-                        "task columns (translation; question + answer; keywords), optional id/speaker/split", "")
+                        "task columns (translation; question + answer; keywords), optional id/speaker/split", "",
+                        path="exists")
     hf: str = doc("a 🤗 datasets save_to_disk folder, an audiofolder directory, a local folder "
-                  "load_dataset reads, or a hub id", "")
+                  "load_dataset reads, or a hub id", "", path="model")
     hf_split: str = doc("hf: use only this split of the dataset (its rows are then split by the split "
                         "column or the fractions); empty: every split, each naming its rows' split", "")
     hf_config: str = doc("hf: the dataset configuration (load_dataset's name)", "")
@@ -96,29 +97,40 @@ class DataConfig:
     translation_column: str = doc("manifest / hf: the column holding the translation (AST)", "translation")
     speaker_column: str = doc("manifest / hf: the speaker column (if absent: speaker_id, client_id, voice)",
                               "speaker")
-    librispeech: str = doc("a LibriSpeech root (subsets train-*/dev-*/test-* become the splits)", "")
+    librispeech: str = doc("a LibriSpeech root (subsets train-*/dev-*/test-* become the splits)", "", path="exists")
     librispeech_subsets: list[str] = doc("librispeech: only these subsets (empty: all found)",
                                          default_factory=list)
-    covost2: str = doc("a CoVoST 2 folder (covost_v2.<pair>.<split>.tsv + Common Voice clips/)", "")
+    covost2: str = doc("a CoVoST 2 folder (covost_v2.<pair>.<split>.tsv + Common Voice clips/)", "", path="exists")
     covost2_pair: str = doc("covost2: the language pair of the TSV names (src_tgt)", "en_de")
     librisqa: str = doc("LibriSQA Part I: a .json file or a folder of them (speech_path, text, question, "
-                        "answer)", "")
+                        "answer)", "", path="exists")
     librisqa_audio_root: str = doc("librisqa: the LibriSpeech root its speech_path values are relative to "
-                                   "(empty: the JSON's folder)", "")
+                                   "(empty: the JSON's folder)", "", path="exists")
     split_column: str = doc("the column naming a row's split (train / dev / test), used when present", "split")
-    dev_fraction: float = doc("rows without a split (or a missing dev split): the share for dev", 0.1)
-    test_fraction: float = doc("rows without a split (or a missing test split): the share for test", 0.1)
+    dev_fraction: float = doc("rows without a split (or a missing dev split): the share for dev", 0.1, ge=0, le=1)
+    test_fraction: float = doc("rows without a split (or a missing test split): the share for test", 0.1, ge=0, le=1)
     split_by: Literal["speaker", "row"] = doc("split by fractions whole speakers at a time (no speaker in two "
                                               "splits) or row by row", "speaker")
     seed: int = doc("seed of the split by fractions", 0)
     max_rows: int = doc("use at most N usable rows of each named split (subset, TSV, datasets split), or "
-                        "of the source when it names none; 0: all", 0)
+                        "of the source when it names none; 0: all", 0, ge=0)
     check_audio: bool = doc("check every audio file's header (readable, length, not truncated; float "
                             "files decoded for NaN) before training", True)
     raw_sample_rate: int = doc("sample rate (Hz) of headerless .raw/.pcm audio (16-bit mono PCM); 0: such "
-                               "files are rejected as unreadable", 0)
-    min_seconds: float = doc("shortest usable clip (s)", MIN_SECONDS)
-    max_seconds: float = doc("longest usable clip (s)", MAX_SECONDS)
+                               "files are rejected as unreadable", 0, ge=0)
+    min_seconds: float = doc("shortest usable clip (s)", MIN_SECONDS, ge=0)
+    max_seconds: float = doc("longest usable clip (s)", MAX_SECONDS, gt=0)
+
+    def validate(self) -> None:
+        """One source at most; a clip length window that is not empty; room left for train."""
+        named = [s for s in SOURCES if getattr(self, s)]
+        if len(named) > 1:
+            raise ConfigError(f"{named[1]}: set one source, not several: {' and '.join(named)}")
+        if self.min_seconds >= self.max_seconds:
+            raise ConfigError(f"min_seconds: {self.min_seconds:g} must be below max_seconds {self.max_seconds:g}")
+        if self.dev_fraction + self.test_fraction >= 1:
+            raise ConfigError(f"test_fraction: dev_fraction + test_fraction = "
+                              f"{self.dev_fraction + self.test_fraction:g} leaves no rows to train on")
 
     @property
     def source(self) -> str:

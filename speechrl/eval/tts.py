@@ -31,11 +31,11 @@ __all__ = ["DecodeConfig", "synthesize", "evaluate_tts", "tts_metrics"]
 
 @dataclass
 class DecodeConfig:
-    temperature: float = doc("sampling temperature for evaluation (0: greedy)", 0.0)
-    top_k: int = doc("top-k truncation when sampling (0: off)", 0)
-    top_p: float = doc("nucleus mass when sampling", 1.0)
-    max_new_tokens: int = doc("speech-token cap per utterance", 128)
-    batch_size: int = doc("texts decoded together", 32)
+    temperature: float = doc("sampling temperature for evaluation (0: greedy)", 0.0, ge=0)
+    top_k: int = doc("top-k truncation when sampling (0: off)", 0, ge=0)
+    top_p: float = doc("nucleus mass when sampling", 1.0, gt=0, le=1)
+    max_new_tokens: int = doc("speech-token cap per utterance", 128, ge=1)
+    batch_size: int = doc("texts decoded together", 32, ge=1)
     seed: int = doc("seed of the evaluation sampler (same samples for every system)", 0)
 
 

@@ -41,7 +41,7 @@ from speechrl.align.minimal_pairs import build_benchmark, evaluate_minimal_pairs
 from speechrl.align.pairs import (Candidate, PromptCandidates, build_judge_pairs, load_candidates, save_candidates,
                                   save_pairs, score_quantiles)
 from speechrl.audio import save_audio
-from speechrl.config import doc
+from speechrl.config import ConfigError, check, doc
 from speechrl.corpus.build import CorpusConfig
 from speechrl.data.features import features
 from speechrl.eval.bootstrap import intervals, mean_stats
@@ -62,23 +62,23 @@ log = logging.getLogger(__name__)
 @dataclass
 class UnitModelConfig:
     lm: str = doc("text LM the unit LM is warm-started from ('smollm2-135m' offline; a hub id or folder)",
-                  "smollm2-135m")
-    layers: int | None = doc("keep only the first N decoder layers (CPU speed; None: all)", 4)
+                  "smollm2-135m", path="model")
+    layers: int | None = doc("keep only the first N decoder layers (CPU speed; None: all)", 4, ge=1)
 
 
 @dataclass
 class SamplingConfig:
-    n: int = doc("continuations per prompt (paper: 5)", 5)
-    temperature: float = doc("sampling temperature (SlamKit: 0.8)", 0.8)
-    top_k: int = doc("top-k (SlamKit: 25)", 25)
-    top_p: float = doc("nucleus mass", 1.0)
-    max_new_units: int = doc("continuation length in deduplicated units (≈12 units per second of speech)", 60)
-    prompt_seconds: float = doc("prompt length: the words ending within this many seconds (paper: 3 s)", 3.0)
+    n: int = doc("continuations per prompt (paper: 5)", 5, ge=2)
+    temperature: float = doc("sampling temperature (SlamKit: 0.8)", 0.8, gt=0)
+    top_k: int = doc("top-k (SlamKit: 25)", 25, ge=0)
+    top_p: float = doc("nucleus mass", 1.0, gt=0, le=1)
+    max_new_units: int = doc("continuation length in deduplicated units (≈12 units per second of speech)", 60, ge=1)
+    prompt_seconds: float = doc("prompt length: the words ending within this many seconds (paper: 3 s)", 3.0, gt=0)
 
 
 @dataclass
 class CurriculumConfig:
-    rounds: int = doc("K: rounds of sampling → feedback → DPO (paper: 2–3)", 2)
+    rounds: int = doc("K: rounds of sampling → feedback → DPO (paper: 2–3)", 2, ge=1)
     thresholds: Literal["absolute", "quantile"] = doc(
         "absolute: s_c/s_r are judge scores (paper: 3/1 then 4/2); quantile: they are quantiles of the "
         "round's own candidate scores, for a judge whose scale the policy cannot reach", "absolute")
@@ -86,14 +86,24 @@ class CurriculumConfig:
                                   "or a quantile in [0, 1])", default_factory=lambda: [3.0, 4.0])
     rejected_max: list[float] = doc("s_r per round: a rejected continuation scores at most this (a judge "
                                     "score, or a quantile in [0, 1])", default_factory=lambda: [1.0, 2.0])
-    max_auto_bleu: float = doc("δ: a transcript with bigram auto-BLEU above this is rejected outright", 0.1)
-    prompts_per_round: int = doc("train prompts sampled per round", 150)
-    dev_fraction: float = doc("share of a round's pairs held out to pick the DPO checkpoint", 0.15)
+    max_auto_bleu: float = doc("δ: a transcript with bigram auto-BLEU above this is rejected outright", 0.1,
+                               ge=0, le=1)
+    prompts_per_round: int = doc("train prompts sampled per round", 150, ge=1)
+    dev_fraction: float = doc("share of a round's pairs held out to pick the DPO checkpoint", 0.15, ge=0, le=1)
 
+
+    def validate(self) -> None:
+        for key in ("chosen_min", "rejected_max"):
+            if len(getattr(self, key)) < self.rounds:
+                raise ConfigError(f"{key}: {self.rounds} rounds need {self.rounds} values, got {getattr(self, key)}")
+        if self.thresholds == "quantile":
+            for key in ("chosen_min", "rejected_max"):
+                if not all(0 <= q <= 1 for q in getattr(self, key)):
+                    raise ConfigError(f"{key}: quantile thresholds must be in [0, 1], got {getattr(self, key)}")
 
 @dataclass
 class BenchmarkConfig:
-    pairs: int = doc("pairs per minimal-pair benchmark (sWUGGY/sBLIMP/S-SC/T-SC-like)", 200)
+    pairs: int = doc("pairs per minimal-pair benchmark (sWUGGY/sBLIMP/S-SC/T-SC-like)", 200, ge=1)
     seed: int = doc("seed of the benchmark items", 0)
     voices: list[str] = doc("voices the benchmark items are spoken with", default_factory=lambda: ["piper-joe"])
 
@@ -110,14 +120,16 @@ class AlignSLMRecipe:
     dpo: DPOConfig = field(default_factory=lambda: DPOConfig(
         lr=1e-4, batch_size=16, epochs=3.0, eval_every=5, checkpoint_every=10, lora=LoRAConfig(r=32, alpha=8)))
     benchmarks: BenchmarkConfig = field(default_factory=BenchmarkConfig)
-    test_prompts: int = doc("held-out prompts for the generative metrics", 100)
+    test_prompts: int = doc("held-out prompts for the generative metrics", 100, ge=1)
     eval_split: Literal["test", "dev"] = doc("where those prompts come from: 'dev' to choose settings without "
-                                             "looking at the test split", "test")
-    eval_continuations: int = doc("continuations per test prompt for the generative metrics", 2)
-    samples: int = doc("test prompts with audio kept for the report", 12)
-    eval_all_rounds: bool = doc("evaluate every curriculum round (off: only the last, as the demo does)", True)
+                                             "looking at the test split", "test", affects_results=False)
+    eval_continuations: int = doc("continuations per test prompt for the generative metrics", 2, ge=1)
+    samples: int = doc("test prompts with audio kept for the report", 12, ge=0)
+    eval_all_rounds: bool = doc("evaluate every curriculum round (off: only the last, as the demo does)", True,
+                                affects_results=False)
     control: bool = doc("also train and evaluate continued_ntp: the base trained further on next-unit "
-                        "prediction for the DPO rounds' training time (the paper's control)", True)
+                        "prediction for the DPO rounds' training time (the paper's control)", True,
+                        affects_results=False)
     seed: int = doc("seed of prompt choice and sampling", 0)
 
 
@@ -169,13 +181,23 @@ def benchmark_sets(cfg: BenchmarkConfig) -> dict[str, list]:
     return {name: build_benchmark(name, root, cfg.pairs, cfg.seed, cfg.voices) for name in BENCHMARKS}
 
 
+def stages(recipe: AlignSLMRecipe) -> list[tuple[str, str, str | None]]:
+    """The stages :func:`run` caches in its folder, in order: (name, the file that marks it done, the key
+    that file must hold or None) — for ``speechrl run --dry-run``."""
+    rounds = [f"round{k}" for k in range(1, recipe.curriculum.rounds + 1)]
+    control = ["continued_ntp"] if recipe.control else []
+    evaluated = ["base", *(rounds if recipe.eval_all_rounds else rounds[-1:]), *control]
+    split = recipe.eval_split
+    return ([(s, f"{s}/result.json", None) for s in ["unit_lm", *rounds, *control]]
+            + [(f"{split} {s}", f"metrics_{split}.json", s) for s in evaluated])
+
+
 def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
     out = Path(out)
     start = time.time()
     logger = MetricsLogger(out)
     cur = recipe.curriculum
-    if len(cur.chosen_min) < cur.rounds or len(cur.rejected_max) < cur.rounds:
-        raise ValueError(f"curriculum: {cur.rounds} rounds need {cur.rounds} chosen_min and rejected_max values")
+    check(cur, "curriculum.")  # a recipe built in code, not loaded, is checked here
     corpus_dir, rows = corpus_rows(recipe.corpus)
     feats = features(corpus_dir, rows, "units")
     split = {s: [r for r in rows if r["split"] == s and r["id"] in feats] for s in ("train", "dev", "test")}

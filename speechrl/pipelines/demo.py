@@ -22,6 +22,7 @@ from typing import Any
 from speechrl import config as C
 from speechrl.eval.metrics import TASK_METRIC, lower_is_better
 from speechrl.pipelines import load_recipe, run_recipe
+from speechrl.runfolder import check_reuse
 from speechrl.runlog import write_json
 
 # one corpus for the families that do not bring their own (same config → same cache folder); its ASR
@@ -117,9 +118,11 @@ def recipe_for(name: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[
     return family.pipeline, load_recipe(family.pipeline, data, overrides)
 
 
-def run(out: str | Path, families: list[str] | None = None, overrides: list[str] | tuple[str, ...] = ()
-        ) -> dict[str, Any]:
-    """Run the demo families (all by default) into ``out``; returns the top-level summary."""
+def run(out: str | Path, families: list[str] | None = None, overrides: list[str] | tuple[str, ...] = (),
+        resume_anyway: bool = False, threads: int | None = None) -> dict[str, Any]:
+    """Run the demo families (all by default) into ``out`` with torch's ``threads`` (None: as they are);
+    returns the top-level summary. A family's folder from a run of other settings stops the demo before
+    any work (``resume_anyway``: reuse it anyway, recorded; :mod:`speechrl.runfolder`)."""
     out = Path(out)
     names = families or list(FAMILIES)
     unknown = [n for n in names if n not in FAMILIES]
@@ -128,10 +131,12 @@ def run(out: str | Path, families: list[str] | None = None, overrides: list[str]
     start = time.time()
     summary: dict[str, Any] = {"metrics": {}, "intervals": {}, "headline": {}, "wall_s": {}}
     recipes = {name: recipe_for(name, overrides) for name in names}  # every config error before any work
+    for name, (pipeline, recipe) in recipes.items():
+        check_reuse(out / name, pipeline, recipe, resume_anyway, warn=False)  # run_recipe warns
     for name in names:
         pipeline, recipe = recipes[name]
         t0 = time.time()
-        result = run_recipe(pipeline, recipe, out / name)
+        result = run_recipe(pipeline, recipe, out / name, resume_anyway, threads)
         summary["metrics"][name] = result["metrics"]
         summary["intervals"][name] = result.get("intervals", {})
         summary["headline"][name] = headline(family_for(name, recipe), result["metrics"], result.get("intervals"))

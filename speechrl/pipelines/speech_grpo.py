@@ -45,13 +45,17 @@ class ModelConfig:
     policy: str = doc("'speechlm' (ours: the audio front_end + a projector + the causal LM lm, new parts trained "
                       "from scratch) or a pretrained HF speech model loaded through speechrl.models.native."
                       "load_policy: 'whisper-tiny.en' / 'whisper-base' (offline), a hub id (openai/whisper-small, "
-                      "Qwen/Qwen2-Audio-7B-Instruct, ibm-granite/granite-speech-3.3-2b) or a local folder", "speechlm")
-    lm: str = doc("speechlm: causal LM, 'smollm2-135m' (offline default), a hub id or a local folder", "smollm2-135m")
+                      "Qwen/Qwen2-Audio-7B-Instruct, ibm-granite/granite-speech-3.3-2b) or a local folder", "speechlm",
+                      path="model")
+    lm: str = doc("speechlm: causal LM, 'smollm2-135m' (offline default), a hub id or a local folder", "smollm2-135m",
+                  path="model")
     front_end: Literal["units", "mel", "whisper"] = doc(
         "speechlm: audio front end (units: hama phoneme units; mel: log-mel encoder trained here; whisper: the "
         "pretrained Whisper encoder `encoder`, frozen)", "units")
-    encoder: str = doc("speechlm with front_end whisper: the Whisper checkpoint whose encoder it uses", "whisper-tiny.en")
-    decoder_layers: int | None = doc("speechlm: keep only the first N decoder layers (CPU speed; None: all)", None)
+    encoder: str = doc("speechlm with front_end whisper: the Whisper checkpoint whose encoder it uses",
+                       "whisper-tiny.en", path="model")
+    decoder_layers: int | None = doc("speechlm: keep only the first N decoder layers (CPU speed; None: all)", None,
+                                     ge=1)
     freeze_encoder: bool = doc("pretrained policies: keep the audio encoder frozen in SFT (RL trains a LoRA on the "
                                "LM either way)", True)
     trust_remote_code: bool = doc("pretrained policies: run the checkpoint's own code (only if you trust it)", False)
@@ -66,13 +70,15 @@ class SpeechGRPORecipe:
     sft: SFTConfig = field(default_factory=SFTConfig)
     grpo: SpeechGRPOConfig = field(default_factory=SpeechGRPOConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
-    max_questions: int = doc("spoken-QA questions used per utterance", 2)
-    test_examples: int = doc("held-out test examples evaluated (0: all)", 0)
-    eval_batch_size: int = doc("decoding batch size for evaluation", 32)
-    sft_extra: bool = doc("also run the control: SFT continued for RL's wall time (off only in the demo)", True)
+    max_questions: int = doc("spoken-QA questions used per utterance", 2, ge=1)
+    test_examples: int = doc("held-out test examples evaluated (0: all)", 0, ge=0)
+    eval_batch_size: int = doc("decoding batch size for evaluation", 32, ge=1)
+    sft_extra: bool = doc("also run the control: SFT continued for RL's wall time (off only in the demo)", True,
+                          affects_results=False)
     rl_from_zero_shot: bool = doc(
         "pretrained policies: also train GRPO straight from the zero-shot model (grpo_from_zero_shot) and SFT "
-        "from the zero-shot model for the same wall time (sft_equal_time) — IBM's comparison", False)
+        "from the zero-shot model for the same wall time (sft_equal_time) — IBM's comparison", False,
+        affects_results=False)
 
 
 def new_policy(cfg: ModelConfig, seed: int = 0) -> Any:
@@ -124,6 +130,18 @@ def _from_zero_shot(recipe: SpeechGRPORecipe, split: dict[str, list], feats: dic
                     logger, "sft_equal_time")
     test_eval("sft_equal_time", sft_policy)
     return {"grpo_from_zero_shot": rl, "sft_equal_time": sft}
+
+
+def stages(recipe: SpeechGRPORecipe) -> list[tuple[str, str, str | None]]:
+    """The stages :func:`run` caches in its folder, in order: (name, the file that marks it done, the key
+    that file must hold or None) — for ``speechrl run --dry-run``."""
+    rl = "mpgrpo" if recipe.grpo.mixed_policy else "grpo"
+    systems = ["zero_shot"] if recipe.model.policy != "speechlm" else []
+    systems += ["sft", rl] + (["sft_extra"] if recipe.sft_extra else [])
+    if recipe.rl_from_zero_shot and recipe.model.policy != "speechlm":
+        systems += ["grpo_from_zero_shot", "sft_equal_time"]
+    trained = [(s, f"{s}/result.json", None) for s in systems if s != "zero_shot"]
+    return trained + [(f"test {s}", "metrics_test.json", s) for s in systems]
 
 
 def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:

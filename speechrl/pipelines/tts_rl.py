@@ -28,7 +28,7 @@ import torch
 
 from speechrl import checkpoint
 from speechrl.audio import save_audio
-from speechrl.config import doc
+from speechrl.config import ConfigError, check, doc
 from speechrl.corpus.build import CorpusConfig, load_manifest
 from speechrl.corpus.grammar import fresh_sentences
 from speechrl.data.features import features
@@ -67,18 +67,18 @@ def tts_supervised(max_steps: int) -> SFTConfig:
 
 @dataclass
 class TTSModelConfig:
-    lm: str = doc("text LM: 'smollm2-135m' (offline default), a hub id or a local folder", "smollm2-135m")
-    decoder_layers: int | None = doc("TTS LM: keep the first N decoder layers (None: all)", 2)
-    token2text_layers: int | None = doc("Token2Text: keep the first N decoder layers (None: all)", 2)
+    lm: str = doc("text LM: 'smollm2-135m' (offline default), a hub id or a local folder", "smollm2-135m", path="model")
+    decoder_layers: int | None = doc("TTS LM: keep the first N decoder layers (None: all)", 2, ge=1)
+    token2text_layers: int | None = doc("Token2Text: keep the first N decoder layers (None: all)", 2, ge=1)
     duration_edges: list[int] = doc("lower bounds (frames) of the duration classes of a speech token",
-                                    default_factory=lambda: list(DURATION_EDGES))
+                                    default_factory=lambda: list(DURATION_EDGES), ge=0)
     rate_head: bool = doc("Token2Text gets a speaking-rate head (needed for DiffRO's MTR, rl.mtr_weight)", False)
 
 
 @dataclass
 class TTSRLRecipe:
     corpus: CorpusConfig = field(default_factory=tts_corpus)
-    corpus_dir: str | None = doc("use this built corpus folder instead of building `corpus`", None)
+    corpus_dir: str | None = doc("use this built corpus folder instead of building `corpus`", None, path="exists")
     model: TTSModelConfig = field(default_factory=TTSModelConfig)
     sft: SFTConfig = field(default_factory=lambda: tts_supervised(max_steps=800))
     token2text: SFTConfig = field(default_factory=lambda: tts_supervised(max_steps=400))
@@ -90,17 +90,23 @@ class TTSRLRecipe:
         # the TTS settings of the shared GRPO block: 128 speech tokens cover a sentence; β 0.1 as Tongyi;
         # every group trained on (a zero-variance group still carries the KL term, as before the core)
         max_new_tokens=128, beta=0.1, dynamic_sampling=False, eval_every=8, dev_examples=24, checkpoint_every=8))
-    diffro_steps: int | None = doc("steps of the pure DiffRO system (None: rl.max_steps; its steps are cheap)", 32)
+    diffro_steps: int | None = doc("steps of the pure DiffRO system (None: rl.max_steps; its steps are cheap)", 32,
+                                   ge=0)
     systems: list[str] = doc("RL systems to train: grpo, diffro, combined (naive), combined_filtered",
-                             default_factory=lambda: list(SYSTEMS))
+                             default_factory=lambda: list(SYSTEMS), affects_results=False)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
-    test_examples: int = doc("held-out test texts evaluated (0: all)", 0)
+    test_examples: int = doc("held-out test texts evaluated (0: all)", 0, ge=0)
     rl_texts: int = doc("RL prompts: this many new sentences of the corpus grammar, text only and never in "
-                        "train/dev/test (RL needs no reference speech); 0: the training texts", 0)
+                        "train/dev/test (RL needs no reference speech); 0: the training texts", 0, ge=0)
     unseen_texts: bool = doc("dev and test keep only texts never spoken in training (model selection and "
                              "evaluation on unseen texts)", True)
-    samples: int = doc("test texts whose audio is kept under samples/ (for the report)", 12)
+    samples: int = doc("test texts whose audio is kept under samples/ (for the report)", 12, ge=0)
 
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.systems) - set(SYSTEMS))
+        if unknown:
+            raise ConfigError(f"systems: unknown system(s) {unknown}; choose from {sorted(SYSTEMS)}")
 
 def splits(recipe: TTSRLRecipe) -> tuple[dict[str, list[TTSExample]], list[str]]:
     """train / dev / test examples and the RL prompts (texts). Dev and test keep one utterance per
@@ -159,12 +165,19 @@ def token2text_wer(model: Token2Text, examples: list[TTSExample], max_tokens: in
     return round(wer([e.text for e in examples], hyps), 4)
 
 
+def stages(recipe: TTSRLRecipe) -> list[tuple[str, str, str | None]]:
+    """The stages :func:`run` caches in its folder, in order: (name, the file that marks it done, the key
+    that file must hold or None) — for ``speechrl run --dry-run``."""
+    t2t = [("token2text", "token2text/result.json", None)] if any(SYSTEMS[s][0] != "grpo"
+                                                                   for s in recipe.systems) else []
+    trained = [("sft", "sft/result.json", None), *t2t, *[(s, f"{s}/result.json", None) for s in recipe.systems]]
+    return trained + [(f"test {s}", "metrics_test.json", s) for s in ("ground_truth", "sft", *recipe.systems)]
+
+
 def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
     out = Path(out)
     start = time.time()
-    unknown = sorted(set(recipe.systems) - set(SYSTEMS))
-    if unknown:
-        raise ValueError(f"unknown systems {unknown}; allowed: {sorted(SYSTEMS)}")
+    check(recipe)  # a recipe built in code, not loaded, is checked here
     logger = MetricsLogger(out)
     data, prompts = splits(recipe)
     train, dev, test = data["train"], data["dev"], data["test"]

@@ -46,21 +46,22 @@ Pair = tuple[Sequence[int], Sequence[int], Sequence[int]]  # (prompt, chosen, re
 
 @dataclass
 class DPOConfig:
-    beta: float = doc("DPO β (unpublished in the paper; 0.1 is the common default)", 0.1)
-    label_smoothing: float = doc("conservative-DPO ε: the label is assumed flipped with this probability", 0.0)
+    beta: float = doc("DPO β (unpublished in the paper; 0.1 is the common default)", 0.1, gt=0)
+    label_smoothing: float = doc("conservative-DPO ε: the label is assumed flipped with this probability", 0.0, ge=0,
+                                 le=0.5)
     nll_weight: float = doc("α: weight of the chosen continuation's per-unit NLL added to the loss (RPO; TRL's "
-                            "rpo_alpha); keeps DPO from pushing both sides down into degenerate output", 0.0)
-    lr: float = doc("learning rate of the LoRA parameters (paper: 1e-6 at batch 512 on TWIST-1.3B)", 5e-5)
-    batch_size: int = doc("pairs per optimizer step (paper: 512)", 16)
-    micro_batch_size: int = doc("pairs per forward/backward; gradients accumulate to batch_size (0: all)", 0)
-    max_steps: int = doc("optimizer steps (ignored when epochs > 0)", 200)
-    epochs: float = doc("if > 0: train this many passes over the pairs instead of max_steps", 0.0)
-    warmup_steps: int = doc("linear warm-up steps, then linear decay (paper: 500; later rounds: 0)", 0)
-    eval_every: int = doc("dev reward accuracy every N steps (and at the end)", 20)
-    dev_pairs: int = doc("dev pairs used for checkpoint selection (0: all)", 0)
-    eval_batch_size: int = doc("pairs per forward in dev evaluation", 32)
-    checkpoint_every: int = doc("write a resumable checkpoint every N steps", 20)
-    time_budget_s: float = doc("stop after this many seconds of training (0: no budget)", 0.0)
+                            "rpo_alpha); keeps DPO from pushing both sides down into degenerate output", 0.0, ge=0)
+    lr: float = doc("learning rate of the LoRA parameters (paper: 1e-6 at batch 512 on TWIST-1.3B)", 5e-5, ge=0)
+    batch_size: int = doc("pairs per optimizer step (paper: 512)", 16, ge=1)
+    micro_batch_size: int = doc("pairs per forward/backward; gradients accumulate to batch_size (0: all)", 0, ge=0)
+    max_steps: int = doc("optimizer steps (ignored when epochs > 0)", 200, ge=0)
+    epochs: float = doc("if > 0: train this many passes over the pairs instead of max_steps", 0.0, ge=0)
+    warmup_steps: int = doc("linear warm-up steps, then linear decay (paper: 500; later rounds: 0)", 0, ge=0)
+    eval_every: int = doc("dev reward accuracy every N steps (and at the end)", 20, ge=1)
+    dev_pairs: int = doc("dev pairs used for checkpoint selection (0: all)", 0, ge=0)
+    eval_batch_size: int = doc("pairs per forward in dev evaluation", 32, ge=1)
+    checkpoint_every: int = doc("write a resumable checkpoint every N steps", 20, ge=1, affects_results=False)
+    time_budget_s: float = doc("stop after this many seconds of training (0: no budget)", 0.0, ge=0)
     lora: LoRAConfig = field(default_factory=lambda: LoRAConfig(r=32, alpha=8))
     seed: int = doc("seed for pair order and LoRA initialisation", 0)
 

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import torch
 
-from speechrl.config import doc
+from speechrl.config import ConfigError, doc
 from speechrl.data.tasks import Example, reward_columns
 from speechrl.eval.metrics import selection_score
 from speechrl.eval.speech_tasks import evaluate, prompt_batch
@@ -36,8 +36,8 @@ from speechrl.rollout import Engine, VLLMConfig, logp_parity, make_engine
 from speechrl.runlog import MetricsLogger
 from speechrl.schedule import TimeShared, audio_encoder
 from speechrl.trainers.common import mean_over_ranks, rank_batch, reference_tokens
-from speechrl.trainers.grpo_core import (GRPOConfig, cached_result, policy_update, prepare, rows_to_train,
-                                         score_groups, train_loop, train_weight)
+from speechrl.trainers.grpo_core import (GRPOConfig, cached_result, check_reward_names, policy_update, prepare,
+                                         rows_to_train, score_groups, train_loop, train_weight)
 from speechrl.trainers.lora import add_lora, reference_forward, reference_policy
 
 
@@ -57,6 +57,12 @@ class SpeechGRPOConfig(GRPOConfig):
                              "state in CPU memory while the stages that do not use them run (CUDA only; "
                              "speechrl.schedule); per-stage peak memory is logged on CUDA either way", False)
 
+
+    def validate(self) -> None:
+        if not self.reward_url:  # a reward service checks the names it is sent itself
+            check_reward_names(self.rewards)
+        if self.rollout_engine == "vllm" and self.vllm.mode == "server" and not self.vllm.url:
+            raise ConfigError("vllm.url: the vllm server mode needs the server's URL")
 
 @dataclass
 class Rollout:

@@ -31,42 +31,58 @@ from torch import Tensor
 from tqdm import tqdm
 
 from speechrl import checkpoint
-from speechrl.config import doc
+from speechrl.config import ConfigError, doc
 from speechrl.losses.grpo import group_advantages, grpo_loss, soft_overlong_penalty, zero_variance_groups
 from speechrl.runlog import MetricsLogger, read_json, write_json
 from speechrl.trainers.common import make_accelerator, make_optimizer, mean_over_ranks, rank_weight
 from speechrl.trainers.lora import LoRAConfig
 
-__all__ = ["GRPOConfig", "Groups", "score_groups", "rows_to_train", "train_weight", "policy_update", "prepare",
-           "cached_result", "train_loop"]
+__all__ = ["GRPOConfig", "check_reward_names", "Groups", "score_groups", "rows_to_train", "train_weight",
+           "policy_update", "prepare", "cached_result", "train_loop"]
 
 
 @dataclass
 class GRPOConfig:
-    group_size: int = doc("G: samples per prompt", 8)
-    prompts_per_step: int = doc("B: prompts per step", 4)
-    max_steps: int = doc("training steps", 60)
-    lr: float = doc("learning rate (LoRA parameters)", 1e-4)
-    warmup_steps: int = doc("linear warm-up steps", 0)
-    temperature: float = doc("rollout temperature T; the update scores the samples at the same T (logits / T)", 1.0)
-    top_p: float = doc("rollout nucleus mass", 1.0)
-    top_k: int = doc("rollout top-k (0: off)", 0)
-    max_new_tokens: int = doc("rollout completion cap", 40)
+    group_size: int = doc("G: samples per prompt", 8, ge=2)
+    prompts_per_step: int = doc("B: prompts per step", 4, ge=1)
+    max_steps: int = doc("training steps", 60, ge=0)
+    lr: float = doc("learning rate (LoRA parameters)", 1e-4, ge=0)
+    warmup_steps: int = doc("linear warm-up steps", 0, ge=0)
+    temperature: float = doc("rollout temperature T; the update scores the samples at the same T (logits / T)", 1.0,
+                             gt=0)
+    top_p: float = doc("rollout nucleus mass", 1.0, gt=0, le=1)
+    top_k: int = doc("rollout top-k (0: off)", 0, ge=0)
+    max_new_tokens: int = doc("rollout completion cap", 40, ge=1)
     loss_type: Literal["grpo", "dapo", "bnpo", "dr_grpo"] = doc("normalisation of the token terms", "grpo")
     scale_rewards: Literal["std", "none"] = doc("group z-score (std) or mean-only (none, Dr. GRPO)", "std")
-    epsilon: float = doc("clip ε (ε_low; active when num_iterations > 1)", 0.2)
-    epsilon_high: float | None = doc("clip-higher ε_high (None: = epsilon)", None)
-    beta: float = doc("k3 KL weight to the reference (IBM: 0.02; 0: no reference pass)", 0.02)
-    num_iterations: int = doc("μ: updates per batch of rollouts (ratios against the rollout policy)", 1)
+    epsilon: float = doc("clip ε (ε_low; active when num_iterations > 1)", 0.2, ge=0)
+    epsilon_high: float | None = doc("clip-higher ε_high (None: = epsilon)", None, ge=0)
+    beta: float = doc("k3 KL weight to the reference (IBM: 0.02; 0: no reference pass)", 0.02, ge=0)
+    num_iterations: int = doc("μ: updates per batch of rollouts (ratios against the rollout policy)", 1, ge=1)
     dynamic_sampling: bool = doc("drop groups whose rewards are all equal", True)
-    overlong_cache: int = doc("soft overlong penalty window C (0: off)", 0)
-    eval_every: int = doc("evaluate on dev every N steps (0: only at the end)", 20)
+    overlong_cache: int = doc("soft overlong penalty window C (0: off)", 0, ge=0)
+    eval_every: int = doc("evaluate on dev every N steps (0: only at the end)", 20, ge=0)
     dev_examples: int = doc("dev examples used for model selection (0: no selection, the last weights are the "
-                            "result)", 96)
-    checkpoint_every: int = doc("write a resumable checkpoint every N steps", 10)
+                            "result)", 96, ge=0)
+    checkpoint_every: int = doc("write a resumable checkpoint every N steps", 10, ge=1, affects_results=False)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     seed: int = doc("seed for prompt order and sampling", 0)
 
+
+
+def check_reward_names(rewards: dict[str, float]) -> None:
+    """A GRPO config's ``rewards``: at least one, every name registered (:data:`speechrl.rewards.REWARDS`),
+    every weight finite — checked when the config is loaded, not when GRPO starts after SFT."""
+    from speechrl.rewards import REWARDS
+
+    if not rewards:
+        raise ConfigError(f"rewards: name at least one reward; choose from {sorted(REWARDS)}")
+    unknown = sorted(set(rewards) - set(REWARDS))
+    if unknown:
+        raise ConfigError(f"rewards: unknown reward(s) {unknown}; choose from {sorted(REWARDS)}")
+    bad = {k: w for k, w in rewards.items() if not math.isfinite(w)}
+    if bad:
+        raise ConfigError(f"rewards: weights must be finite numbers, got {bad}")
 
 @dataclass
 class Groups:

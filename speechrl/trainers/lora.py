@@ -17,9 +17,9 @@ from speechrl.config import doc
 
 @dataclass
 class LoRAConfig:
-    r: int = doc("LoRA rank (0: train the full LM)", 16)
-    alpha: int = doc("LoRA alpha", 32)
-    dropout: float = doc("LoRA dropout", 0.0)
+    r: int = doc("LoRA rank (0: train the full LM)", 16, ge=0)
+    alpha: int = doc("LoRA alpha", 32, gt=0)
+    dropout: float = doc("LoRA dropout", 0.0, ge=0, le=1)
     target_modules: list[str] = doc("module names LoRA wraps", default_factory=lambda: [
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
 

@@ -41,21 +41,21 @@ class SFTConfig:
     """Supervised training of a pretrained LM with new parts: the speech policy's SFT, the TTS LM and the
     Token2Text reward model (their recipes set their own defaults)."""
 
-    lr: float = doc("learning rate of the pretrained LM's trainable parameters", 1e-4)
+    lr: float = doc("learning rate of the pretrained LM's trainable parameters", 1e-4, ge=0)
     new_lr: float = doc("learning rate of the parts trained from scratch (the audio front end; speech-token "
-                        "embeddings and heads)", 1e-3)
-    batch_size: int = doc("examples per step", 16)
-    max_steps: int = doc("upper bound on steps", 1500)
-    warmup_steps: int = doc("linear warm-up steps", 30)
-    weight_decay: float = doc("AdamW weight decay", 0.0)
-    eval_every: int = doc("evaluate on dev every N steps (and where training stops)", 100)
-    patience: int = doc("stop after this many dev evaluations without improvement (0: never)", 3)
-    dev_examples: int = doc("dev examples used for model selection (0: all)", 96)
+                        "embeddings and heads)", 1e-3, ge=0)
+    batch_size: int = doc("examples per step", 16, ge=1)
+    max_steps: int = doc("upper bound on steps", 1500, ge=0)
+    warmup_steps: int = doc("linear warm-up steps", 30, ge=0)
+    weight_decay: float = doc("AdamW weight decay", 0.0, ge=0)
+    eval_every: int = doc("evaluate on dev every N steps (and where training stops)", 100, ge=1)
+    patience: int = doc("stop after this many dev evaluations without improvement (0: never)", 3, ge=0)
+    dev_examples: int = doc("dev examples used for model selection (0: all)", 96, ge=0)
     max_tokens: int = doc("target length cap in tokens (a speech policy's completions, also its decoding cap in "
                           "dev evaluation; a TTS LM's or Token2Text's speech tokens; a unit LM's training "
-                          "segments, BOS included: longer sequences are cut into consecutive chunks)", 40)
-    checkpoint_every: int = doc("write a resumable checkpoint every N steps", 100)
-    time_budget_s: float = doc("stop after this many seconds of training (0: no budget)", 0.0)
+                          "segments, BOS included: longer sequences are cut into consecutive chunks)", 40, ge=1)
+    checkpoint_every: int = doc("write a resumable checkpoint every N steps", 100, ge=1, affects_results=False)
+    time_budget_s: float = doc("stop after this many seconds of training (0: no budget)", 0.0, ge=0)
     train_embeddings: bool = doc("also train the text LM's token embeddings (off is ≈2× faster on CPU)", False)
     seed: int = doc("seed for batch order and initialisation", 0)
 

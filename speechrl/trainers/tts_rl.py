@@ -49,8 +49,8 @@ from speechrl.rewards.tts import UnitRenderer
 from speechrl.runlog import MetricsLogger
 from speechrl.text import sentence_wer
 from speechrl.trainers.common import mean_over_ranks, rank_batch, rank_weight
-from speechrl.trainers.grpo_core import (GRPOConfig, cached_result, policy_update, prepare, rows_to_train,
-                                         score_groups, train_loop, train_weight)
+from speechrl.trainers.grpo_core import (GRPOConfig, cached_result, check_reward_names, policy_update, prepare,
+                                         rows_to_train, score_groups, train_loop, train_weight)
 from speechrl.trainers.lora import add_lora, reference_forward, reference_policy
 from speechrl.trainers.tts_sft import TTSExample
 
@@ -68,13 +68,17 @@ class TTSRLConfig(GRPOConfig):
     rewards: dict[str, float] = doc("GRPO reward name → weight (tanh_wer/accuracy_wer = R1, tts_duration = R2, "
                                     "tts_diversity = R3)", default_factory=lambda: {"tanh_wer": 1.0,
                                                                                    "tts_duration": 1.0})
-    diffro_beta: float = doc("DiffRO: full token-level KL weight to the reference", 0.1)
-    tau: float = doc("Gumbel-Softmax temperature τ", 1.0)
+    diffro_beta: float = doc("DiffRO: full token-level KL weight to the reference", 0.1, ge=0)
+    tau: float = doc("Gumbel-Softmax temperature τ", 1.0, gt=0)
     straight_through: bool = doc("hard one-hot forward, soft gradient (straight-through Gumbel)", False)
-    diffro_weight: float = doc("λ: weight of the DiffRO loss in the combined objective", 1.0)
+    diffro_weight: float = doc("λ: weight of the DiffRO loss in the combined objective", 1.0, ge=0)
     diffro_reward: Literal["sum", "mean"] = doc("R = Σ_n log P (paper) or its mean per text token", "mean")
-    mtr_weight: float = doc("multi-task reward: weight of log P_rate(class of mtr_speed | ỹ) (0: off)", 0.0)
-    mtr_speed: float = doc("MTR target speaking rate (a corpus speed)", 1.0)
+    mtr_weight: float = doc("multi-task reward: weight of log P_rate(class of mtr_speed | ỹ) (0: off)", 0.0, ge=0)
+    mtr_speed: float = doc("MTR target speaking rate (a corpus speed)", 1.0, gt=0)
+
+    def validate(self) -> None:
+        if self.uses_rewards:
+            check_reward_names(self.rewards)
 
     @property
     def uses_rewards(self) -> bool:
