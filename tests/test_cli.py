@@ -25,7 +25,8 @@ def test_recipe_without_pipeline(tmp_path, capsys):
 def test_help_config_lists_recipe_keys(capsys):
     assert main(["run", "recipes/asr_grpo.yaml", "--help-config"]) == 0
     out = capsys.readouterr().out
-    assert "grpo.beta = 0.1 (float" in out and "corpus.test_voice = 'hibari' (str" in out
+    assert "grpo.beta = 0.02 (float" in out and "corpus.test_voice = 'espeak-us-klatt4' (str" in out
+    assert "corpus.test_voice = 'espeak-us-klatt4' (str, default 'hibari')" in out  # the class default beside it
 
 
 # --- every value checked before any work (issue 25, item 2) -----------------------------------------
@@ -45,7 +46,7 @@ import pytest  # noqa: E402
     ("asr_grpo", "data.manifest=/nonexistent/m.jsonl", "data.manifest: '/nonexistent/m.jsonl' does not exist"),
     ("asr_grpo", "corpus.voices=[piper-jo]", "corpus.voices: unknown voice(s) ['piper-jo']"),
     ("asr_grpo", "corpus.test_voice=piper-joe", "corpus.test_voice: 'piper-joe' must not be one of the training"),
-    ("asr_grpo", "corpus.voices_per_sentence=9", "corpus.voices_per_sentence: 9 is more than the 4 voices"),
+    ("asr_grpo", "corpus.voices_per_sentence=9", "corpus.voices_per_sentence: 9 is more than the 5 voices"),
     ("tts_rl", "systems=[grpo, ppo]", "systems: unknown system(s) ['ppo']"),
     ("tts_rl", "rl.rewards={wer: 1.0}", "rl.rewards: unknown reward(s) ['wer']"),
     ("align_slm", "curriculum.rounds=3", "curriculum.chosen_min: 3 rounds need 3 values"),

@@ -28,7 +28,7 @@ ASR_SUMMARY = {"task": "asr", "metrics": {"sft": {"wer": 0.61}, "grpo": {"wer": 
 
 def finished_asr_run(out, overrides=()):
     """A finished ASR GRPO run folder: config.yaml, run.json, the SFT and GRPO stages, test metrics."""
-    pipeline, recipe = read_recipe("recipes/asr_grpo.yaml", list(overrides))
+    pipeline, recipe = read_recipe("recipes/asr_grpo_speechlm.yaml", list(overrides))
     out.mkdir(parents=True)
     runfolder.write_record(out, pipeline, recipe, [])
     for stage in ("sft", "grpo"):
@@ -68,7 +68,7 @@ def test_the_issue_scenario_another_recipe_into_a_finished_folder_stops(tmp_path
 def test_a_changed_reward_alone_stops_too(tmp_path):
     out = tmp_path / "asr"
     finished_asr_run(out)
-    _, changed = read_recipe("recipes/asr_grpo.yaml", ["grpo.rewards={accuracy_wer: 1.0}"])
+    _, changed = read_recipe("recipes/asr_grpo_speechlm.yaml", ["grpo.rewards={accuracy_wer: 1.0}"])
     with pytest.raises(C.ConfigError, match=r"holds results of other settings \(grpo\.rewards: .* → "
                                             r"\{'accuracy_wer': 1\.0\}\)"):
         run_recipe("speech_grpo", changed, out)
@@ -77,11 +77,11 @@ def test_a_changed_reward_alone_stops_too(tmp_path):
 
 def test_the_same_settings_and_result_neutral_keys_are_reused(tmp_path):
     out = tmp_path / "asr"
-    _, recipe = read_recipe("recipes/asr_grpo.yaml")
+    _, recipe = read_recipe("recipes/asr_grpo_speechlm.yaml")
     finished_asr_run(out)
     assert runfolder.check_reuse(out, "speech_grpo", recipe) == []
     # how often checkpoints are written, and whether the sft_extra control runs, change no result held
-    _, neutral = read_recipe("recipes/asr_grpo.yaml", ["sft.checkpoint_every=7", "sft_extra=false",
+    _, neutral = read_recipe("recipes/asr_grpo_speechlm.yaml", ["sft.checkpoint_every=7", "sft_extra=false",
                                                        "corpus.workers=1"])
     assert runfolder.check_reuse(out, "speech_grpo", neutral) == []
 
@@ -115,7 +115,7 @@ def test_a_key_added_to_the_code_since_counts_as_unchanged_at_its_default(tmp_pa
     del old["grpo"]["offload_idle"], old["grpo"]["vllm"]
     (out / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
     assert runfolder.check_reuse(out, "speech_grpo", recipe) == []
-    _, other = read_recipe("recipes/asr_grpo.yaml", ["grpo.vllm.max_model_len=512"])
+    _, other = read_recipe("recipes/asr_grpo_speechlm.yaml", ["grpo.vllm.max_model_len=512"])
     with pytest.raises(C.ConfigError, match=r"grpo\.vllm\.max_model_len: \(absent\) → 512"):
         runfolder.check_reuse(out, "speech_grpo", other)
 
@@ -136,7 +136,7 @@ def test_another_code_version_warns_but_resumes(tmp_path, capsys):
 def test_resume_anyway_records_the_changes_in_run_json_and_the_summary(tmp_path, cached_pipeline):
     out = tmp_path / "asr"
     finished_asr_run(out)
-    assert main(["run", "recipes/asr_grpo.yaml", "--out", str(out), "--set", "grpo.beta=0.3",
+    assert main(["run", "recipes/asr_grpo_speechlm.yaml", "--out", str(out), "--set", "grpo.beta=0.3",
                  "--resume-anyway"]) == 0
     changes = json.loads((out / "run.json").read_text())["resumed_with_changes"]
     assert [(c["key"], c["old"], c["new"]) for c in changes] == [("grpo.beta", 0.1, 0.3)]
@@ -144,14 +144,14 @@ def test_resume_anyway_records_the_changes_in_run_json_and_the_summary(tmp_path,
     assert summary["resumed_with_changes"] == changes and summary["metrics"] == ASR_SUMMARY["metrics"]
     assert yaml.safe_load((out / "config.yaml").read_text())["grpo"]["beta"] == 0.3
     # a later rerun with those settings resumes, and the folder still says it holds mixed settings
-    assert main(["run", "recipes/asr_grpo.yaml", "--out", str(out), "--set", "grpo.beta=0.3"]) == 0
+    assert main(["run", "recipes/asr_grpo_speechlm.yaml", "--out", str(out), "--set", "grpo.beta=0.3"]) == 0
     assert json.loads((out / "summary.json").read_text())["resumed_with_changes"] == changes
 
 
 def test_changed_input_files_stop_a_rerun(tmp_path):
     manifest = tmp_path / "m.jsonl"
     manifest.write_text('{"id": "a", "audio": "a.wav", "text": "hi"}\n')
-    _, recipe = read_recipe("recipes/asr_grpo.yaml", [f"data.manifest={manifest}"])
+    _, recipe = read_recipe("recipes/asr_grpo_speechlm.yaml", [f"data.manifest={manifest}"])
     out = tmp_path / "run"
     out.mkdir()
     runfolder.write_record(out, "speech_grpo", recipe, [])
@@ -180,7 +180,7 @@ def test_dry_run_prints_the_config_and_which_stages_run_or_are_reused(tmp_path, 
     (out / "grpo" / "result.json").unlink()  # GRPO stopped before it finished
     (out / "metrics_test.json").write_text(json.dumps({"sft": {"wer": 0.61}}))
     files = sorted(p for p in out.rglob("*"))
-    assert main(["run", "recipes/asr_grpo.yaml", "--out", str(out), "--dry-run"]) == 0
+    assert main(["run", "recipes/asr_grpo_speechlm.yaml", "--out", str(out), "--dry-run"]) == 0
     printed = capsys.readouterr().out
     config, _, rest = printed.partition(f"# {out}: ")
     assert yaml.safe_load(config)["task"] == "asr" and yaml.safe_load(config)["pipeline"] == "speech_grpo"
@@ -197,9 +197,9 @@ def test_dry_run_prints_the_config_and_which_stages_run_or_are_reused(tmp_path, 
 def test_threads_are_chosen_before_any_work_and_recorded(tmp_path, cached_pipeline, monkeypatch, capsys):
     out = tmp_path / "asr"
     finished_asr_run(out)
-    assert main(["run", "recipes/asr_grpo.yaml", "--out", str(out), "--threads", "1"]) == 0
+    assert main(["run", "recipes/asr_grpo_speechlm.yaml", "--out", str(out), "--threads", "1"]) == 0
     assert torch.get_num_threads() == 1 and json.loads((out / "run.json").read_text())["threads"] == 1
-    assert main(["run", "recipes/asr_grpo.yaml", "--out", str(out), "--threads", "0"]) == 2
+    assert main(["run", "recipes/asr_grpo_speechlm.yaml", "--out", str(out), "--threads", "0"]) == 2
     assert "--threads: 0 is out of range" in capsys.readouterr().err
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert default_threads() == 3
