@@ -29,7 +29,9 @@ def test_demo_runs_end_to_end_writes_summary_and_report(tmp_path, monkeypatch, c
     policy.lm.save_pretrained(lm_dir)
     policy.tokenizer.save_pretrained(lm_dir)
     out = tmp_path / "demo"
-    tiny = ["corpus.size=30", "corpus.evaluate=false", f"model.lm={lm_dir}", "model.decoder_layers=null",
+    # the demo mechanics on our tiny SpeechLM (the family's Whisper tiny.en runs in test_pipeline_policies)
+    tiny = ["corpus.size=30", "corpus.evaluate=false", "model.policy=speechlm", f"model.lm={lm_dir}",
+            "model.decoder_layers=null",
             "sft.max_steps=2", "sft.eval_every=2", "sft.batch_size=4", "sft.dev_examples=4", "grpo.max_steps=1",
             "grpo.group_size=2", "grpo.prompts_per_step=2", "grpo.max_new_tokens=4", "grpo.lora.r=2",
             "grpo.dev_examples=4", "test_examples=4"]
@@ -58,7 +60,7 @@ def test_headline_direction(m, before, after, improved):
 
 
 def test_a_speech_demo_on_another_task_is_judged_on_that_tasks_metric():
-    _, recipe = demo.recipe_for("speech_grpo", ["task=sqa"])
+    _, recipe = demo.recipe_for("speech_grpo", ["task=sqa", "corpus.text=stories"])
     family = demo.family_for("speech_grpo", recipe)
     assert family.metric == "bleu" and not family.lower_is_better
     head = demo.headline(family, {"sft": {"bleu": 18.4}, "grpo": {"bleu": 19.0}})

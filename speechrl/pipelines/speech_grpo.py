@@ -26,7 +26,7 @@ from typing import Any, Literal
 import torch
 
 from speechrl import checkpoint
-from speechrl.config import doc
+from speechrl.config import ConfigError, doc
 from speechrl.corpus.build import CorpusConfig
 from speechrl.data.tasks import task_examples
 from speechrl.data.selection import SelectionConfig, select_rl_data
@@ -75,6 +75,12 @@ class SpeechGRPORecipe:
     eval_batch_size: int = doc("decoding batch size for evaluation", 32, ge=1)
     sft_extra: bool = doc("also run the control: SFT continued for RL's wall time (off only in the demo)", True,
                           affects_results=False)
+
+    def validate(self) -> None:
+        """The open-vocabulary corpus speaks plain sentences: it has no questions or translations."""
+        if self.task != "asr" and self.data.source == "corpus" and self.corpus.text == "wordnet":
+            raise ConfigError(f"corpus.text: 'wordnet' has no questions or translations for task {self.task!r}; "
+                              "use corpus.text: stories (or data: with those columns)")
     rl_from_zero_shot: bool = doc(
         "pretrained policies: also train GRPO straight from the zero-shot model (grpo_from_zero_shot) and SFT "
         "from the zero-shot model for the same wall time (sft_equal_time) — IBM's comparison", False,
