@@ -21,6 +21,16 @@ def tiny_corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def recipe_cache(tmp_path_factory):
+    """One ``SPEECHRL_CACHE`` shared by the session's recipe runs, as a user's runs share theirs: models
+    converted once (SmolLM2 from its GGUF, Whisper from CT2), a corpus built once per config. Fresh per
+    session, so the first test to need each still exercises the build, and the suite's time does not
+    depend on a warm ``~/.cache/speechrl``. Earlier tests may have filled it: a test that checks what a
+    run writes there compares the folder before and after the run."""
+    return tmp_path_factory.mktemp("recipe_cache")
+
+
+@pytest.fixture(scope="session")
 def unit_features(tiny_corpus):
     """Real hama phoneme-unit features of the tiny corpus (cached in it)."""
     from speechrl.corpus.build import load_manifest

@@ -22,8 +22,8 @@ def test_unknown_family_is_a_config_error(tmp_path, capsys):
     assert "unknown demo recipe" in capsys.readouterr().err
 
 
-def test_demo_runs_end_to_end_writes_summary_and_report(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("SPEECHRL_CACHE", str(tmp_path / "cache"))
+def test_demo_runs_end_to_end_writes_summary_and_report(tmp_path, monkeypatch, capsys, recipe_cache):
+    monkeypatch.setenv("SPEECHRL_CACHE", str(recipe_cache))  # models and corpora shared with the other recipe runs
     lm_dir = tmp_path / "tiny-lm"
     policy = make_tiny_policy()
     policy.lm.save_pretrained(lm_dir)

