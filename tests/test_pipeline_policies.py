@@ -55,6 +55,22 @@ def test_pretrained_policy_runs_the_asr_recipe_end_to_end(tmp_path, monkeypatch,
         assert len(cached) == 1 and cached.pop().parent.parent == Path(summary["data"]["path"])
 
 
+def test_rl_from_zero_shot_adds_ibms_comparison_with_its_intervals(tmp_path, monkeypatch, recipe_cache):
+    """rl_from_zero_shot: GRPO straight from the published model vs SFT from it for GRPO's wall time, and
+    each RL system's paired interval against its control."""
+    monkeypatch.setenv("SPEECHRL_CACHE", str(recipe_cache))
+    out = tmp_path / "run"
+    assert main(run_args(out, tiny_folder("whisper", tmp_path / "whisper")) + ["--set", "rl_from_zero_shot=true"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["metrics"]) == {"zero_shot", "sft", "grpo", "sft_extra", "grpo_from_zero_shot", "sft_equal_time"}
+    assert set(summary["controls"]) == {"grpo vs sft_extra", "grpo_from_zero_shot vs sft_equal_time"}
+    ci = summary["controls"]["grpo_from_zero_shot vs sft_equal_time"]["wer"]
+    assert ci["low"] <= ci["diff"] <= ci["high"]
+    training = summary["training"]
+    assert training["sft_equal_time"]["train_s"] <= training["grpo_from_zero_shot"]["train_s"] + 3 * training[
+        "sft_equal_time"]["step_s"]  # stopped by GRPO's wall time (or earlier, by its own dev selection)
+
+
 def test_whisper_tiny_en_on_a_users_manifest_end_to_end(tmp_path, monkeypatch, recipe_cache):
     """The acceptance run at tiny settings: the real converted Whisper tiny.en, a JSONL manifest of
     speech clips (plus a missing file and an empty transcript, recorded and skipped)."""
