@@ -144,15 +144,16 @@ class _Fake(BaseHTTPRequestHandler):
                     "ok": json.dumps({"rewards": [float(len(c)) for c in body["completions"]],
                                       "components": {"len": [float(len(c)) for c in body["completions"]]}}).encode()
                     }[_Fake.behaviour]
+        finally:  # before the reply: once it is sent the client may send its next request at once (peak 5 under load)
+            with _Fake.lock:
+                _Fake.in_flight -= 1
+        try:
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):  # the client timed out and hung up
             pass
-        finally:
-            with _Fake.lock:
-                _Fake.in_flight -= 1
 
     def log_message(self, *args):
         pass
