@@ -131,7 +131,10 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     return obj
 
 
-def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+def _build(cls: type[T], data: dict[str, Any], prefix: str = "", base: Any = None) -> T:
+    """``cls`` from ``data``; the keys ``data`` leaves out keep ``base``'s values (the field's own default
+    when it is nested: a block declared ``default_factory=lambda: SFTConfig(lr=3e-4, ...)`` keeps its
+    lr 3e-4 when a recipe sets only ``max_steps``, not SFTConfig's class default)."""
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
@@ -140,11 +143,25 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         close = difflib.get_close_matches(str(key), list(fields), n=1)
         hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
         raise ConfigError(f"unknown config key '{prefix}{key}'{hint}; allowed keys: {sorted(fields)}")
-    kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
+    kwargs = {}
+    for name, value in data.items():
+        default = getattr(base, name) if base is not None else _field_default(fields[name])
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict) and dataclasses.is_dataclass(default):
+            kwargs[name] = _build(hints[name], value, f"{prefix}{name}.", default)
+        else:
+            kwargs[name] = _coerce(value, hints[name], prefix + name)
+    if base is not None:
+        return dataclasses.replace(base, **kwargs)
     try:
         return cls(**kwargs)
     except TypeError as err:  # a required field left out
         raise ConfigError(f"{prefix or cls.__name__}: {err}") from None
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
 
 
 def looks_like_path(value: str) -> bool:

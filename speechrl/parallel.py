@@ -8,6 +8,7 @@ the fork), so scripts without an ``if __name__ == "__main__"`` guard work too; `
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -53,6 +54,22 @@ def set_threads(threads: int | None = None) -> int:
         raise ValueError(f"threads must be >= 1, got {n}")
     torch.set_num_threads(n)
     return n
+
+
+@contextlib.contextmanager
+def fixed_threads(threads: int = 1) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` inside the block (restored after), for a computation
+    whose result must not depend on ``--threads``: some kernels split a reduction by thread count, so
+    the last bits depend on it (measured: SmolLM2's NLL of one judged continuation, 2.3474969 at 1
+    thread, 2.3474977 at 2)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def process_state():

@@ -142,3 +142,20 @@ def test_help_config_shows_values_beside_their_defaults():
     assert "inner.steps = 3 (int, >= 0, default 10): steps" in lines
     assert "inner.lr = 0.0001 (float, > 0): learning rate" in lines  # unchanged: no default shown
     assert "inner.lm (str, a model name or existing folder, default 'smollm2-135m'): model" in C.describe(Outer)
+
+
+def test_a_nested_block_keeps_its_declared_defaults_for_the_keys_a_recipe_leaves_out():
+    """A block declared with default_factory=lambda: SFTConfig(lr=3e-4, ...) keeps lr 3e-4 when a recipe
+    sets only max_steps (it used to fall back to SFTConfig's class default: the demo's unit LM pretrained
+    at lr 1e-4 on 40-token chunks instead of the recipe's 3e-4 and 128)."""
+    from speechrl.pipelines import load_recipe
+
+    declared = load_recipe("align_slm", {}).pretrain
+    partial = load_recipe("align_slm", {"pretrain": {"max_steps": 7}}).pretrain
+    assert partial.max_steps == 7
+    assert {k: v for k, v in vars(partial).items() if k != "max_steps"} == \
+           {k: v for k, v in vars(declared).items() if k != "max_steps"}
+    assert (partial.lr, partial.max_tokens) == (3e-4, 128)
+    overridden = load_recipe("align_slm", {"dpo": {"lora": {"r": 4}}}, ["pretrain.lr=0.01"])
+    assert overridden.pretrain.lr == 0.01 and overridden.pretrain.max_tokens == 128
+    assert (overridden.dpo.lora.r, overridden.dpo.lora.alpha, overridden.dpo.lr) == (4, 8, 1e-4)

@@ -41,7 +41,10 @@ def test_run_recipe_end_to_end_and_rerun_resumes(tmp_path, monkeypatch, recipe_c
     assert main(args) == 0
     rerun = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()[steps_before:]]
     assert not any("loss" in row for row in rerun)
-    assert json.loads((out / "summary.json").read_text())["intervals"] == summary["intervals"]  # seeded
+    rerun_summary = json.loads((out / "summary.json").read_text())
+    assert rerun_summary["intervals"] == summary["intervals"]  # seeded
+    stages = {"corpus", "features", "rl_data", "sft", "mpgrpo", "sft_extra", "test sft", "test mpgrpo", "test sft_extra"}
+    assert stages <= set(summary["fingerprints"]) and rerun_summary["fingerprints"] == summary["fingerprints"]
 
 
 def test_continued_sft_resumes_at_the_rate_the_schedule_had_reached():

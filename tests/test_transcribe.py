@@ -198,3 +198,17 @@ def test_make_transcriber_errors(tmp_path):
         make_transcriber(str(tmp_path))  # a folder with no model
     with pytest.raises(ValueError, match="model_path"):
         make_transcriber("hf-whisper")
+
+
+def test_whisper_ct2_leaves_torchs_thread_count_alone():
+    """CTranslate2 sets the process's OpenMP threads to its cpu_threads; torch (which shares them) must
+    keep the count --threads set, or every later stage silently runs on another count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        WhisperCT2Transcriber(cpu_threads=2).transcribe(speak(SENTENCES[:1]))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -34,6 +34,8 @@ def test_tts_recipe_end_to_end_and_rerun_is_cached(tiny_corpus, unit_features, t
         assert {"wer", "cer", "duration_ratio", "step_s"} <= set(metrics)
     assert {"wer", "duration_ratio"} <= set(summary["ground_truth"])
     assert {"dev_wer", "test_wer"} <= set(summary["token2text"])
+    # stage fingerprints (tests/test_determinism.py compares them across runs)
+    assert {"units", "rl_prompts", "token2text", *systems, *(f"test {s}" for s in systems)} <= set(summary["fingerprints"])
     # each RL system's corpus WER/CER difference to SFT with its paired bootstrap interval over the test texts
     assert summary["baseline"] == "sft" and set(summary["intervals"]) == systems - {"sft"}
     for name, per_metric in summary["intervals"].items():

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 from tqdm import tqdm
 
-from speechrl import checkpoint
+from speechrl import checkpoint, fingerprint
 from speechrl.align.continuations import Prompt, corpus_prompts, sample_continuations, transcribe_units
 from speechrl.align.feedback import auto_bleu, continuation_nll
 from speechrl.align.judge import JudgeConfig, make_judge
@@ -47,6 +47,7 @@ from speechrl.data.features import features
 from speechrl.eval.bootstrap import intervals, mean_stats
 from speechrl.models.hub import cache_dir, load_causal_lm, load_tokenizer
 from speechrl.models.unit_lm import UnitLM
+from speechrl.parallel import fixed_threads
 from speechrl.pipelines.common import corpus_rows
 from speechrl.runlog import MetricsLogger, atomic_write_text, read_json, write_json
 from speechrl.speech.units import BLANK_ID, Units
@@ -149,8 +150,9 @@ class Feedback:
         texts = transcribe_units(self.vocoder, self.transcriber, [c for _, c in flat])
         spoken = [k for k, t in enumerate(texts) if t.strip()]
         scores: list[float | None] = [1.0] * len(flat)  # nothing intelligible: the rubric's lowest rating
-        for k, s in zip(spoken, self.judge.score([prompts[flat[k][0]].text for k in spoken],
-                                                 [texts[k] for k in spoken])):
+        with fixed_threads(1):  # the scores must not depend on --threads (speechrl.parallel.fixed_threads)
+            judged = self.judge.score([prompts[flat[k][0]].text for k in spoken], [texts[k] for k in spoken])
+        for k, s in zip(spoken, judged):
             scores[k] = s
         groups = [PromptCandidates(p.id, list(p.units), [], p.text) for p in prompts]
         for (i, units), text, score in zip(flat, texts, scores):
@@ -162,7 +164,8 @@ class Feedback:
         rows = [(g.prompt_text, c.transcript) for g in groups for c in g.candidates if c.transcript.strip()]
         if not rows:
             return math.nan
-        nll = continuation_nll(self.lm, self.tokenizer, [p for p, _ in rows], [c for _, c in rows])
+        with fixed_threads(1):
+            nll = continuation_nll(self.lm, self.tokenizer, [p for p, _ in rows], [c for _, c in rows])
         return math.exp(sum(t for t, _ in nll) / sum(n for _, n in nll))
 
 
@@ -212,6 +215,10 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
     items_path = out / f"items_{recipe.eval_split}.json"  # per-item statistics of the metrics, for intervals
     items: dict[str, Any] = read_json(items_path) if items_path.is_file() else {}
     s = recipe.sampling
+    fp_path = out / "fingerprints.json"  # the evaluations' entries are computed once, when they run
+    fingerprints: dict[str, str] = read_json(fp_path) if fp_path.is_file() else {}
+    fingerprints.update(corpus=fingerprint.of_corpus(rows), units=fingerprint.of_features(feats),
+                        benchmarks=fingerprint.of_json({k: [_pair_units(p) for p in v] for k, v in benches.items()}))
 
     def continuations(model: UnitLM, prompts: list[Prompt], n: int, seed: int) -> list[list[list[int]]]:
         return sample_continuations(model, prompts, n, s.temperature, s.top_k, s.top_p, s.max_new_units, seed)
@@ -221,6 +228,9 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
             return
         model.eval()
         groups = feedback(test_prompts, continuations(model, test_prompts, recipe.eval_continuations, 10**6))
+        fingerprints[f"{recipe.eval_split} {name}"] = fingerprint.of_json(
+            [[c.units for c in g.candidates] for g in groups])  # the sampled continuations
+        write_json(fp_path, fingerprints)
         metrics = generative_metrics(groups, feedback)
         per_item = {"judge_score": mean_stats([[c.score for c in g.candidates if c.score is not None]
                                                for g in groups]).tolist()}
@@ -241,6 +251,7 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
     model = UnitLM.create(recipe.model.lm, num_units, recipe.model.layers, seed=recipe.seed)
     pretrain = train_unit_lm(model, seqs["train"], seqs["dev"], recipe.pretrain, out / "unit_lm", logger)
     base_weights = out / "unit_lm" / "best" / "model.safetensors"
+    fingerprints["unit_lm"] = fingerprint.of_weights(base_weights)
     evaluate("base", model, {"pairs": 0})
     training: dict[str, Any] = {"unit_lm": pretrain}
 
@@ -261,10 +272,12 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
         if cur.thresholds == "quantile":
             s_c, s_r = score_quantiles(groups, s_c, s_r, cur.max_auto_bleu)
         pairs, stats = build_judge_pairs(groups, s_c, s_r, cur.max_auto_bleu)
+        fingerprints[f"{name} candidates"] = fingerprint.of_jsonl(candidates_path)  # units, transcripts, scores
         stats = {**stats, "chosen_min": s_c, "rejected_max": s_r, **generative_metrics(groups, feedback)}
         _check_round_settings(round_dir, {"thresholds": cur.thresholds, "chosen_min": cur.chosen_min[k - 1],
                                           "rejected_max": cur.rejected_max[k - 1], "max_auto_bleu": cur.max_auto_bleu})
         save_pairs(pairs, round_dir / "pairs.jsonl")
+        fingerprints[f"{name} pairs"] = fingerprint.of_jsonl(round_dir / "pairs.jsonl")
         write_json(round_dir / "pair_stats.json", stats)
         logger.log({"pairs": len(pairs), "train_judge_score": stats["judge_score"], "chosen_min": s_c,
                     "rejected_max": s_r}, stage=name)
@@ -280,6 +293,7 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
         dpo_cfg = recipe.dpo if k == 1 else DPOConfig(**{**recipe.dpo.__dict__, "warmup_steps": 0})
         dpo = train_dpo(model, triples[n_dev:], triples[:n_dev], dpo_cfg, round_dir, logger, name)
         dpo_train_s += dpo["train_s"]
+        fingerprints[name] = fingerprint.of_weights(round_dir / "best" / "model.safetensors")
         training[name] = {**dpo, "pair_stats": stats}
         if k in evaluated:
             evaluate(name, model, {"pairs": len(pairs), "dpo_reward_accuracy": dpo["best_reward_accuracy"]})
@@ -293,6 +307,8 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
                                   "warmup_steps": 0, "max_steps": 10**6, "patience": 0})
         ntp = train_unit_lm(control, seqs["train"], seqs["dev"], ntp_cfg, out / "continued_ntp", logger, "continued_ntp")
         training["continued_ntp"] = {**ntp, "kept_base": ntp["best_step"] == 0}
+        ntp_weights = out / "continued_ntp" / "best" / "model.safetensors"
+        fingerprints["continued_ntp"] = fingerprint.of_weights(ntp_weights if ntp_weights.is_file() else base_weights)
         if ntp["best_step"] == 0 and "base" in results:  # never beat the base on dev: the base's weights and metrics
             results["continued_ntp"] = results["base"]
             if "base" in items:  # also over items an earlier, trained control left behind
@@ -305,9 +321,16 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
     summary = {"test_size": len(test_prompts), "eval_split": recipe.eval_split, "wall_s": round(time.time() - start, 1),
                "metrics": {k: results[k] for k in systems}, "baseline": "base",
                "intervals": intervals(items, "base", systems), "training": training,
-               "benchmark_pairs": {k: len(v) for k, v in benches.items()}}
+               "benchmark_pairs": {k: len(v) for k, v in benches.items()},
+               "fingerprints": fingerprints}
+    write_json(fp_path, fingerprints)
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _pair_units(pair: Any) -> dict[str, Any]:
+    """A benchmark pair's content, without its audio paths (which name the cache folder)."""
+    return {k: v for k, v in pair.__dict__.items() if not k.endswith("_audio")}
 
 
 def _check_round_settings(round_dir: Path, settings: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import torch
 
-from speechrl import checkpoint
+from speechrl import checkpoint, fingerprint
 from speechrl.config import ConfigError, doc
 from speechrl.corpus.build import CorpusConfig
 from speechrl.data.tasks import task_examples
@@ -213,6 +213,12 @@ def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
                             for system, control in ((rl_name, "sft_extra"), ("grpo_from_zero_shot", "sft_equal_time"))
                             if (found := intervals(items, control, [system])).get(system)},
                "training": training, "rl_selection": selection,
-               "data": data_report}
+               "data": data_report, "fingerprints": {
+                   # the synthetic corpus's audio is hashed; a user source is fingerprinted in run.json
+                   **({"corpus": fingerprint.of_corpus(rows)} if recipe.data.source == "corpus" else {}),
+                   "features": fingerprint.of_features(feats), "rl_data": fingerprint.of_json([e.id for e in rl_train]),
+                   **fingerprint.of_stages(out, [s for s in training if s != "zero_shot"]),
+                   **{f"test {s}": fingerprint.of_jsonl(out / "samples" / f"{s}.jsonl", drop=("audio",))
+                      for s in training if (out / "samples" / f"{s}.jsonl").is_file()}}}
     write_json(out / "summary.json", summary)
     return summary

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from speechrl import checkpoint
+from speechrl import checkpoint, fingerprint
 from speechrl.audio import save_audio
 from speechrl.config import ConfigError, check, doc
 from speechrl.corpus.build import CorpusConfig, load_manifest
@@ -260,6 +260,12 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
                "ground_truth": results["ground_truth"], "token2text": results.get("token2text"),
                "training": {k: {kk: vv for kk, vv in v.items() if kk != "dev"} for k, v in training.items()},
                "data": {"train": len(train), "dev": len(dev), "test": len(test), "rl_prompts": len(prompts),
-                        "speech_vocab": vocab.output_size}}
+                        "speech_vocab": vocab.output_size},
+               "fingerprints": {"units": fingerprint.of_json({k: [(e.id, e.text, list(map(int, e.units.ids)),
+                                                                   list(map(int, e.units.durations or [])))
+                                                                  for e in v] for k, v in data.items()}),
+                                "rl_prompts": fingerprint.of_json(prompts),
+                                **fingerprint.of_stages(out, ["sft", "token2text", *recipe.systems]),
+                                **{f"test {k}": fingerprint.of_json(v) for k, v in items.items()}}}
     write_json(out / "summary.json", summary)
     return summary

@@ -223,6 +223,17 @@ class WhisperCT2Transcriber(Transcriber):
                     max_new_tokens=self.max_new_tokens)
 
     def _transcribe_batch(self, wavs: list[np.ndarray]) -> list[str]:
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            return self._transcribe_ct2(wavs)
+        finally:
+            # CTranslate2 sets the process's OpenMP thread count to cpu_threads, which torch shares:
+            # measured, torch at 1 thread (--threads 1) ran at 2 after the first transcription
+            torch.set_num_threads(threads)
+
+    def _transcribe_ct2(self, wavs: list[np.ndarray]) -> list[str]:
         model = self._model()
         out: list[str | None] = [None] * len(wavs)
         short = [i for i, w in enumerate(wavs) if w.size <= WHISPER_WINDOW]

@@ -1,0 +1,50 @@
+"""Same command, same numbers: the Align-SLM recipe at tiny settings, run twice in fresh processes with
+empty caches — once on 1 torch thread, once on 2 — computes the same corpus, units, benchmark units,
+unit-LM weights, candidates, pairs, DPO weights and sampled continuations (the fingerprints in
+``summary.json``), and reports the same metrics to the last bit. Timings are left out."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from speechrl.fingerprint import compare
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["corpus.size=30", "corpus.evaluate=false", "model.layers=1",  # SmolLM2's first layer: real-size matmuls
+        "pretrain.max_steps=6", "pretrain.eval_every=3", "pretrain.batch_size=4", "pretrain.dev_examples=8",
+        "curriculum.prompts_per_round=4", "curriculum.chosen_min=[0.6,0.8]", "sampling.n=3",
+        "sampling.max_new_units=12", "dpo.epochs=1", "dpo.batch_size=2", "benchmarks.pairs=3", "test_prompts=3",
+        "eval_continuations=1", "samples=2", "control=false"]
+
+
+def run_fresh(tmp: Path, name: str, threads: int) -> dict:
+    """`speechrl run` in a new process with its own empty cache; its summary.json."""
+    out = tmp / name
+    env = {**os.environ, "SPEECHRL_CACHE": str(tmp / f"cache-{name}"), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    args = [sys.executable, "-m", "speechrl.cli", "run", "recipes/align_slm.yaml", "--out", str(out),
+            "--threads", str(threads)] + [a for kv in TINY for a in ("--set", kv)]
+    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "run.json").read_text())["threads"] == threads
+    return json.loads((out / "summary.json").read_text())
+
+
+def without_timings(metrics: dict) -> dict:
+    return {system: {k: v for k, v in m.items() if not k.endswith("_s")} for system, m in metrics.items()}
+
+
+@pytest.mark.slow
+def test_align_slm_same_numbers_at_1_and_2_threads(tmp_path):
+    one, two = run_fresh(tmp_path, "one", 1), run_fresh(tmp_path, "two", 2)
+    stages = {"corpus", "units", "benchmarks", "unit_lm", "round1 candidates", "round1 pairs", "round2 candidates",
+              "round2 pairs", "test base", "test round2"}
+    assert stages <= set(one["fingerprints"]), one["fingerprints"]
+    assert compare(one, two) == [], {k: (one["fingerprints"].get(k), two["fingerprints"].get(k))
+                                     for k in compare(one, two)}
+    assert without_timings(one["metrics"]) == without_timings(two["metrics"])
+    assert one["intervals"] == two["intervals"]
