@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from speechrl.fingerprint import compare
 
@@ -38,7 +37,6 @@ def without_timings(metrics: dict) -> dict:
     return {system: {k: v for k, v in m.items() if not k.endswith("_s")} for system, m in metrics.items()}
 
 
-@pytest.mark.slow
 def test_align_slm_same_numbers_at_1_and_2_threads(tmp_path):
     one, two = run_fresh(tmp_path, "one", 1), run_fresh(tmp_path, "two", 2)
     stages = {"corpus", "units", "benchmarks", "unit_lm", "round1 candidates", "round1 pairs", "round2 candidates",
