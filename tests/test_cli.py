@@ -47,6 +47,8 @@ import pytest  # noqa: E402
     ("asr_grpo", "corpus.voices=[piper-jo]", "corpus.voices: unknown voice(s) ['piper-jo']"),
     ("asr_grpo", "corpus.test_voice=piper-joe", "corpus.test_voice: 'piper-joe' must not be one of the training"),
     ("asr_grpo", "corpus.voices_per_sentence=9", "corpus.voices_per_sentence: 9 is more than the 5 voices"),
+    ("asr_grpo_speechlm", "rl_from_zero_shot=true", "rl_from_zero_shot: needs a pretrained model.policy"),
+    ("asr_grpo", "task=sqa", "corpus.text: 'wordnet' has no questions or translations for task 'sqa'"),
     ("tts_rl", "systems=[grpo, ppo]", "systems: unknown system(s) ['ppo']"),
     ("tts_rl", "rl.rewards={wer: 1.0}", "rl.rewards: unknown reward(s) ['wer']"),
     ("align_slm", "curriculum.rounds=3", "curriculum.chosen_min: 3 rounds need 3 values"),

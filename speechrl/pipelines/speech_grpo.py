@@ -75,16 +75,20 @@ class SpeechGRPORecipe:
     eval_batch_size: int = doc("decoding batch size for evaluation", 32, ge=1)
     sft_extra: bool = doc("also run the control: SFT continued for RL's wall time (off only in the demo)", True,
                           affects_results=False)
-
-    def validate(self) -> None:
-        """The open-vocabulary corpus speaks plain sentences: it has no questions or translations."""
-        if self.task != "asr" and self.data.source == "corpus" and self.corpus.text == "wordnet":
-            raise ConfigError(f"corpus.text: 'wordnet' has no questions or translations for task {self.task!r}; "
-                              "use corpus.text: stories (or data: with those columns)")
     rl_from_zero_shot: bool = doc(
         "pretrained policies: also train GRPO straight from the zero-shot model (grpo_from_zero_shot) and SFT "
         "from the zero-shot model for the same wall time (sft_equal_time) — IBM's comparison", False,
         affects_results=False)
+
+    def validate(self) -> None:
+        """The open-vocabulary corpus speaks plain sentences: it has no questions or translations; a
+        comparison from the zero-shot model needs a pretrained policy."""
+        if self.task != "asr" and self.data.source == "corpus" and self.corpus.text == "wordnet":
+            raise ConfigError(f"corpus.text: 'wordnet' has no questions or translations for task {self.task!r}; "
+                              "use corpus.text: stories (or data: with those columns)")
+        if self.rl_from_zero_shot and self.model.policy == "speechlm":
+            raise ConfigError("rl_from_zero_shot: needs a pretrained model.policy (the SpeechLM's new parts start "
+                              "untrained, so it has no zero-shot model)")
 
 
 def new_policy(cfg: ModelConfig, seed: int = 0) -> Any:
@@ -144,7 +148,7 @@ def stages(recipe: SpeechGRPORecipe) -> list[tuple[str, str, str | None]]:
     rl = "mpgrpo" if recipe.grpo.mixed_policy else "grpo"
     systems = ["zero_shot"] if recipe.model.policy != "speechlm" else []
     systems += ["sft", rl] + (["sft_extra"] if recipe.sft_extra else [])
-    if recipe.rl_from_zero_shot and recipe.model.policy != "speechlm":
+    if recipe.rl_from_zero_shot:
         systems += ["grpo_from_zero_shot", "sft_equal_time"]
     trained = [(s, f"{s}/result.json", None) for s in systems if s != "zero_shot"]
     return trained + [(f"test {s}", "metrics_test.json", s) for s in systems]
@@ -203,7 +207,7 @@ def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
                                           out / "sft_extra", logger, "sft_extra")
         test_eval("sft_extra", extra)
 
-    if recipe.rl_from_zero_shot and recipe.model.policy != "speechlm":
+    if recipe.rl_from_zero_shot:
         training.update(_from_zero_shot(recipe, split, feats, out, logger, test_eval))
 
     summary = {"task": recipe.task, "test_size": len(test), "wall_s": round(time.time() - start, 1),
