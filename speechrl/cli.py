@@ -3,7 +3,7 @@
     speechrl corpus build --out DIR [--size N] [--seed S] [--set key=value ...]
     speechrl audio scan FOLDER --out DIR [--sample-rate HZ]
     speechrl run RECIPE.yaml --out DIR [--set key=value ...] [--dry-run] [--resume-anyway] [--threads N]
-    speechrl demo --out DIR [--recipe NAME] [--resume-anyway] [--threads N]
+    speechrl demo --out DIR [--recipe NAME] [--resume-anyway] [--threads N] [--jobs N]
     speechrl report RUN_DIR [--max-samples N]
 
 Every command writes into ``--out``: the resolved ``config.yaml``, ``metrics.jsonl`` and
@@ -127,7 +127,9 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     """The main job: every recipe family at demo scale → DIR/summary.json, DIR/report.html."""
     from speechrl.pipelines import demo
 
-    summary = demo.run(args.out, args.recipe or None, args.overrides, args.resume_anyway, _threads(args))
+    jobs = args.jobs if args.jobs is not None else demo.default_jobs(len(args.recipe or demo.FAMILIES))
+    threads = _threads(args) if args.threads or jobs == 1 else 1  # side by side: one thread each
+    summary = demo.run(args.out, args.recipe or None, args.overrides, args.resume_anyway, threads, jobs)
     _write_report(args.out)
     print(demo.describe(summary), file=sys.stderr)
     return summary
@@ -184,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(demo)
     demo.add_argument("--recipe", action="append", default=[], metavar="NAME",
                       help="run only this family (repeatable): " + ", ".join(_demo_families()))
+    demo.add_argument("--jobs", type=int, metavar="N",
+                      help="families run side by side, each in its own process with one torch thread unless "
+                           "--threads says otherwise (default: all of them on a machine with 2 or more cores; "
+                           "1: one after another in this process)")
     demo.set_defaults(func=cmd_demo, config_name=None)
 
     report = sub.add_parser("report", help="write RUN_DIR/report.html (a run folder or a folder of runs)")

@@ -51,6 +51,10 @@ def test_demo_runs_end_to_end_writes_summary_and_report(tmp_path, monkeypatch, c
     assert main(args) == 0  # cached: the rerun trains nothing
     rerun = (out / "speech_grpo" / "metrics.jsonl").read_text().splitlines()[rows_before:]
     assert not any("loss" in json.loads(line) for line in rerun)
+    # families side by side (`--jobs`): each in a spawned process, its output in <family>/log.txt
+    done = demo._side_by_side(["speech_grpo"], tiny, out, False, 1, 1)
+    assert done["speech_grpo"][0]["metrics"] == summary["metrics"]["speech_grpo"]
+    assert (out / "speech_grpo" / "log.txt").is_file()
 
 
 @pytest.mark.parametrize("m, before, after, improved", [("wer", 0.5, 0.4, True), ("bleu", 0.5, 0.4, False)])

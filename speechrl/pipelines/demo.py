@@ -14,6 +14,8 @@ trained models and only recomputes what is missing.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -123,9 +125,36 @@ def recipe_for(name: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[
     return family.pipeline, load_recipe(family.pipeline, data, overrides)
 
 
+def default_jobs(families: int) -> int:
+    """How many families run at once when the user names no ``--jobs``: all of them on a machine with at
+    least two cores, one at a time on one core. Each family's work is mostly single-threaded (speech
+    synthesis, the vocoder, CTranslate2 Whisper, the judge, Python loops between small matmuls), so
+    families side by side at one thread each use the cores that one family leaves idle (measured on
+    2 cores, 2026-12-04: one after another at one thread each, 26 min; side by side, README)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return families if cores >= 2 else 1
+
+
+def _run_family(name: str, overrides: list[str] | tuple[str, ...], out: Path, resume_anyway: bool,
+                threads: int | None, log: Path | None) -> tuple[dict[str, Any], float]:
+    """One family's recipe into ``out / name``: (its summary, its wall time). With ``log``, this process's
+    output (progress bars, warnings) goes to that file: families running side by side would interleave."""
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        sys.stdout.flush(), sys.stderr.flush()
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1), os.dup2(fd, 2)
+    pipeline, recipe = recipe_for(name, overrides)
+    t0 = time.time()
+    result = run_recipe(pipeline, recipe, out / name, resume_anyway, threads)
+    return result, time.time() - t0
+
+
 def run(out: str | Path, families: list[str] | None = None, overrides: list[str] | tuple[str, ...] = (),
-        resume_anyway: bool = False, threads: int | None = None) -> dict[str, Any]:
-    """Run the demo families (all by default) into ``out`` with torch's ``threads`` (None: as they are);
+        resume_anyway: bool = False, threads: int | None = None, jobs: int = 1) -> dict[str, Any]:
+    """Run the demo families (all by default) into ``out`` with torch's ``threads`` (None: as they are),
+    ``jobs`` of them at a time, each in its own process (progress in ``out/<family>/log.txt``; results
+    do not depend on it: every stage is deterministic for its seed whatever the threads and the load);
     returns the top-level summary. A family's folder from a run of other settings stops the demo before
     any work (``resume_anyway``: reuse it anyway, recorded; :mod:`speechrl.runfolder`)."""
     out = Path(out)
@@ -133,22 +162,56 @@ def run(out: str | Path, families: list[str] | None = None, overrides: list[str]
     unknown = [n for n in names if n not in FAMILIES]
     if unknown:
         raise C.ConfigError(f"unknown demo recipe(s) {unknown}; choose from {sorted(FAMILIES)}")
+    if jobs < 1:
+        raise C.ConfigError(f"--jobs: {jobs} is out of range; must be >= 1")
     start = time.time()
     summary: dict[str, Any] = {"metrics": {}, "intervals": {}, "headline": {}, "wall_s": {}}
     recipes = {name: recipe_for(name, overrides) for name in names}  # every config error before any work
     for name, (pipeline, recipe) in recipes.items():
         check_reuse(out / name, pipeline, recipe, resume_anyway, warn=False)  # run_recipe warns
+    jobs = min(jobs, len(names))
+    if jobs == 1:
+        done = {name: _run_family(name, overrides, out, resume_anyway, threads, None) for name in names}
+    else:
+        done = _side_by_side(names, overrides, out, resume_anyway, threads, jobs)
     for name in names:
-        pipeline, recipe = recipes[name]
-        t0 = time.time()
-        result = run_recipe(pipeline, recipe, out / name, resume_anyway, threads)
+        result, wall = done[name]
         summary["metrics"][name] = result["metrics"]
         summary["intervals"][name] = result.get("intervals", {})
-        summary["headline"][name] = headline(family_for(name, recipe), result["metrics"], result.get("intervals"))
-        summary["wall_s"][name] = round(time.time() - t0, 1)
+        summary["headline"][name] = headline(family_for(name, recipes[name][1]), result["metrics"],
+                                             result.get("intervals"))
+        summary["wall_s"][name] = round(wall, 1)
     summary["wall_s"]["total"] = round(time.time() - start, 1)
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _side_by_side(names: list[str], overrides: list[str] | tuple[str, ...], out: Path, resume_anyway: bool,
+                  threads: int | None, jobs: int) -> dict[str, tuple[dict[str, Any], float]]:
+    """The families in ``jobs`` processes (spawned: no forked torch state), one torch thread each unless
+    ``threads`` says otherwise; every family runs to its end even if another fails, then the first
+    failure is raised naming its family and log."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    logs = {name: out / name / "log.txt" for name in names}
+    print(f"demo: {', '.join(names)} — {jobs} at a time, progress in {out}/<family>/log.txt", file=sys.stderr)
+    done, failed = {}, {}
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_run_family, name, overrides, out, resume_anyway, threads or 1, logs[name]): name
+                   for name in names}
+        for future in as_completed(futures):
+            name = futures[future]
+            try:
+                done[name] = future.result()
+                print(f"demo: {name} done in {done[name][1]:.0f} s", file=sys.stderr)
+            except Exception as err:  # noqa: BLE001 — reported below, after the other families finish
+                failed[name] = err
+                print(f"demo: {name} FAILED ({type(err).__name__}: {err}); log: {logs[name]}", file=sys.stderr)
+    if failed:
+        name, err = next(iter(failed.items()))
+        raise RuntimeError(f"demo family {name} failed (log: {logs[name]}): {err}") from err
+    return done
 
 
 def describe(summary: dict[str, Any]) -> str:
