@@ -49,6 +49,7 @@ import pytest  # noqa: E402
     ("asr_grpo", "corpus.voices_per_sentence=9", "corpus.voices_per_sentence: 9 is more than the 5 voices"),
     ("asr_grpo_speechlm", "rl_from_zero_shot=true", "rl_from_zero_shot: needs a pretrained model.policy"),
     ("asr_grpo", "task=sqa", "corpus.text: 'wordnet' has no questions or translations for task 'sqa'"),
+    ("ast_grpo", "data.target_language=de", "data.target_language: the synthetic corpus's translations are Spanish"),
     ("tts_rl", "systems=[grpo, ppo]", "systems: unknown system(s) ['ppo']"),
     ("tts_rl", "rl.rewards={wer: 1.0}", "rl.rewards: unknown reward(s) ['wer']"),
     ("align_slm", "curriculum.rounds=3", "curriculum.chosen_min: 3 rounds need 3 values"),

@@ -263,8 +263,52 @@ def test_covost2_layout(tmp_path):
     assert report["by_reason"] == {"missing audio": 3, "wrong column count": 1}
     assert rows[0]["text"] == 'He said "hi" 0.' and rows[0]["translation"] == 'Er sagte "hallo" 0.'
     assert rows[0]["id"] == "common_voice_en_train0" and rows[0]["voice"] == "clienttrain0"
+    assert report["languages"] == {"de": 5}  # the pair's target: prompted for and scored in German
+    assert {(e.instruction, e.language) for e in task_examples(rows, "ast")} == {("Translate the audio into German.", "de")}
     with pytest.raises(ValueError, match="no covost_v2.en_fr"):
         load_rows(DataConfig(covost2=str(tmp_path), covost2_pair="en_fr"), "ast", tmp_path)
+
+
+def test_translation_targets_come_from_the_rows_else_data_target_language(tmp_path):
+    """A manifest's language column (any name), several targets in one source, each example prompted for
+    and scored in its own; rows naming none take data.target_language."""
+    tone(tmp_path / "a.wav")
+    row = lambda uid, translation, **kw: {"id": uid, "audio": "a.wav", "text": "good morning",
+                                          "translation": translation, **kw}
+    lines = [row("d", "Guten Morgen", lang="de"), row("f", "Bonjour", lang="fr-FR"), row("x", "?", lang="xx"),
+             row("n", "Buenos días"), row("blank", "Bom dia", lang=" "), row("bad", "3", lang=3)]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    cfg = DataConfig(manifest=str(tmp_path / "m.jsonl"), language_column="lang", split_by="row", dev_fraction=0,
+                     test_fraction=0)
+    rows, report = load_rows(cfg, "ast", tmp_path / "r")
+    assert report["by_reason"] == {"bad value": 1} and "language is int" in rejected(tmp_path / "r")[0]["reason"]
+    assert report["languages"] == {"de": 1, "es": 2, "fr-FR": 1, "xx": 1}
+    examples = task_examples(rows, "ast")
+    assert [(e.language, e.instruction) for e in examples] == [
+        ("de", "Translate the audio into German."), ("fr-FR", "Translate the audio into French."),
+        ("xx", "Translate the audio into xx."), ("es", "Translate the audio into Spanish."),
+        ("es", "Translate the audio into Spanish.")]
+    assert [e.columns()["language"] for e in examples] == ["de", "fr-FR", "xx", "es", "es"]  # what rewards read
+    cfg.target_language = "pt"
+    rows, _ = load_rows(cfg, "ast", None)
+    assert [e.instruction for e in task_examples(rows, "ast")][3:] == ["Translate the audio into Portuguese."] * 2
+    rows, report = load_rows(cfg, "asr", None)  # ASR is English; its rows keep a language they name
+    assert report["rejected"] == 0 and "languages" not in report and rows[0]["language"] == "de"
+    assert {e.language for e in task_examples(rows, "asr")} == {"en"}
+
+
+def test_the_corpus_stays_spanish_and_reads_the_same_as_a_manifest(tiny_corpus, tmp_path):
+    """The synthetic corpus's translation prompt is the one it always had (so its cached SFT stages keep
+    their fingerprints), and its manifest read as a user's source gives the same examples."""
+    from speechrl.corpus.build import load_manifest
+
+    corpus = task_examples(load_manifest(tiny_corpus), "ast")
+    assert {(e.instruction, e.language) for e in corpus} == {("Translate the audio into Spanish.", "es")}
+    rows, report = load_rows(DataConfig(manifest=str(tiny_corpus / "manifest.jsonl")), "ast", tmp_path / "r")
+    as_data = task_examples(rows, "ast")
+    assert report["languages"] == {"es": len(rows)} and len(as_data) == len(corpus)
+    assert sorted((e.id, e.instruction, e.reference, e.language) for e in as_data) == \
+        sorted((e.id, e.instruction, e.reference, e.language) for e in corpus)
 
 
 def test_librisqa_part_one_over_librispeech(tmp_path):
@@ -368,6 +412,7 @@ def test_data_key_follows_the_source_files_not_the_split_settings(tmp_path):
     key = data_key(cfg)
     assert key.startswith("manifest-") and len(key) == len("manifest-") + 12 and data_key(DataConfig(manifest=str(m))) == key
     assert data_key(DataConfig(manifest=str(m), seed=5, dev_fraction=0.3)) == key
+    assert data_key(DataConfig(manifest=str(m), target_language="de", language_column="lang")) == key  # no audio
     m.write_text(json.dumps({"audio": "a.wav", "text": "changed"}) + "\n")
     assert data_key(cfg) != key
     _librispeech(tmp_path / "ls", (("train-clean-100", ("19",)),))

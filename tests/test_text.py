@@ -161,3 +161,22 @@ def test_translation_bleu_is_reported_normalised_and_as_sacrebleu_scores_raw_tex
     norm = [normalize_for_scoring(x, "es") for x in (*hyps, *refs)]
     assert norm[0] == norm[2] == "el gato tiene 3 años"  # Spanish: no English number words
     assert metrics["bleu"] == round(sacrebleu.corpus_bleu(norm[:2], [norm[2:]]).score, 2)
+
+
+def test_translation_is_scored_in_each_items_target_language():
+    """An English target (a CoVoST 2 X→en pair) is normalised as English, a Spanish one as Spanish, item
+    by item, in the metrics and in the per-item statistics the intervals are computed from."""
+    import sacrebleu
+
+    from speechrl.eval.bootstrap import bleu_stats
+    from speechrl.eval.speech_tasks import task_item_stats, task_metrics
+
+    refs = ["Mr. Smith has 21 cats.", "¿Dónde está la casa?"]
+    hyps = ["mister smith has twenty one cats", "dónde está la casa"]
+    languages = ["en", "es"]
+    norm = lambda texts: [normalize_for_scoring(t, lang) for t, lang in zip(texts, languages)]
+    assert norm(hyps) == norm(refs)
+    metrics = task_metrics("ast", hyps, refs, semantic=False, languages=languages)
+    assert metrics["bleu"] == round(sacrebleu.corpus_bleu(norm(hyps), [norm(refs)]).score, 2) == 100.0
+    assert task_metrics("ast", hyps, refs, semantic=False)["bleu"] < 100  # both read as Spanish
+    assert task_item_stats("ast", hyps, refs, languages)["bleu"] == bleu_stats(norm(hyps), norm(refs)).tolist()

@@ -1,10 +1,10 @@
 """Readers of each ``data:`` source's on-disk layout → :class:`Record` s, for :mod:`speechrl.data.sources`.
 
 A reader only parses: it yields one :class:`Record` per row (raw values under the canonical names
-``audio``, ``text``, ``translation``, ``question``, ``answer``, ``questions``, ``keywords``,
-``speaker``, ``id``, ``split``, ``duration``; other columns under their own names) and reports the
-lines it cannot parse at all (not UTF-8, malformed JSON, a CSV row with the wrong number of fields)
-through ``reject(ref, kind, detail)``. Checking the values, the audio and the splits is
+``audio``, ``text``, ``translation``, ``language``, ``question``, ``answer``, ``questions``,
+``keywords``, ``speaker``, ``id``, ``split``, ``duration``; other columns under their own names) and
+reports the lines it cannot parse at all (not UTF-8, malformed JSON, a CSV row with the wrong number of
+fields) through ``reject(ref, kind, detail)``. Checking the values, the audio and the splits is
 :func:`speechrl.data.sources.load_rows`' job. A file that cannot be read at all raises ``ValueError``
 naming it.
 
@@ -15,7 +15,7 @@ Layouts (the real ones):
   lines) beside ``<utt-id>.flac``; ``<root>`` may also be the folder holding ``LibriSpeech/``.
 * CoVoST 2: ``covost_v2.<src>_<tgt>.<split>.tsv`` (``path``, ``sentence``, ``translation``,
   ``client_id``; unquoted, tab-separated) beside Common Voice's ``clips/``; a single
-  ``covost_v2.<src>_<tgt>.tsv`` with a ``split`` column works too.
+  ``covost_v2.<src>_<tgt>.tsv`` with a ``split`` column works too. ``<tgt>`` is each row's ``language``.
 * LibriSQA Part I: JSON arrays of ``{"speech_path", "text", "question", "answer"}``
   (``LibriSQA-PartI-train.json`` / ``-test.json``); ``speech_path`` is relative to a LibriSpeech
   root, with or without its leading ``LibriSpeech/``, and may say ``.wav`` where the file is ``.flac``.
@@ -40,8 +40,8 @@ from typing import Any, Callable, Iterator
 Reject = Callable[[str, str, str], None]
 """``reject(ref, kind, detail)``: record a row that could not be parsed."""
 
-CANONICAL = ("audio", "text", "translation", "question", "answer", "questions", "keywords", "speaker",
-             "id", "split", "duration")
+CANONICAL = ("audio", "text", "translation", "language", "question", "answer", "questions", "keywords",
+             "speaker", "id", "split", "duration")
 SPLIT_NAMES = {"train": "train", "training": "train", "dev": "dev", "validation": "dev", "valid": "dev",
                "val": "dev", "test": "test"}
 """Split names a column or a file may use, and the recipe split each one means."""
@@ -202,7 +202,8 @@ def librispeech(root: Path, subsets: list[str], reject: Reject) -> Iterator[Reco
 
 
 def covost2(root: Path, pair: str, reject: Reject) -> Iterator[Record]:
-    """CoVoST 2 rows: the split TSVs of ``pair`` (train, dev, test), or its one TSV with a split column."""
+    """CoVoST 2 rows: the split TSVs of ``pair`` (train, dev, test), or its one TSV with a split column;
+    each row's ``language`` is the pair's target (``de`` of ``en_de``)."""
     columns = {"path": "audio", "sentence": "text", "client_id": "speaker"}
     clips = root / "clips" if (root / "clips").is_dir() else root
     tsvs = [(s, root / f"covost_v2.{pair}.{s}.tsv") for s in ("train", "dev", "test")]
@@ -212,9 +213,12 @@ def covost2(root: Path, pair: str, reject: Reject) -> Iterator[Record]:
     if not tsvs:
         raise ValueError(f"{root}: no covost_v2.{pair}.<train|dev|test>.tsv here "
                          f"(found {sorted(p.name for p in root.glob('covost_v2.*.tsv'))})")
+    target = pair.partition("_")[2] or pair
     for split, tsv in tsvs:
-        yield from read_table(tsv, columns, reject, split=split, base=clips, delimiter="\t",
-                              quoting=csv.QUOTE_NONE, group=split or "")
+        for rec in read_table(tsv, columns, reject, split=split, base=clips, delimiter="\t",
+                              quoting=csv.QUOTE_NONE, group=split or ""):
+            rec.fields.setdefault("language", target)
+            yield rec
 
 
 def librisqa_audio(root: Path, speech_path: str) -> str:

@@ -9,26 +9,34 @@
     pair a row, rows of the same audio and id are merged into one row with several questions; a JSONL
     ``questions`` list of ``{question, answer}`` works too), ``keywords`` (a JSON list of strings; in CSV
     ``;``-separated) — plus optional ``id``, ``speaker`` (or ``voice``), ``split``, ``duration``. Other
-    columns travel with the row. The synthetic corpus's own ``manifest.jsonl`` is such a file.
+    columns travel with the row; ``language`` names the language of a row's translation (below). The
+    synthetic corpus's own ``manifest.jsonl`` is such a file.
 ``hf``
     a 🤗 datasets ``save_to_disk`` folder, an ``audiofolder`` directory (audio + ``metadata.csv`` /
     ``metadata.jsonl`` with ``file_name``), another folder ``load_dataset`` reads, or a hub id
     (``hf_split``, ``hf_config``; columns ``audio_column``, ``text_column``, ``translation_column``,
-    ``speaker_column``). Audio is never decoded here (no torchcodec, see :mod:`speechrl.data.readers`):
-    rows whose audio is stored as bytes without a readable file are written once to ``cache`` (an
-    argument of :func:`load_rows`, into its ``audio/``; default ``$SPEECHRL_CACHE/datasets/<data_key>``),
-    named by the bytes' hash, so every process and every run finds the same file.
+    ``language_column``, ``speaker_column``). Audio is never decoded here (no torchcodec, see
+    :mod:`speechrl.data.readers`): rows whose audio is stored as bytes without a readable file are written
+    once to ``cache`` (an argument of :func:`load_rows`, into its ``audio/``; default
+    ``$SPEECHRL_CACHE/datasets/<data_key>``), named by the bytes' hash, so every process and every run
+    finds the same file.
 ``librispeech``
     a LibriSpeech root: ``<subset>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt`` beside
     ``<speaker>-<chapter>-<utterance>.flac``; subsets ``train-*`` → train, ``dev-*`` → dev, ``test-*`` →
     test (``librispeech_subsets`` picks some); transcripts are lower-cased.
 ``covost2``
     a CoVoST 2 folder: ``covost_v2.<covost2_pair>.<split>.tsv`` (``path``, ``sentence``, ``translation``,
-    ``client_id``) beside Common Voice's ``clips/``.
+    ``client_id``) beside Common Voice's ``clips/``; the pair's target (``de`` of ``en_de``) is every
+    row's translation language.
 ``librisqa``
     LibriSQA Part I JSON file(s) (``speech_path``, ``text``, ``question``, ``answer``;
     ``LibriSQA-PartI-train.json`` → train, ``-test.json`` → test) whose ``speech_path`` lies under
     ``librisqa_audio_root`` (a LibriSpeech root; default: the JSON's folder).
+
+Target language (AST): a row's ``language`` value (a code such as ``de``, ``fr``, ``zh-CN``), else the
+CoVoST 2 pair's target, else ``target_language`` (default ``es``, the synthetic corpus's). Rows of several
+languages may share a source; each example is prompted with and scored in its own
+(:func:`speechrl.data.tasks.task_examples`). The report counts the rows per language (``languages``).
 
 Splits: a row's ``split_column`` value (``train``, ``dev``, ``test``; ``validation``/``valid``/``val``
 mean dev), else the split its file names (LibriSpeech subset, CoVoST TSV, datasets split, LibriSQA file),
@@ -41,9 +49,10 @@ report's ``notes``; no train row at all is an error, and so is a source without 
 whose speakers are too few to hold out dev and test (set ``split_by: row`` or a fraction to 0).
 
 :func:`load_rows` returns the rows — ``id`` (unique), ``audio`` (absolute), ``text``, ``voice`` (the
-speaker, or ""), ``split``, ``duration`` (from the header), ``translation``, ``keywords``,
-``questions`` — in the source's order (the same on every process), and a report ``{source, path, task,
-rows, rejected, by_reason, splits, …}``. Each skipped row is appended to ``<rejects_dir>/rejected.jsonl``
+speaker, or ""), ``split``, ``duration`` (from the header), ``translation``, ``language`` (AST; other
+tasks: when the source names one), ``keywords``, ``questions`` — in the source's order (the same on
+every process), and a report ``{source, path, task, rows, rejected, by_reason, splits, …}`` (AST:
+``languages``). Each skipped row is appended to ``<rejects_dir>/rejected.jsonl``
 (:class:`speechrl.audio.RejectLog`, stage ``data``): its file and line (or index) and
 ``"<kind>: <detail> (id …)"``. The kinds: ``missing audio``, ``not a file``, ``unreadable audio``,
 ``empty audio``, ``truncated audio``, ``bad samples`` (NaN/inf; only float files can hold them, and
@@ -95,6 +104,10 @@ class DataConfig:
     audio_column: str = doc("manifest / hf: the column holding the audio (a path, or datasets Audio)", "audio")
     text_column: str = doc("manifest / hf: the column holding the transcript", "text")
     translation_column: str = doc("manifest / hf: the column holding the translation (AST)", "translation")
+    language_column: str = doc("manifest / hf: the column naming a row's translation language (AST; a code such "
+                               "as de), used when present", "language")
+    target_language: str = doc("AST: the translation language of rows that name none (covost2: the pair's target "
+                               "instead); the synthetic corpus's is es", "es")
     speaker_column: str = doc("manifest / hf: the speaker column (if absent: speaker_id, client_id, voice)",
                               "speaker")
     librispeech: str = doc("a LibriSpeech root (subsets train-*/dev-*/test-* become the splits)", "", path="exists")
@@ -128,6 +141,8 @@ class DataConfig:
             raise ConfigError(f"{named[1]}: set one source, not several: {' and '.join(named)}")
         if self.min_seconds >= self.max_seconds:
             raise ConfigError(f"min_seconds: {self.min_seconds:g} must be below max_seconds {self.max_seconds:g}")
+        if not self.target_language.strip():
+            raise ConfigError("target_language: empty; give a language code such as es or de")
         if self.dev_fraction + self.test_fraction >= 1:
             raise ConfigError(f"test_fraction: dev_fraction + test_fraction = "
                               f"{self.dev_fraction + self.test_fraction:g} leaves no rows to train on")
@@ -203,6 +218,12 @@ class _Load:
             translation = None
         if task == "ast" and not (translation or "").strip():
             return "missing column", "no translation" if translation is None else "empty translation", uid
+        language = f.get("language")
+        if language is not None and not isinstance(language, str):
+            if task == "ast":
+                return "bad value", f"language is {type(language).__name__}, not a string", uid
+            language = None
+        language = (language or "").strip() or (self.cfg.target_language.strip() if task == "ast" else "")
         questions, qa_problem = _questions(f)
         if task == "sqa" and (qa_problem or not questions):
             return (*(qa_problem or ("missing column", "no question and answer")), uid)
@@ -236,6 +257,8 @@ class _Load:
             row["duration"] = round(seconds if seconds is not None else float(f["duration"]), 3)
         if translation is not None:
             row["translation"] = translation.strip()
+        if language:
+            row["language"] = language
         row["keywords"] = keywords
         row["questions"] = questions if not qa_problem else []
         if Path(path).suffix.lower() in RAW_SUFFIXES and self.cfg.raw_sample_rate:
@@ -415,7 +438,7 @@ def assign_splits(rows: list[dict[str, Any]], cfg: DataConfig) -> list[str]:
 def _records(cfg: DataConfig, load: _Load) -> Iterator[Record]:
     source, path = cfg.source, cfg.path
     columns = {cfg.audio_column: "audio", cfg.text_column: "text", cfg.translation_column: "translation",
-               cfg.speaker_column: "speaker", cfg.split_column: "split"}
+               cfg.language_column: "language", cfg.speaker_column: "speaker", cfg.split_column: "split"}
     if source == "manifest":
         return readers.read_table(path, columns, load.reject)
     if source == "hf":
@@ -457,6 +480,8 @@ def load_rows(cfg: DataConfig, task: str, rejects_dir: str | Path | None,
     report = {"source": source, "path": origin, "task": task, "rows": len(rows),
               "rejected": sum(load.reasons.values()), "by_reason": dict(sorted(load.reasons.items())),
               "splits": {s: sum(r["split"] == s for r in rows) for s in SPLITS}, "notes": notes}
+    if task == "ast":
+        report["languages"] = dict(sorted(Counter(r["language"] for r in rows).items()))
     if task == "sqa":
         report["questions"] = sum(len(r["questions"]) for r in rows)
     if load.capped:
@@ -484,7 +509,7 @@ def data_key(cfg: DataConfig) -> str:
     source = cfg.source
     settings = {f.name: getattr(cfg, f.name) for f in fields(cfg)
                 if f.name not in ("split_column", "dev_fraction", "test_fraction", "split_by", "seed", "max_rows",
-                                  "check_audio", "min_seconds", "max_seconds")}
+                                  "check_audio", "min_seconds", "max_seconds", "language_column", "target_language")}
     path = cfg.path
     stats = [[str(p.relative_to(path) if p != path else p.name), p.stat().st_size, p.stat().st_mtime_ns]
              for p in _source_files(cfg)]

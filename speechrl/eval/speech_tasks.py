@@ -1,8 +1,9 @@
 """Held-out evaluation of speech-to-text policies: greedy decoding, then task metrics.
 
-Every text is compared in the task's target language (:data:`speechrl.data.tasks.LANGUAGE`: English
-for ASR and spoken QA, Spanish for translation) through :func:`speechrl.text.normalize_for_scoring`,
-the normaliser the rewards use too. ASR: corpus ``wer``/``cer`` (jiwer), the word error rate split into
+Every text is compared in its reference's language (each :class:`~speechrl.data.tasks.Example`'s
+``language``: English for ASR and spoken QA, the row's target language for translation — Spanish on the
+synthetic corpus) through :func:`speechrl.text.normalize_for_scoring`, the normaliser the rewards use
+too. ASR: corpus ``wer``/``cer`` (jiwer), the word error rate split into
 ``substitution_rate``/``deletion_rate``/``insertion_rate`` (each per reference word), and the
 ``hallucination_rate``: the share of hypotheses Tongyi's hallucination check flags (a decoding loop,
 content not in the audio, the wrong language; :class:`speechrl.rewards.asr.Hallucination`). Spoken QA / translation:
@@ -49,11 +50,14 @@ def predict(policy: Any, examples: list[Example], feats: dict[str, dict], max_ne
     return out
 
 
-def _normalized(texts: list[str], task: str) -> list[str]:
-    return [normalize_for_scoring(t, LANGUAGE.get(task)) for t in texts]
+def _normalized(texts: list[str], languages: list[str]) -> list[str]:
+    return [normalize_for_scoring(t, language) for t, language in zip(texts, languages, strict=True)]
 
 
-def task_metrics(task: str, hyps: list[str], refs: list[str], semantic: bool = True) -> dict[str, float]:
+def task_metrics(task: str, hyps: list[str], refs: list[str], semantic: bool = True,
+                 languages: list[str] | None = None) -> dict[str, float]:
+    """The task's metrics (module doc); ``languages``: each item's reference language (default: the
+    task's, :data:`~speechrl.data.tasks.LANGUAGE`)."""
     language = LANGUAGE.get(task)
     if task == "asr":
         from speechrl.rewards.asr import hallucination
@@ -69,8 +73,8 @@ def task_metrics(task: str, hyps: list[str], refs: list[str], semantic: bool = T
                 "hallucination_rate": round(sum(flagged) / max(1, len(flagged)), 4)}
     from speechrl.rewards import embedding_similarity, meteor, rouge_l
 
-    languages = [language] * len(hyps)
-    bleu = sacrebleu.corpus_bleu(_normalized(hyps, task), [_normalized(refs, task)]).score
+    languages = languages or [language] * len(hyps)
+    bleu = sacrebleu.corpus_bleu(_normalized(hyps, languages), [_normalized(refs, languages)]).score
     metrics = {"bleu": round(bleu, 2), "bleu_sacre": round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2),
                "rouge_l": round(_mean(rouge_l(None, hyps, reference=refs, language=languages)), 4),
                "meteor": round(_mean(meteor(None, hyps, reference=refs, language=languages)), 4)}
@@ -79,15 +83,17 @@ def task_metrics(task: str, hyps: list[str], refs: list[str], semantic: bool = T
     return metrics
 
 
-def task_item_stats(task: str, hyps: list[str], refs: list[str]) -> dict[str, list[list[float]]]:
+def task_item_stats(task: str, hyps: list[str], refs: list[str],
+                    languages: list[str] | None = None) -> dict[str, list[list[float]]]:
     """Per test item, the sufficient statistics of the task's headline metrics as :func:`task_metrics`
     reports them: ASR ``wer``/``cer`` edit counts, else ``bleu`` segment statistics of the normalised
-    texts (see :mod:`speechrl.eval.bootstrap`)."""
+    texts (see :mod:`speechrl.eval.bootstrap`); ``languages`` as there."""
     if task == "asr":
         language = LANGUAGE.get(task)
         return {"wer": error_stats(refs, hyps, language=language).tolist(),
                 "cer": error_stats(refs, hyps, "char", language).tolist()}
-    return {"bleu": bleu_stats(_normalized(hyps, task), _normalized(refs, task)).tolist()}
+    languages = languages or [LANGUAGE[task]] * len(hyps)
+    return {"bleu": bleu_stats(_normalized(hyps, languages), _normalized(refs, languages)).tolist()}
 
 
 def _mean(xs: list[float]) -> float:
@@ -97,4 +103,4 @@ def _mean(xs: list[float]) -> float:
 def evaluate(policy: Any, examples: list[Example], feats: dict[str, dict], task: str, max_new_tokens: int,
              batch_size: int = 32, semantic: bool = True, desc: str = "evaluate") -> tuple[dict[str, float], list[str]]:
     hyps = predict(policy, examples, feats, max_new_tokens, batch_size, desc=desc)
-    return task_metrics(task, hyps, [e.reference for e in examples], semantic), hyps
+    return task_metrics(task, hyps, [e.reference for e in examples], semantic, [e.language for e in examples]), hyps

@@ -63,7 +63,8 @@ class ModelConfig:
 
 @dataclass
 class SpeechGRPORecipe:
-    task: Literal["asr", "sqa", "ast"] = doc("asr, sqa (spoken QA) or ast (En→Es speech translation)", "asr")
+    task: Literal["asr", "sqa", "ast"] = doc("asr, sqa (spoken QA) or ast (speech translation: En→Es on the corpus; "
+                                             "your data's target language, data.target_language)", "asr")
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -81,11 +82,14 @@ class SpeechGRPORecipe:
         affects_results=False)
 
     def validate(self) -> None:
-        """The open-vocabulary corpus speaks plain sentences: it has no questions or translations; a
-        comparison from the zero-shot model needs a pretrained policy."""
+        """The open-vocabulary corpus speaks plain sentences: it has no questions or translations; the
+        corpus's translations are Spanish; a comparison from the zero-shot model needs a pretrained policy."""
         if self.task != "asr" and self.data.source == "corpus" and self.corpus.text == "wordnet":
             raise ConfigError(f"corpus.text: 'wordnet' has no questions or translations for task {self.task!r}; "
                               "use corpus.text: stories (or data: with those columns)")
+        if self.task == "ast" and self.data.source == "corpus" and self.data.target_language.strip().lower() != "es":
+            raise ConfigError(f"data.target_language: the synthetic corpus's translations are Spanish (es), not "
+                              f"{self.data.target_language!r}; set a data source whose rows are in that language")
         if self.rl_from_zero_shot and self.model.policy == "speechlm":
             raise ConfigError("rl_from_zero_shot: needs a pretrained model.policy (the SpeechLM's new parts start "
                               "untrained, so it has no zero-shot model)")
@@ -174,7 +178,7 @@ def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
         if name in results:
             return
         metrics, hyps = evaluate(policy, test, feats, recipe.task, max_new, recipe.eval_batch_size, desc=f"test {name}")
-        items[name] = task_item_stats(recipe.task, hyps, [e.reference for e in test])
+        items[name] = task_item_stats(recipe.task, hyps, [e.reference for e in test], [e.language for e in test])
         write_json(out / "items_test.json", items)  # before the metrics: a cached result always has its items
         results[name] = metrics
         write_json(out / "metrics_test.json", results)
