@@ -66,7 +66,7 @@ def main() -> None:
     args = parser.parse_intermixed_args()
     run, out = args.run, args.out
     recipe = read_config(run, TTSRLRecipe, args.overrides)
-    data, prompts = splits(recipe)
+    data, prompts, _ = splits(recipe)
     judge = data["dev"][recipe.rl.dev_examples:]
     vocab = SpeechVocab.from_dict(read_json(run / "vocab.json"))
     renderer = UnitRenderer()

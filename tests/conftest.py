@@ -79,3 +79,31 @@ def smollm2():
     from speechrl.models.hub import load_causal_lm, load_tokenizer
 
     return load_causal_lm("smollm2-135m"), load_tokenizer("smollm2-135m")
+
+
+def user_manifest(corpus, folder, per_split, text=True):
+    """A user's JSONL manifest in ``folder``: one utterance each of the first ``per_split[split]`` texts
+    of each split of the built ``corpus`` (real synthesized speech), copied under ``clips/`` and named
+    relative to the manifest, with ``speaker`` and ``split`` (and ``text`` when ``text``). Returns (path,
+    rows written)."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from speechrl.corpus.build import load_manifest
+
+    (Path(folder) / "clips").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for split, n in per_split.items():
+        picked = {}  # text → its first utterance in the split
+        for r in load_manifest(corpus):
+            if r["split"] == split:
+                picked.setdefault(r["text"], r)
+        assert len(picked) >= n, f"the corpus has {len(picked)} {split} texts, not {n}"
+        for r in list(picked.values())[:n]:
+            shutil.copy(r["audio"], Path(folder) / "clips" / f"{r['id']}.wav")
+            rows.append({"id": r["id"], "audio": f"clips/{r['id']}.wav", "speaker": r["voice"], "split": split,
+                         **({"text": r["text"]} if text else {})})
+    path = Path(folder) / "manifest.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path, rows

@@ -52,7 +52,9 @@ import pytest  # noqa: E402
     ("ast_grpo", "data.target_language=de", "data.target_language: the synthetic corpus's translations are Spanish"),
     ("tts_rl", "systems=[grpo, ppo]", "systems: unknown system(s) ['ppo']"),
     ("tts_rl", "rl.rewards={wer: 1.0}", "rl.rewards: unknown reward(s) ['wer']"),
+    ("tts_rl", "data.manifest=/nonexistent/m.jsonl", "data.manifest: '/nonexistent/m.jsonl' does not exist"),
     ("align_slm", "curriculum.rounds=3", "curriculum.chosen_min: 3 rounds need 3 values"),
+    ("align_slm", "data.manifest=/nonexistent/m.jsonl", "data.manifest: '/nonexistent/m.jsonl' does not exist"),
     ("align_slm", "judge.nll_best=10", "judge.nll_best: 10 must be below nll_worst 9.5"),
 ])
 def test_bad_values_stop_before_any_work(tmp_path, capsys, recipe, override, needle):

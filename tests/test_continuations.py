@@ -31,6 +31,9 @@ def test_prompt_stops_at_the_last_word_ending_in_time():
     # hama found 4 words, the transcript has 5: the text follows the share of phones (6 of 8 ≈ 3 words)
     approx = cut_prompt(units, "Ab cde f g h.", max_seconds=3.0)
     assert approx.text == "Ab cde f" and not approx.exact_text
+    # an audio-only row (no transcript): the same cut, no text (transcribe_prompts hears it from the audio)
+    silent = cut_prompt(units, "", max_seconds=3.0)
+    assert silent.units == p.units and (silent.text, silent.exact_text) == ("", False)
 
 
 def test_corpus_prompts_are_word_prefixes_of_real_utterances(unit_features):

@@ -147,6 +147,25 @@ def test_a_wholly_unusable_manifest_stops_with_the_file_and_its_first_bad_rows(t
     assert DataConfig().source == "corpus"
 
 
+def test_audio_only_rows_for_the_audio_task_and_transcripts_for_tts(tmp_path):
+    """Task ``audio`` (Align-SLM) needs no transcript: a missing or blank one is "", a non-string one is
+    still a bad value; task ``tts`` rejects them as ``asr`` does."""
+    for i in range(3):
+        tone(tmp_path / f"a{i}.wav")
+    lines = [{"id": "none", "audio": "a0.wav"}, {"id": "blank", "audio": "a1.wav", "text": " "},
+             {"id": "said", "audio": "a2.wav", "text": "hello"}, {"id": "typed", "audio": "a2.wav", "text": 3},
+             {"id": "gone", "audio": "gone.wav"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    cfg = DataConfig(manifest=str(tmp_path / "m.jsonl"), split_by="row", dev_fraction=0, test_fraction=0)
+    rows, report = load_rows(cfg, "audio", tmp_path / "audio")
+    assert [(r["id"], r["text"]) for r in rows] == [("none", ""), ("blank", ""), ("said", "hello")]
+    assert report["task"] == "audio" and report["by_reason"] == {"bad value": 1, "missing audio": 1}
+    rows, report = load_rows(cfg, "tts", tmp_path / "tts")
+    assert [r["id"] for r in rows] == ["said"]
+    assert report["by_reason"] == {"bad value": 1, "empty text": 1, "missing column": 2}  # text before audio
+    assert len(rejected(tmp_path / "tts")) == 4
+
+
 def test_csv_manifest_with_task_columns(tmp_path):
     for i in range(3):
         tone(tmp_path / "clips" / f"c{i}.wav")

@@ -11,19 +11,25 @@ from speechrl.cli import main
 from speechrl.models.unit_lm import UnitLM
 
 
-def test_align_slm_recipe_end_to_end(tmp_path, monkeypatch, recipe_cache):
-    monkeypatch.setenv("SPEECHRL_CACHE", str(recipe_cache))  # models and corpora shared with the other recipe runs
+def tiny_run_args(tmp_path, out, *sets):
+    """``speechrl run recipes/align_slm.yaml`` at tiny settings, with a tiny random unit LM saved as a local
+    folder."""
     lm_dir = tmp_path / "tiny-lm"
     torch.manual_seed(1)  # the tiny LM (and so whether round 1 finds pairs) must not depend on earlier tests
     UnitLM.from_scratch(num_units=8, hidden_size=32, layers=1, heads=2).lm.save_pretrained(lm_dir)
-    out = tmp_path / "run"
     tiny = ["corpus.size=30", "corpus.evaluate=false", f"model.lm={lm_dir}", "model.layers=null",
             "pretrain.max_steps=2", "pretrain.eval_every=2", "pretrain.batch_size=4",
             "curriculum.prompts_per_round=4",  # quantile thresholds, round 1's lowered so that it finds pairs:
             "curriculum.chosen_min=[0.6,0.8]",  # with the recipe's 0.7 whether it does hangs on the installed stack
             "sampling.n=3", "sampling.max_new_units=12", "dpo.epochs=1", "dpo.batch_size=2",
-            "benchmarks.pairs=3", "test_prompts=3", "eval_continuations=1", "samples=2"]
-    args = ["run", "recipes/align_slm.yaml", "--out", str(out)] + [a for kv in tiny for a in ("--set", kv)]
+            "benchmarks.pairs=3", "test_prompts=3", "eval_continuations=1", "samples=2", *sets]
+    return ["run", "recipes/align_slm.yaml", "--out", str(out)] + [a for kv in tiny for a in ("--set", kv)]
+
+
+def test_align_slm_recipe_end_to_end(tmp_path, monkeypatch, recipe_cache):
+    monkeypatch.setenv("SPEECHRL_CACHE", str(recipe_cache))  # models and corpora shared with the other recipe runs
+    out = tmp_path / "run"
+    args = tiny_run_args(tmp_path, out)
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["test_size"] == 3
@@ -85,3 +91,34 @@ def test_align_slm_recipe_end_to_end(tmp_path, monkeypatch, recipe_cache):
     assert main(args + ["--set", "curriculum.chosen_min=[0.5,0.8]"]) == 2
     with pytest.raises(ValueError, match="trained with pair settings"):
         main(args + ["--set", "curriculum.chosen_min=[0.5,0.8]", "--resume-anyway"])
+
+
+def test_align_slm_recipe_on_a_users_audio_only_manifest(tiny_corpus, tmp_path, monkeypatch, recipe_cache):
+    """`data.manifest` with audio only (no transcripts; real synthesized speech from the corpus fixture) plus
+    a missing and an unreadable file, each skipped into rejected.jsonl and counted: the unit LM, the round's
+    prompts and the evaluation prompts are the manifest's clips, the prompts' words transcribed from them."""
+    from conftest import user_manifest
+
+    monkeypatch.setenv("SPEECHRL_CACHE", str(recipe_cache))
+    manifest, rows = user_manifest(tiny_corpus, tmp_path / "mine", {"train": 8, "dev": 2, "test": 3}, text=False)
+    (tmp_path / "mine" / "clips" / "notes.wav").write_text("not audio")
+    with manifest.open("a") as f:
+        f.write(json.dumps({"id": "gone", "audio": "clips/gone.wav"}) + "\n")
+        f.write(json.dumps({"id": "notes", "audio": "clips/notes.wav", "split": "train"}) + "\n")
+    out = tmp_path / "run"
+    assert main(tiny_run_args(tmp_path, out, f"data.manifest={manifest}", "curriculum.rounds=1", "control=false")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    data = summary["data"]
+    assert data["source"] == "manifest" and data["task"] == "audio" and data["rows"] == 13
+    assert data["splits"] == {"train": 8, "dev": 2, "test": 3}
+    assert data["rejected"] == 2 and data["by_reason"] == {"missing audio": 1, "unreadable audio": 1}
+    bad = [json.loads(x) for x in (out / "rejected.jsonl").read_text().splitlines()]
+    assert sorted(b["reason"].split(":")[0] for b in bad) == ["missing audio", "unreadable audio"]
+    assert set(summary["metrics"]) == {"base", "round1"} and summary["test_size"] == 3
+    ids = {s: {r["id"] for r in rows if r["split"] == s} for s in ("train", "test")}
+    groups = [json.loads(x) for x in (out / "round1" / "candidates.jsonl").read_text().splitlines()]
+    assert len(groups) == 4 and {g["prompt_id"] for g in groups} <= ids["train"]  # prompts of the user's clips
+    assert any(g["prompt_text"] for g in groups)  # words transcribed from the audio (no text column)
+    evaluated = [json.loads(x) for x in (out / "eval_samples" / "base.jsonl").read_text().splitlines()]
+    assert evaluated and {e["id"] for e in evaluated} <= ids["test"]
+    assert "corpus" not in summary["fingerprints"] and "units" in summary["fingerprints"]

@@ -3,11 +3,14 @@ Whisper transcription) with tiny random LMs saved as a local folder; a rerun res
 
 import json
 
+import pytest
+
 from speechrl.cli import main
 from test_tts_models import _llama_config
 
 
-def test_tts_recipe_end_to_end_and_rerun_is_cached(tiny_corpus, unit_features, tmp_path):
+def tiny_run_args(tmp_path, out, **sets):
+    """``speechrl run recipes/tts_rl.yaml`` at tiny settings, with a tiny random LM saved as a local folder."""
     from transformers import LlamaForCausalLM
 
     from speechrl.models.hub import load_tokenizer
@@ -16,16 +19,21 @@ def test_tts_recipe_end_to_end_and_rerun_is_cached(tiny_corpus, unit_features, t
     tok = load_tokenizer("smollm2-135m")
     LlamaForCausalLM(_llama_config(len(tok))).save_pretrained(lm_dir)
     tok.save_pretrained(lm_dir)
-    out = tmp_path / "run"
-    sets = {"corpus_dir": tiny_corpus, "model.lm": lm_dir, "model.decoder_layers": "null",
+    sets = {"model.lm": lm_dir, "model.decoder_layers": "null",
             "model.token2text_layers": "null", "sft.max_steps": 3, "sft.eval_every": 3, "sft.batch_size": 4,
             "sft.dev_examples": 4, "token2text.max_steps": 3, "token2text.eval_every": 3, "token2text.batch_size": 4,
             "token2text.dev_examples": 4, "rl.max_steps": 1, "rl.group_size": 2, "rl.prompts_per_step": 1,
             "rl.max_new_tokens": 6, "rl.dev_examples": 1, "diffro_steps": 1, "rl.lora.r": 2, "decode.max_new_tokens": 6,
-            "test_examples": 2, "samples": 1, "unseen_texts": "false"}
+            "test_examples": 2, "samples": 1, "unseen_texts": "false", **sets}
     args = ["run", "recipes/tts_rl.yaml", "--out", str(out)]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
+    return args
+
+
+def test_tts_recipe_end_to_end_and_rerun_is_cached(tiny_corpus, unit_features, tmp_path):
+    out = tmp_path / "run"
+    args = tiny_run_args(tmp_path, out, corpus_dir=tiny_corpus)
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     systems = {"sft", "grpo", "diffro", "combined", "combined_filtered"}
@@ -61,6 +69,7 @@ def test_tts_recipe_end_to_end_and_rerun_is_cached(tiny_corpus, unit_features, t
 
 
 def test_dev_test_and_rl_texts_are_distinct_and_unseen_in_training(tiny_corpus, unit_features, monkeypatch):
+    import speechrl.pipelines.common as common
     import speechrl.pipelines.tts_rl as tts_rl
     from speechrl.corpus.build import load_manifest
 
@@ -69,18 +78,18 @@ def test_dev_test_and_rl_texts_are_distinct_and_unseen_in_training(tiny_corpus, 
     dev_row = next(r for r in rows if r["split"] == "dev")
     # a training utterance also in dev (the voice speaks a training text), and a dev text twice
     extra = [{**train_row, "split": "dev"}, {**dev_row}]
-    monkeypatch.setattr(tts_rl, "load_manifest", lambda _: rows + extra)
-    data, prompts = tts_rl.splits(tts_rl.TTSRLRecipe(corpus_dir=str(tiny_corpus)))
+    monkeypatch.setattr(common, "load_manifest", lambda _: rows + extra)
+    data, prompts, _ = tts_rl.splits(tts_rl.TTSRLRecipe(corpus_dir=str(tiny_corpus)))
     seen = {e.text for e in data["train"]}
     for s in ("dev", "test"):
         texts = [e.text for e in data[s]]
         assert len(texts) == len(set(texts)) and not seen & set(texts)
     assert dev_row["text"] in {e.text for e in data["dev"]}
-    every, _ = tts_rl.splits(tts_rl.TTSRLRecipe(corpus_dir=str(tiny_corpus), unseen_texts=False))
+    every, _, _ = tts_rl.splits(tts_rl.TTSRLRecipe(corpus_dir=str(tiny_corpus), unseen_texts=False))
     assert train_row["text"] in {e.text for e in every["dev"]}
     # RL prompts: the training texts, or text-only sentences that no split holds
     assert prompts == [e.text for e in data["train"]]
-    _, fresh = tts_rl.splits(tts_rl.TTSRLRecipe(corpus_dir=str(tiny_corpus), rl_texts=40, test_examples=1))
+    _, fresh, _ = tts_rl.splits(tts_rl.TTSRLRecipe(corpus_dir=str(tiny_corpus), rl_texts=40, test_examples=1))
     assert len(set(fresh)) == 40 and not set(fresh) & {r["text"] for r in rows}
 
 
@@ -95,3 +104,42 @@ def test_each_system_trains_the_recipes_rl_config_with_its_method_filter_and_ste
         "combined_filtered": ("combined", True, 16)}
     assert all(c.lr == 1e-4 and c.lora == recipe.rl.lora for c in got.values())
     assert recipe.rl.method == "grpo" and recipe.rl.max_steps == 16  # the recipe itself is untouched
+
+
+def test_tts_recipe_on_a_users_manifest_records_its_bad_rows(tiny_corpus, tmp_path, monkeypatch, recipe_cache):
+    """`data.manifest`: clips with their transcripts (real synthesized speech from the corpus fixture) plus
+    a missing file and an empty transcript, each skipped into rejected.jsonl and counted; the run trains
+    and tests on the manifest's utterances."""
+    from conftest import user_manifest
+
+    manifest, rows = user_manifest(tiny_corpus, tmp_path / "mine", {"train": 6, "dev": 2, "test": 2})
+    with manifest.open("a") as f:
+        f.write(json.dumps({"id": "gone", "audio": "clips/gone.wav", "text": "lost"}) + "\n")
+        f.write(json.dumps({"id": "blank", "audio": rows[0]["audio"], "text": "  "}) + "\n")
+    out = tmp_path / "run"
+    args = tiny_run_args(tmp_path, out, **{"data.manifest": manifest, "systems": "[grpo]"})
+    monkeypatch.setenv("SPEECHRL_CACHE", str(recipe_cache))  # the user data's features go to the shared cache
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    data = summary["data"]
+    assert data["source"] == "manifest" and data["task"] == "tts" and data["rows"] == 10
+    assert data["rejected"] == 2 and data["by_reason"] == {"empty text": 1, "missing audio": 1}
+    bad = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
+    assert sorted(b["reason"].split(":")[0] for b in bad) == ["empty text", "missing audio"]
+    assert all("(id gone)" in b["reason"] or "(id blank)" in b["reason"] for b in bad)
+    assert (data["train"], data["dev"], data["test"]) == (6, 2, 2) and summary["test_size"] == 2
+    tested = {json.loads(x)["id"] for x in (out / "samples" / "ground_truth.jsonl").read_text().splitlines()}
+    assert tested <= {r["id"] for r in rows if r["split"] == "test"}  # the manifest's test clips
+    assert set(summary["metrics"]) == {"sft", "grpo"}
+    assert json.loads((out / "run.json").read_text())["inputs"]["data"].startswith("manifest-")
+
+
+def test_tts_recipe_data_errors_at_load():
+    """corpus_dir and data: one data source; the errors come at load, before any work."""
+    from speechrl.config import ConfigError
+    from speechrl.pipelines import load_recipe
+
+    with pytest.raises(ConfigError, match="corpus_dir: set it or data.manifest, not both"):
+        load_recipe("tts_rl", overrides=["corpus_dir=recipes", "data.manifest=recipes/tts_rl.yaml"])
+    with pytest.raises(ConfigError, match="data.hf: set one source"):
+        load_recipe("tts_rl", overrides=["data.manifest=recipes/tts_rl.yaml", "data.hf=x/y"])

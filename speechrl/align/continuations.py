@@ -13,7 +13,8 @@ prompt ends "between words", where the unit LM starts the next word.
 has — about half of the synthetic corpus utterances. Otherwise (a function word merged into its
 neighbour, a word split in two) it is approximated: the transcript's first j words, with j the
 word count whose share of the transcript's letters is closest to the prompt's share of the phone
-units. ``Prompt.exact_text`` says which case applied.
+units. ``Prompt.exact_text`` says which case applied. A row without a transcript (your own audio-only
+data) has no text to cut: :func:`transcribe_prompts` transcribes its audio up to the prompt's end.
 
 **Continuations.** :func:`sample_continuations` samples N unit continuations per prompt from a
 :class:`~speechrl.models.unit_lm.UnitLM` (SlamKit's reproduction settings: temperature 0.8,
@@ -23,7 +24,7 @@ them (Piper + Whisper tiny offline), the text the AI judge scores.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -66,6 +67,8 @@ def _letters(word: str) -> int:
 def prompt_words(text: str, spans: Sequence[tuple[int, int]], k: int, max_words: int) -> tuple[str, bool]:
     """The transcript words spoken in the first ``k`` of ``spans`` (see the module docstring)."""
     words = text.split()
+    if not words:  # an audio-only row: no transcript (see transcribe_prompts)
+        return "", False
     if len(words) == len(spans):
         return " ".join(words[:k]), True
     phones = [e - s for s, e in spans]
@@ -108,6 +111,26 @@ def corpus_prompts(rows: Sequence[dict[str, Any]], features: dict[str, dict[str,
         p = cut_prompt(units, r["text"], max_seconds, leave_one_word, r["id"])
         if p is not None:
             out.append(p)
+    return out
+
+
+def transcribe_prompts(prompts: Sequence[Prompt], rows: dict[str, dict[str, Any]], transcriber: Any) -> list[Prompt]:
+    """``prompts`` with a text for those of audio-only rows (``rows``: id → manifest row; no transcript):
+    the words the row's audio speaks up to the prompt's end, as ``transcriber`` hears them (not exact).
+    Prompts that have a text are returned as they are."""
+    from speechrl.audio import SAMPLE_RATE, load_audio
+
+    todo = [i for i, p in enumerate(prompts) if not p.text]
+    out = list(prompts)
+    if not todo:
+        return out
+    wavs = []
+    for i in todo:
+        row = rows[prompts[i].id]
+        wav = load_audio(row["audio"], raw_sample_rate=row.get("raw_sample_rate"))
+        wavs.append(wav[: round(prompts[i].seconds * SAMPLE_RATE)])
+    for i, text in zip(todo, transcriber.transcribe(wavs)):
+        out[i] = replace(out[i], text=text.strip())
     return out
 
 

@@ -5,7 +5,7 @@
 
 ``manifest``
     a JSONL (or JSON array), CSV or TSV file: ``audio`` (relative to the manifest's folder, or absolute),
-    ``text``, and the task's columns — ``translation`` (AST), ``question`` + ``answer`` (spoken QA: one
+    ``text`` (optional for task ``audio``), and the task's columns — ``translation`` (AST), ``question`` + ``answer`` (spoken QA: one
     pair a row, rows of the same audio and id are merged into one row with several questions; a JSONL
     ``questions`` list of ``{question, answer}`` works too), ``keywords`` (a JSON list of strings; in CSV
     ``;``-separated) — plus optional ``id``, ``speaker`` (or ``voice``), ``split``, ``duration``. Other
@@ -57,8 +57,9 @@ every process), and a report ``{source, path, task, rows, rejected, by_reason, s
 ``"<kind>: <detail> (id …)"``. The kinds: ``missing audio``, ``not a file``, ``unreadable audio``,
 ``empty audio``, ``truncated audio``, ``bad samples`` (NaN/inf; only float files can hold them, and
 only those are decoded here), ``audio too short``, ``audio too long`` (``min_seconds``/``max_seconds``),
-``no audio column``, ``missing column`` (the task's: asr ``text``, ast ``translation``, sqa ``question``
-+ ``answer``), ``empty text``, ``bad value`` (a column of the wrong type), ``not UTF-8``,
+``no audio column``, ``missing column`` (the task's: ``text`` for every task but ``audio``, ast
+``translation``, sqa ``question`` + ``answer``), ``empty text`` (task ``audio``: a missing or blank
+transcript is ``""``, not a skip), ``bad value`` (a column of the wrong type), ``not UTF-8``,
 ``malformed line``, ``wrong column count``, ``duplicate id`` (the first row is kept), ``unknown split``.
 Audio is checked from its header (:func:`speechrl.audio.read_header`, ``check_audio``; headerless
 ``.raw``/``.pcm`` files at ``raw_sample_rate``, carried on their rows); full decoding happens in
@@ -87,13 +88,17 @@ from speechrl.data import readers
 from speechrl.data.readers import SPLIT_NAMES, Record
 
 SOURCES = ("manifest", "hf", "librispeech", "covost2", "librisqa")
-TASK_COLUMNS = {"asr": ("text",), "ast": ("translation",), "sqa": ("question", "answer")}
+TASK_COLUMNS = {"asr": ("text",), "ast": ("translation",), "sqa": ("question", "answer"), "tts": ("text",),
+                "audio": ()}
+"""Each task's required columns beside ``audio``; every task but ``audio`` (Align-SLM's speech
+continuation) needs ``text`` too."""
 SPEAKER_FALLBACKS = ("speaker", "speaker_id", "client_id", "voice")
 
 
 @dataclass
 class DataConfig:
-    manifest: str = doc("a JSONL / JSON / CSV / TSV manifest: audio (relative to it, or absolute), text, "
+    manifest: str = doc("a JSONL / JSON / CSV / TSV manifest: audio (relative to it, or absolute), text "
+                        "(optional for Align-SLM), "
                         "task columns (translation; question + answer; keywords), optional id/speaker/split", "",
                         path="exists")
     hf: str = doc("a 🤗 datasets save_to_disk folder, an audiofolder directory, a local folder "
@@ -205,11 +210,13 @@ class _Load:
             return "bad value", f"audio is {type(audio).__name__}, not a path", _str(f.get("id"))
         uid = _str(f.get("id")) or self._derived_id(path_str, data, rec.base)
         text = f.get("text")
+        if text is None and task == "audio":
+            text = ""
         if text is None:
             return "missing column", f"no {self.cfg.text_column!r} value", uid
         if not isinstance(text, str):
             return "bad value", f"text is {type(text).__name__}, not a string", uid
-        if not text.strip():
+        if not text.strip() and task != "audio":
             return "empty text", "blank transcript", uid
         translation = f.get("translation")
         if translation is not None and not isinstance(translation, str):

@@ -1,6 +1,6 @@
 """Align-SLM recipe (arXiv 2411.01834), end to end:
 
-    corpus → phoneme units → unit LM (TWIST-style warm start, next-unit pretraining) = "base"
+    corpus (or ``data:``) → phoneme units → unit LM (TWIST-style warm start, next-unit pretraining) = "base"
     for round k = 1..K (curriculum):
         train prompts (≈3 s, cut at a word end) → N continuations from the current model
         → vocoder → ASR → AI feedback (judge 1–5, auto-BLEU) → pairs with (s_c, s_r)[k]
@@ -12,6 +12,14 @@
 
 Every stage caches its result in ``--out`` (corpus, features and benchmarks in the shared cache), so a
 rerun resumes where the last one stopped.
+
+Your own data (``data:``, :mod:`speechrl.data.sources`, task ``audio``) takes the corpus's place and needs
+only ``audio`` (a ``text`` column is used when present, never required): its units are the unit LM's
+pretraining data (train; dev picks the checkpoint), the continued-NTP control's, the curriculum's train
+prompts and the ``eval_split`` prompts of the generative metrics. A prompt of a row without a transcript
+gets the words its audio speaks up to the prompt's end, transcribed by the recipe's ASR
+(:func:`~speechrl.align.continuations.transcribe_prompts`), for the judge to read. The minimal-pair
+benchmarks stay as they are: built from the corpus grammar and synthesized (``benchmarks``).
 
 ``summary.json``: ``metrics`` per system, ``baseline`` ("base") and ``intervals`` ``{system: {metric:
 {"diff", "low", "high", "significant"}}}``: each system's difference to the base with its paired bootstrap
@@ -26,6 +34,7 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +43,8 @@ import numpy as np
 from tqdm import tqdm
 
 from speechrl import checkpoint, fingerprint
-from speechrl.align.continuations import Prompt, corpus_prompts, sample_continuations, transcribe_units
+from speechrl.align.continuations import (Prompt, corpus_prompts, sample_continuations, transcribe_prompts,
+                                          transcribe_units)
 from speechrl.align.feedback import auto_bleu, continuation_nll
 from speechrl.align.judge import JudgeConfig, make_judge
 from speechrl.align.minimal_pairs import build_benchmark, evaluate_minimal_pairs
@@ -44,11 +54,12 @@ from speechrl.audio import save_audio
 from speechrl.config import ConfigError, check, doc
 from speechrl.corpus.build import CorpusConfig
 from speechrl.data.features import features
+from speechrl.data.sources import DataConfig
 from speechrl.eval.bootstrap import intervals, mean_stats
 from speechrl.models.hub import cache_dir, load_causal_lm, load_tokenizer
 from speechrl.models.unit_lm import UnitLM
 from speechrl.parallel import fixed_threads
-from speechrl.pipelines.common import corpus_rows
+from speechrl.pipelines.common import dataset_rows, kept_with_features
 from speechrl.runlog import MetricsLogger, atomic_write_text, read_json, write_json
 from speechrl.speech.units import BLANK_ID, Units
 from speechrl.trainers.dpo import DPOConfig, train_dpo
@@ -112,6 +123,7 @@ class BenchmarkConfig:
 @dataclass
 class AlignSLMRecipe:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     model: UnitModelConfig = field(default_factory=UnitModelConfig)
     pretrain: SFTConfig = field(default_factory=lambda: pretrain_config(
         batch_size=16, max_steps=300, max_tokens=128, eval_every=50, checkpoint_every=50))
@@ -201,14 +213,22 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
     logger = MetricsLogger(out)
     cur = recipe.curriculum
     check(cur, "curriculum.")  # a recipe built in code, not loaded, is checked here
-    corpus_dir, rows = corpus_rows(recipe.corpus)
+    check(recipe.data, "data.")
+    corpus_dir, rows, data_report = dataset_rows(recipe.data, recipe.corpus, "audio", out)
     feats = features(corpus_dir, rows, "units")
-    split = {s: [r for r in rows if r["split"] == s and r["id"] in feats] for s in ("train", "dev", "test")}
+    corpus_fingerprint = {"corpus": fingerprint.of_corpus(rows)} if recipe.data.source == "corpus" else {}
+    rows = kept_with_features(rows, feats, corpus_dir, out, data_report)
+    by_id = {r["id"]: r for r in rows}
+    split = {s: [r for r in rows if r["split"] == s] for s in ("train", "dev", "test")}
+    if empty := [s for s in dict.fromkeys(("train", "dev", recipe.eval_split)) if not split[s]]:
+        raise ValueError(f"data: no {' or '.join(empty)} utterances to pretrain, select or evaluate on "
+                         f"(splits of {data_report['path']}: {dict(Counter(r['split'] for r in rows))})")
     benches = benchmark_sets(recipe.benchmarks)
     train_prompts = corpus_prompts(split["train"], feats, recipe.sampling.prompt_seconds)
     test_prompts = corpus_prompts(split[recipe.eval_split], feats, recipe.sampling.prompt_seconds)
     test_prompts = [test_prompts[i] for i in sorted(np.random.default_rng(recipe.seed).permutation(len(test_prompts))[:recipe.test_prompts])]
     feedback = Feedback(recipe.judge)
+    test_prompts = transcribe_prompts(test_prompts, by_id, feedback.transcriber)  # audio-only rows: their words
     results_path = out / f"metrics_{recipe.eval_split}.json"  # cached per system
     samples_dir = out / ("eval_samples" if recipe.eval_split == "test" else f"eval_samples_{recipe.eval_split}")
     results: dict[str, Any] = read_json(results_path) if results_path.is_file() else {}
@@ -217,7 +237,8 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
     s = recipe.sampling
     fp_path = out / "fingerprints.json"  # the evaluations' entries are computed once, when they run
     fingerprints: dict[str, str] = read_json(fp_path) if fp_path.is_file() else {}
-    fingerprints.update(corpus=fingerprint.of_corpus(rows), units=fingerprint.of_features(feats),
+    # the synthetic corpus's audio is hashed; a user source is fingerprinted in run.json
+    fingerprints.update(**corpus_fingerprint, units=fingerprint.of_features(feats),
                         benchmarks=fingerprint.of_json({k: [_pair_units(p) for p in v] for k, v in benches.items()}))
 
     def continuations(model: UnitLM, prompts: list[Prompt], n: int, seed: int) -> list[list[list[int]]]:
@@ -265,7 +286,7 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
             model.eval()
             order = np.random.default_rng([recipe.seed, k]).permutation(len(train_prompts))
             chosen = order[: cur.prompts_per_round]
-            prompts = [train_prompts[i] for i in sorted(chosen)]
+            prompts = transcribe_prompts([train_prompts[i] for i in sorted(chosen)], by_id, feedback.transcriber)
             save_candidates(feedback(prompts, continuations(model, prompts, s.n, recipe.seed + k)), candidates_path)
         groups = load_candidates(candidates_path)
         s_c, s_r = cur.chosen_min[k - 1], cur.rejected_max[k - 1]
@@ -321,7 +342,7 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
     summary = {"test_size": len(test_prompts), "eval_split": recipe.eval_split, "wall_s": round(time.time() - start, 1),
                "metrics": {k: results[k] for k in systems}, "baseline": "base",
                "intervals": intervals(items, "base", systems), "training": training,
-               "benchmark_pairs": {k: len(v) for k, v in benches.items()},
+               "benchmark_pairs": {k: len(v) for k, v in benches.items()}, "data": data_report,
                "fingerprints": fingerprints}
     write_json(fp_path, fingerprints)
     write_json(out / "summary.json", summary)

@@ -29,13 +29,14 @@ def corpus_rows(cfg: CorpusConfig) -> tuple[Path, list[dict[str, Any]]]:
     return folder, load_manifest(folder)
 
 
-def dataset_rows(data: Any, corpus: CorpusConfig, task: str, out: Path
+def dataset_rows(data: Any, corpus: CorpusConfig, task: str, out: Path | None, corpus_dir: str | None = None
                  ) -> tuple[Path, list[dict[str, Any]], dict[str, Any]]:
     """(feature-cache folder, rows, report) of a recipe's data: the synthetic corpus when ``data`` names no
-    source, else the user's source (:func:`speechrl.data.sources.load_rows`; skipped rows in
-    ``<out>/rejected.jsonl``, written by the main process only — every rank reads the same rows)."""
+    source (the built folder ``corpus_dir`` when given, else ``corpus`` built once), else the user's source
+    (:func:`speechrl.data.sources.load_rows`; skipped rows in ``<out>/rejected.jsonl``, written by the
+    main process only — every rank reads the same rows; ``out`` None: not written)."""
     if data.source == "corpus":
-        folder, rows = corpus_rows(corpus)
+        folder, rows = (Path(corpus_dir), load_manifest(corpus_dir)) if corpus_dir else corpus_rows(corpus)
         return folder, rows, {"source": "corpus", "path": str(folder), "rows": len(rows), "rejected": 0,
                               "by_reason": {}}
     from speechrl.data.sources import data_key, load_rows
@@ -46,7 +47,7 @@ def dataset_rows(data: Any, corpus: CorpusConfig, task: str, out: Path
     return folder, rows, report
 
 
-def kept_with_features(rows: list[dict[str, Any]], feats: dict[str, Any], folder: Path, out: Path,
+def kept_with_features(rows: list[dict[str, Any]], feats: dict[str, Any], folder: Path, out: Path | None,
                        report: dict[str, Any]) -> list[dict[str, Any]]:
     """The rows that have features; the others (audio that failed to decode) are added to
     ``<out>/rejected.jsonl`` with the reason the feature stage recorded, and counted in ``report``."""

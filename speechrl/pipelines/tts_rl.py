@@ -1,6 +1,6 @@
 """TTS RL recipe (Tongyi TTS GRPO, arXiv 2509.18569, vs DiffRO, arXiv 2507.05911), end to end:
 
-    corpus → speech units (hama phonemes, cached) → SFT of the TTS LM (to its best dev NLL)
+    corpus (or ``data:``) → speech units (hama phonemes, cached) → SFT of the TTS LM (to its best dev NLL)
            → Token2Text reward model (ground-truth units → text)
            → from the SFT model: GRPO · DiffRO · GRPO+DiffRO naive · GRPO+DiffRO with sample filtering
            → held-out test texts synthesized, rendered (Piper) and transcribed (Whisper) → summary.json
@@ -9,6 +9,17 @@ Test texts are the test split's distinct sentences (held-out stories) that never
 their reference speech is the corpus audio (the held-out test voice), the ceiling is that speech's own
 units rendered through the same vocoder. Every stage caches its result in ``--out`` (the corpus in the
 shared cache), so a rerun resumes where the last one stopped.
+
+Your own data (``data:``, :mod:`speechrl.data.sources`, task ``tts``) takes the corpus's place: each row
+needs ``audio`` and its ``text`` (a row without one is rejected); the units the TTS LM learns to speak
+are extracted from that audio by the same feature stage. Nothing else is needed per row: the speech is
+always rendered by the one Piper phoneme vocoder (the units carry what is said and for how long, not
+who says it), so a ``speaker`` column only steers the split — by default whole speakers are held out
+for dev and test, as the corpus holds out its test voice — and the test split's audio is the reference
+speech whose units give the ceiling. ``unseen_texts`` and ``rl_texts`` work as on the corpus (the
+``rl_texts`` sentences come from the synthetic corpus's grammar, not from your data's domain; the default
+trains RL on your training texts); ``model.rate_head`` needs a numeric ``speed`` column (the corpus's
+speaking-rate multiplier). A split with no utterance left is an error before any training.
 
 ``summary.json``: ``metrics`` per system, ``baseline`` ("sft") and ``intervals`` ``{system: {metric:
 {"diff", "low", "high", "significant"}}}``: each RL system's corpus ``wer``/``cer`` difference to SFT with
@@ -20,6 +31,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,13 +41,14 @@ import torch
 from speechrl import checkpoint, fingerprint
 from speechrl.audio import save_audio
 from speechrl.config import ConfigError, check, doc
-from speechrl.corpus.build import CorpusConfig, load_manifest
+from speechrl.corpus.build import CorpusConfig
 from speechrl.corpus.grammar import fresh_sentences
 from speechrl.data.features import features
+from speechrl.data.sources import DataConfig
 from speechrl.eval.bootstrap import error_stats, intervals
 from speechrl.models.token2text import Token2Text
 from speechrl.models.tts_lm import DURATION_EDGES, SpeechVocab, TTSLM
-from speechrl.pipelines.common import corpus_rows
+from speechrl.pipelines.common import dataset_rows, kept_with_features
 from speechrl.rewards.tts import UnitRenderer
 from speechrl.runlog import MetricsLogger, atomic_write_text, read_json, write_json
 from speechrl.text import wer
@@ -79,6 +92,7 @@ class TTSModelConfig:
 class TTSRLRecipe:
     corpus: CorpusConfig = field(default_factory=tts_corpus)
     corpus_dir: str | None = doc("use this built corpus folder instead of building `corpus`", None, path="exists")
+    data: DataConfig = field(default_factory=DataConfig)
     model: TTSModelConfig = field(default_factory=TTSModelConfig)
     sft: SFTConfig = field(default_factory=lambda: tts_supervised(max_steps=800))
     token2text: SFTConfig = field(default_factory=lambda: tts_supervised(max_steps=400))
@@ -104,35 +118,51 @@ class TTSRLRecipe:
 
 
     def validate(self) -> None:
+        """Known systems; one data source: your ``data:`` or the corpus (``corpus_dir`` / ``corpus``)."""
         unknown = sorted(set(self.systems) - set(SYSTEMS))
         if unknown:
             raise ConfigError(f"systems: unknown system(s) {unknown}; choose from {sorted(SYSTEMS)}")
+        if self.corpus_dir and self.data.source != "corpus":
+            raise ConfigError(f"corpus_dir: set it or data.{self.data.source}, not both (one data source)")
 
-def splits(recipe: TTSRLRecipe) -> tuple[dict[str, list[TTSExample]], list[str]]:
-    """train / dev / test examples and the RL prompts (texts). Dev and test keep one utterance per
-    distinct text, and (``unseen_texts``) only texts never spoken in training — a dev utterance of a
-    training text in the training voice is a copy of a training example, so selecting on it rewards
-    memorizing. RL prompts: ``rl_texts`` new sentences (none of the corpus's), else the training texts."""
-    if recipe.corpus_dir:
-        corpus_dir, rows = Path(recipe.corpus_dir), load_manifest(recipe.corpus_dir)
-    else:
-        corpus_dir, rows = corpus_rows(recipe.corpus)
-    feats = features(corpus_dir, rows, "units")
-    out = {s: tts_examples([r for r in rows if r["split"] == s], feats) for s in ("train", "dev", "test")}
-    seen = {e.text for e in out["train"]} if recipe.unseen_texts else set()
+
+def splits(recipe: TTSRLRecipe, out: Path | None = None
+           ) -> tuple[dict[str, list[TTSExample]], list[str], dict[str, Any]]:
+    """train / dev / test examples, the RL prompts (texts) and the data report (rows used and rejected;
+    skipped rows written to ``<out>/rejected.jsonl``, none when ``out`` is None). Dev and test keep one
+    utterance per distinct text, and (``unseen_texts``) only texts never spoken in training — a dev
+    utterance of a training text in the training voice is a copy of a training example, so selecting on
+    it rewards memorizing. RL prompts: ``rl_texts`` new sentences (none of the data's), else the
+    training texts. A split left empty, or a rate head without speaking rates to learn, is an error
+    here, before any training."""
+    folder, rows, report = dataset_rows(recipe.data, recipe.corpus, "tts", out, recipe.corpus_dir)
+    feats = features(folder, rows, "units")
+    data_texts = {r["text"] for r in rows}  # RL's new sentences avoid every text of the data
+    rows = kept_with_features(rows, feats, folder, out, report)
+    data = {s: tts_examples([r for r in rows if r["split"] == s], feats) for s in ("train", "dev", "test")}
+    seen = {e.text for e in data["train"]} if recipe.unseen_texts else set()
     for s in ("dev", "test"):
         texts = set(seen)
         kept = []
-        for e in out[s]:
+        for e in data[s]:
             if e.text not in texts:
                 texts.add(e.text)
                 kept.append(e)
-        out[s] = kept
-    corpus_texts = {r["text"] for r in rows}
-    prompts = (fresh_sentences(recipe.rl_texts, recipe.corpus.seed, corpus_texts) if recipe.rl_texts
-               else [e.text for e in out["train"]])
-    out["test"] = out["test"][: recipe.test_examples or None]
-    return out, prompts
+        data[s] = kept
+    empty = [s for s, examples in data.items() if not examples]
+    if empty:
+        raise ValueError(f"data: no {' or '.join(empty)} utterances"
+                         + (" with a text unseen in training (set unseen_texts: false to keep the others)"
+                            if recipe.unseen_texts and "train" not in empty else "")
+                         + f"; splits of {report['path']}: {dict(Counter(r['split'] for r in rows))}")
+    if recipe.model.rate_head and len({e.speed for e in data["train"]}) < 2:
+        raise ValueError("model.rate_head: the training utterances have one speaking rate; give your rows a "
+                         "numeric `speed` column (the synthetic corpus's speaking-rate multiplier), or set "
+                         "model.rate_head: false")
+    prompts = (fresh_sentences(recipe.rl_texts, recipe.corpus.seed, data_texts) if recipe.rl_texts
+               else [e.text for e in data["train"]])
+    data["test"] = data["test"][: recipe.test_examples or None]
+    return data, prompts, report
 
 
 def _write_samples(out: Path, name: str, details: list[dict[str, Any]], n: int) -> None:
@@ -179,7 +209,7 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
     start = time.time()
     check(recipe)  # a recipe built in code, not loaded, is checked here
     logger = MetricsLogger(out)
-    data, prompts = splits(recipe)
+    data, prompts, data_report = splits(recipe, out)
     train, dev, test = data["train"], data["dev"], data["test"]
     results: dict[str, Any] = read_json(out / "metrics_test.json") if (out / "metrics_test.json").is_file() else {}
     items: dict[str, Any] = read_json(out / "items_test.json") if (out / "items_test.json").is_file() else {}
@@ -259,8 +289,8 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
                "intervals": intervals(items, "sft", systems),
                "ground_truth": results["ground_truth"], "token2text": results.get("token2text"),
                "training": {k: {kk: vv for kk, vv in v.items() if kk != "dev"} for k, v in training.items()},
-               "data": {"train": len(train), "dev": len(dev), "test": len(test), "rl_prompts": len(prompts),
-                        "speech_vocab": vocab.output_size},
+               "data": {**data_report, "train": len(train), "dev": len(dev), "test": len(test),
+                        "rl_prompts": len(prompts), "speech_vocab": vocab.output_size},
                "fingerprints": {"units": fingerprint.of_json({k: [(e.id, e.text, list(map(int, e.units.ids)),
                                                                    list(map(int, e.units.durations or [])))
                                                                   for e in v] for k, v in data.items()}),
