@@ -166,6 +166,35 @@ def test_load_policy_transcribes(whisper_cache, clips, monkeypatch):
     assert wer([t for t, _ in TEXTS[:2]], hyps) < 0.2, hyps
 
 
+def test_rollout_rows_decode_like_hf_generate_and_score_like_the_trainer(whisper_cache, clips, monkeypatch):
+    """GRPO's rollout on the real tiny.en: G = 4 rows per clip share the clip's cross-attention keys/values.
+    Greedy, every row's tokens equal HF ``generate``'s (the checkpoint's generation config; no token it
+    suppresses is chosen on these clips); sampled, the rollout's log-probs equal the trainer's
+    teacher-forced ones at the sampling temperature."""
+    import torch
+
+    from speechrl.models.native import load_policy
+    from speechrl.models.policy import PromptBatch, completion_mask
+
+    monkeypatch.setenv("SPEECHRL_CACHE", str(whisper_cache))
+    policy = load_policy("whisper-tiny.en").eval()
+    g = 4
+    feats = [policy.featurize(w) for w in clips]
+    with torch.no_grad():
+        enc = policy.encode(PromptBatch(feats, [""] * len(clips))).repeat(g)
+        ids = policy.generate(enc, max_new_tokens=40)
+        hf, _ = _hf_tokens(policy.model, _features(_folder(whisper_cache, "whisper-tiny.en")[0], clips), 40)
+        ours = [[t for t in row if t != policy.eos_token_id] for row in ids.tolist()]
+        assert ours == [row for row in hf for _ in range(g)]
+        torch.manual_seed(0)
+        ids, logps = policy.generate(enc, max_new_tokens=40, do_sample=True, temperature=0.8, return_logps=True)
+        mask = completion_mask(ids, policy.eos_token_id)
+        teacher = policy.completion_logps(enc, ids, mask, temperature=0.8)
+    diff = float(((teacher - logps) * mask).abs().max())
+    print(f"tiny.en rollout vs teacher forcing: max |Δ log p| {diff:.1e} over {int(mask.sum())} tokens")
+    assert diff < 1e-4  # measured 1.5e-5
+
+
 def _write_ct2(path, variables, aliases):
     """A hand-written CT2 model.bin (version 6) with the given (name, dtype id, array) variables."""
     def string(s):

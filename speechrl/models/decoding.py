@@ -1,12 +1,17 @@
 """Token-by-token decoding with a KV cache, and the one top-k / top-p sampler, for every hand-written
-decoder here (the TTS LM, the unit LM, Token2Text; the speech policies use Hugging Face ``generate``).
+decoder here (the TTS LM, the unit LM, Token2Text, the Whisper policy; the decoder-only speech policies
+use Hugging Face ``generate``).
 
     filter_logits(logits, top_k, top_p)                        → logits, removed tokens at −∞
     sample_next(logits, temperature, top_k, top_p, generator)   → one token per row [N]
     decode_cached(step, prompt, mask, next_inputs, pick, max_new_tokens, eos_id) → tokens [N, T]
 
-Sampling is temperature, then top-k, then nucleus filtering, then one ``torch.multinomial`` draw per
-step from the given generator, so a seeded generator gives the same tokens on every call.
+Sampling is temperature, then top-k, then nucleus filtering, then one inverse-CDF draw per row: a
+uniform u on [0, total mass) from the given generator and the first token whose cumulative
+probability exceeds u, i.e. token i with probability p_i exactly (up to rounding). It is the
+distribution ``torch.multinomial`` draws from, at one random number per row instead of
+``multinomial``'s one per vocabulary entry (its exponential race over 51,864 Whisper tokens was the
+largest cost of sampling). A seeded generator gives the same tokens on every call.
 """
 
 from __future__ import annotations
@@ -42,8 +47,12 @@ def sample_next(logits: Tensor, temperature: float, top_k: int = 0, top_p: float
     the tempered, top-k/top-p-filtered distribution."""
     if temperature <= 0:
         return logits.argmax(-1)
-    logits = filter_logits(logits / temperature, top_k, top_p)
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+    logits = filter_logits(logits if temperature == 1.0 else logits / temperature, top_k, top_p)
+    weights = (logits - logits.amax(-1, keepdim=True)).exp()  # softmax up to its normalization; −∞ → 0
+    cdf = weights.cumsum(-1, dtype=torch.float64)  # float64: the tail of a 50k vocabulary keeps its mass
+    u = torch.rand((logits.shape[0], 1), generator=generator, dtype=torch.float64, device=logits.device) * cdf[:, -1:]
+    # u < total, so the first index with cdf > u exists and its token has p > 0 (cdf rose there)
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1)
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ from transformers import PreTrainedModel
 
 from speechrl.losses.logps import token_logps
 from speechrl.models.native.common import NativePolicy, _default_whisper_extractor, collate_mel
+from speechrl.models.native.whisper_decoder import SharedClipDecoder, cross_keys_values
 from speechrl.models.policy import Encoded, PromptBatch, left_pad_ids
 
 
@@ -18,8 +19,9 @@ class WhisperPolicy(NativePolicy):
 
     Encode once, really: ``encode`` runs the encoder once per clip (or reads its cached output), and
     ``Encoded.repeat(G)`` repeats only the decoder prefix and the row → clip index ``source``; the G
-    samples of a prompt share the clip's encoder output *and* its cross-attention keys/values
-    (:meth:`cross_attention_cache`, computed once per clip in ``generate`` and in ``completion_logps``).
+    samples of a prompt share the clip's encoder output *and* its cross-attention keys/values, computed
+    once per clip in ``generate`` (where the G rows attend to them without per-row copies:
+    :mod:`~speechrl.models.native.whisper_decoder`) and in ``completion_logps``.
     ``generate`` continues the prefix with a KV-cached decoder loop, ``completion_logps`` teacher-forces
     the decoder on prefix + completion; decoder positions are counted from the mask, so padded
     prefixes of different lengths are exact.
@@ -92,18 +94,14 @@ class WhisperPolicy(NativePolicy):
                        {"encoder_hidden": hidden})
 
     def cross_attention_cache(self, enc: Encoded) -> Any:
-        """An ``EncoderDecoderCache`` whose cross-attention keys/values are computed once per clip and
-        gathered for the decoder rows (G samples of a prompt share their clip's projections)."""
+        """An ``EncoderDecoderCache`` for the teacher-forced decoder whose cross-attention keys/values
+        are computed once per clip and gathered for the decoder rows."""
         from transformers import DynamicCache, EncoderDecoderCache
 
-        hidden, source = enc.extra["encoder_hidden"], enc["source"]
+        source = enc["source"]
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        for i, layer in enumerate(self.model.model.decoder.layers):
-            attn = layer.encoder_attn
-            shape = (hidden.shape[0], -1, attn.num_heads, attn.head_dim)
-            keys = attn.k_proj(hidden).view(shape).transpose(1, 2)[source]
-            values = attn.v_proj(hidden).view(shape).transpose(1, 2)[source]
-            cache.cross_attention_cache.update(keys, values, i)
+        for i, (keys, values) in enumerate(cross_keys_values(self.model.model.decoder, enc.extra["encoder_hidden"])):
+            cache.cross_attention_cache.update(keys[source], values[source], i)
             cache.is_updated[i] = True
         return cache
 
@@ -120,9 +118,11 @@ class WhisperPolicy(NativePolicy):
                  top_p: float = 1.0, top_k: int = 0, return_logps: bool = False) -> Any:
         """Completion ids [N, T] (prefix removed), right-padded with EOS after it; ``(ids, logps)`` with
         ``return_logps=True`` (the sampled tokens' log-probs at ``temperature``, before top-p/k, as
-        :meth:`completion_logps` scores them). One decoder step a token with a KV cache
-        (:func:`speechrl.models.decoding.decode_cached`); nothing of Whisper's ``generate`` (suppressed
-        or forced tokens) is applied."""
+        :meth:`completion_logps` scores them). One decoder step a token
+        (:func:`speechrl.models.decoding.decode_cached`) through
+        :class:`~speechrl.models.native.whisper_decoder.SharedClipDecoder`: the G rows of a clip attend to
+        its cross-attention keys/values in one product, the self-attention cache is preallocated.
+        Nothing of Whisper's ``generate`` (suppressed or forced tokens) is applied."""
         from speechrl.models.decoding import decode_cached, sample_next
 
         prefix = enc["prefix"]
@@ -131,14 +131,16 @@ class WhisperPolicy(NativePolicy):
         logps: list[torch.Tensor] = []
 
         def pick(logits: torch.Tensor, _step: int) -> torch.Tensor:
-            nxt = sample_next(logits.float(), t, top_k, top_p)
+            nxt = sample_next(logits, t, top_k, top_p)
             if return_logps:
-                logps.append(torch.log_softmax(logits.float() / (t or 1.0), -1).gather(-1, nxt[:, None])[:, 0])
+                logps.append(token_logps(logits[:, None], nxt[:, None], t or 1.0)[:, 0])
             return nxt
 
-        ids = decode_cached(lambda x, m, pos, c: self._decoder_logits(x, m, pos, enc, c, keep=1)[:, -1],
+        decoder = SharedClipDecoder(self.model.model.decoder, enc.extra["encoder_hidden"], enc["source"],
+                                    prefix.shape[1] + max_new_tokens)
+        ids = decode_cached(lambda x, m, pos, _c: self.model.proj_out(decoder(x, m, pos)).float(),
                             prefix, enc["prefix_mask"], lambda tok: tok[:, None], pick, max_new_tokens,
-                            self.eos_token_id, cache=self.cross_attention_cache(enc))
+                            self.eos_token_id, cache=decoder)
         if not return_logps:
             return ids
         return ids, (torch.stack(logps, 1) if logps else ids.new_zeros(ids.shape, dtype=torch.float32))
