@@ -46,3 +46,25 @@ def test_align_slm_same_numbers_at_1_and_2_threads(tmp_path):
                                      for k in compare(one, two)}
     assert without_timings(one["metrics"]) == without_timings(two["metrics"])
     assert one["intervals"] == two["intervals"]
+
+
+def test_a_first_time_model_conversion_leaves_the_callers_random_stream_alone(monkeypatch):
+    """A seeded model built on an offline name gets the same weights whether or not this process converted
+    that model first (the conversion initialises a model object, which draws from torch's stream)."""
+    import torch
+
+    from speechrl.models import hub
+
+    def convert() -> Path:  # what a first-time conversion does to the stream
+        torch.nn.Linear(64, 64)
+        return Path("converted")
+
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    convert()
+    assert not torch.equal(torch.rand(3), expected)  # the conversion does move an unforked stream
+    monkeypatch.setitem(hub.OFFLINE, "a-model", convert)
+    torch.manual_seed(0)
+    assert hub.resolve("a-model") == "converted"
+    assert torch.equal(torch.rand(3), expected)
