@@ -19,6 +19,28 @@ def test_command_writes_manifest_summary_config_metrics(tiny_corpus):
     assert 0 <= summary["unit_roundtrip_wer"] <= 1.0 and summary["roundtrip_utterances"] == 4
 
 
+def test_a_dev_voice_speaks_every_dev_sentence_and_nothing_else():
+    import pytest
+
+    from speechrl.config import ConfigError
+
+    base = CorpusConfig(size=120, text="wordnet", voices=["espeak-us-m6", "espeak-us-m1", "piper-joe"],
+                        test_voice="espeak-us-klatt4")
+    _, before = plan(base)
+    _, rows = plan(CorpusConfig(**{**base.__dict__, "dev_voice": "espeak-us-f2"}))
+    dev = [r for r in rows if r["split"] == "dev"]
+    assert {r["voice"] for r in rows if r["voice"] == "espeak-us-f2"} and all(
+        r["split"] == "dev" for r in rows if r["voice"] == "espeak-us-f2")
+    by_sentence = {}
+    for r in dev:
+        by_sentence.setdefault((r["story_id"], r["sentence_index"]), []).append(r["voice"])
+    assert all(v.count("espeak-us-f2") == 1 for v in by_sentence.values())  # once per dev sentence
+    same = [(r["text"], r["voice"], r["speed"]) for r in before if r["split"] != "dev"]
+    assert same == [(r["text"], r["voice"], r["speed"]) for r in rows if r["split"] != "dev"]  # train, test as before
+    with pytest.raises(ConfigError, match="dev_voice"):
+        plan(CorpusConfig(**{**base.__dict__, "dev_voice": "espeak-us-klatt4"}))
+
+
 def test_splits_hold_out_stories_and_one_voice(tiny_corpus):
     rows = load_manifest(tiny_corpus)
     stories = {s: {r["story_id"] for r in rows if r["split"] == s} for s in ("train", "dev", "test")}

@@ -46,6 +46,9 @@ class CorpusConfig:
         "voices used in train/dev (and test); names from speechrl.speech.synthesize.VOICES",
         default_factory=lambda: ["piper-joe", "espeak-us-m6", "espeak-us-m1", "espeak-gb-m6"])
     test_voice: str = doc("voice heard only in the test split", "hibari")
+    dev_voice: str = doc("voice heard only in the dev split, speaking every dev sentence once as test_voice does "
+                         "every test sentence, so that selecting on dev rewards what the test measures: speech of "
+                         "a voice never heard in training (empty: dev uses the training voices)", "")
     voices_per_sentence: int = doc("each sentence is spoken by this many distinct voices", 2, ge=1)
     speeds: list[float] = doc("speaking-rate multipliers drawn per utterance", default_factory=lambda: [0.9, 1.0, 1.1],
                               gt=0)
@@ -62,7 +65,8 @@ class CorpusConfig:
         """Voices that exist, a test voice heard only in test, enough voices per sentence, room for train."""
         from speechrl.speech.synthesize import VOICES
 
-        for key, names in (("voices", self.voices), ("test_voice", [self.test_voice])):
+        for key, names in (("voices", self.voices), ("test_voice", [self.test_voice]),
+                           ("dev_voice", [self.dev_voice] if self.dev_voice else [])):
             unknown = [v for v in names if v not in VOICES]
             if unknown:
                 raise ConfigError(f"{key}: unknown voice(s) {unknown}; choose from {sorted(VOICES)}")
@@ -71,6 +75,8 @@ class CorpusConfig:
                               f"{len(self.voices)} voices; must be in 1..{len(self.voices)}")
         if self.test_voice in self.voices:
             raise ConfigError(f"test_voice: {self.test_voice!r} must not be one of the training voices")
+        if self.dev_voice and self.dev_voice in {*self.voices, self.test_voice}:
+            raise ConfigError(f"dev_voice: {self.dev_voice!r} must be neither a training voice nor the test voice")
         if self.dev_fraction + self.test_fraction >= 1:
             raise ConfigError(f"test_fraction: dev_fraction + test_fraction = "
                               f"{self.dev_fraction + self.test_fraction:g} leaves no stories to train on")
@@ -100,6 +106,8 @@ def plan(cfg: CorpusConfig) -> tuple[list[Story], list[dict[str, Any]]]:
             voices = rng.sample(cfg.voices, cfg.voices_per_sentence)
             if split == "test":  # the held-out voice speaks every test sentence once
                 voices[0] = cfg.test_voice
+            elif split == "dev" and cfg.dev_voice:  # and a second held-out voice every dev sentence
+                voices[0] = cfg.dev_voice
             for voice in voices:
                 rows.append({
                     "id": f"{story.id}-{k:02d}-{voice}",
@@ -207,6 +215,7 @@ def build_corpus(cfg: CorpusConfig, out: str | Path) -> dict[str, Any]:
         "num_stories": len(stories),
         "voices": sorted({r["voice"] for r in rows}),
         "test_voice": cfg.test_voice,
+        "dev_voice": cfg.dev_voice,
         "splits": {s: sum(r["split"] == s for r in rows) for s in SPLITS},
         "hours": round(sum(r["duration"] for r in rows) / 3600, 4),
         "rejected": len(rejects),

@@ -16,7 +16,10 @@ from speechrl.runlog import atomic_write_text
 
 def corpus_dir_for(cfg: CorpusConfig) -> Path:
     """The shared cache folder of the corpus ``cfg`` builds (same config → same folder)."""
-    key = hashlib.sha1(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    keys = to_dict(cfg)
+    if not keys["dev_voice"]:  # added later: corpora built without it keep their folders
+        del keys["dev_voice"]
+    key = hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:12]
     return cache_dir() / "corpora" / f"size{cfg.size}-seed{cfg.seed}-{key}"
 
 
