@@ -30,8 +30,11 @@ def test_sampler_is_greedy_at_zero_temperature_and_seeded_otherwise():
 
 
 def _draw_counts(logits: torch.Tensor, n: int, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
-    """How often each token of ``logits`` [V] is drawn in n draws (one batched call, seeded)."""
-    draws = sample_next(logits.expand(n, -1), temperature, top_k, top_p, torch.Generator().manual_seed(0))
+    """How often each token of ``logits`` [V] is drawn in n draws (seeded; batches of 500 rows: 20,000 rows
+    of a 51,864-token vocabulary at once would hold ~12 GB of float64 cumulative sums)."""
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.cat([sample_next(logits.expand(min(500, n - i), -1), temperature, top_k, top_p, generator)
+                       for i in range(0, n, 500)])
     return torch.bincount(draws, minlength=logits.shape[0]).double()
 
 
