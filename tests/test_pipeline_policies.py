@@ -141,6 +141,9 @@ def test_whisper_tiny_en_on_a_users_data_end_to_end(tmp_path, monkeypatch, recip
     assert summary["data"]["rejected"] == 2 and len((out / "rejected.jsonl").read_text().splitlines()) == 2
     assert summary["test_size"] == 2 and summary["metrics"]["zero_shot"]["wer"] < 0.5  # a converged model
     assert {"zero_shot", "sft", "grpo"} <= set(summary["metrics"])
+    # the recipe's hard-case selection: the converged model errs on few clips, RL never trains on nothing
+    selection = summary["rl_selection"]
+    assert selection["selected"] > 0 and selection["selected"] == 4 - selection.get("dropped_easy", 0)
     for system in ("zero_shot", "sft", "grpo"):  # each tested on the source's test utterances
         samples = [json.loads(line) for line in (out / "samples" / f"{system}.jsonl").read_text().splitlines()]
         assert [s["id"] for s in samples] == [f"{uid}/asr" for uid in test_ids]

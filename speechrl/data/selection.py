@@ -6,11 +6,13 @@
   against the reference ≥ ``hard_wer``);
 * **keyword-rich**: at least ``min_keywords`` keywords.
 
-Counts of what each filter removed are returned for the summary.
+Counts of what each filter removed are returned for the summary. When no candidate is hard, RL keeps
+them all (``no_hard_cases`` in the counts, and a warning) rather than training on nothing.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -57,9 +59,15 @@ def select_rl_data(examples: list[Example], cfg: SelectionConfig, task: str, pol
 
             hyps = predict(policy, kept, feats, max_new_tokens=40, desc="hard-case mining")
             errors = [sentence_wer(e.reference, h) for e, h in zip(kept, hyps)]
-        before = len(kept)
-        kept = [e for e, err in zip(kept, errors) if err >= cfg.hard_wer]
-        counts["dropped_easy"] = before - len(kept)
+        hard = [e for e, err in zip(kept, errors) if err >= cfg.hard_wer]
+        if hard:
+            counts["dropped_easy"] = len(kept) - len(hard)
+            kept = hard
+        else:  # nothing is hard: RL still has the (easy) candidates, and the summary says so
+            counts["no_hard_cases"] = len(kept)
+            print(f"speechrl: warning: selection.hard_cases: none of the {len(kept)} candidates has a WER of at "
+                  f"least hard_wer={cfg.hard_wer:g}; RL trains on all of them (rl_selection.json: no_hard_cases)",
+                  file=sys.stderr)
     if cfg.max_examples:
         kept = kept[: cfg.max_examples]
     counts["selected"] = len(kept)
