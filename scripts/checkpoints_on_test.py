@@ -13,12 +13,10 @@ import torch
 import yaml
 
 from speechrl import checkpoint
-from speechrl.data.tasks import task_examples
 from speechrl.eval.bootstrap import intervals
 from speechrl.eval.speech_tasks import evaluate, task_item_stats
 from speechrl.pipelines import load_recipe
-from speechrl.pipelines.common import dataset_rows, kept_with_features, policy_features
-from speechrl.pipelines.speech_grpo import new_policy
+from speechrl.pipelines.speech_grpo import prepare
 from speechrl.trainers.lora import add_lora
 
 
@@ -32,13 +30,8 @@ def main() -> None:
     config = yaml.safe_load((out / "config.yaml").read_text())
     config.pop("pipeline", None)
     recipe = load_recipe("speech_grpo", config)
-    scratch = out / "diag"
-    folder, rows, report = dataset_rows(recipe.data, recipe.corpus, recipe.task, scratch)
-    policy = new_policy(recipe.model, recipe.sft.seed)
-    feats = policy_features(folder, rows, policy)
-    rows = kept_with_features(rows, feats, folder, scratch, report)
-    test = task_examples([r for r in rows if r["split"] == "test"], recipe.task, recipe.max_questions)
-    test = test[: recipe.test_examples or None]
+    policy, feats, split, _, _ = prepare(recipe, out / "diag")
+    test = split["test"][: recipe.test_examples or None]
     checkpoint.load_weights(out / "sft" / "best" / "model.safetensors", policy)
     add_lora(policy, recipe.grpo.lora)
     items = json.loads((out / "items_test.json").read_text())

@@ -158,16 +158,23 @@ def stages(recipe: SpeechGRPORecipe) -> list[tuple[str, str, str | None]]:
     return trained + [(f"test {s}", "metrics_test.json", s) for s in systems]
 
 
-def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
-    out = Path(out)
-    start = time.time()
-    logger = MetricsLogger(out)
+def prepare(recipe: SpeechGRPORecipe, out: Path) -> tuple[Any, dict, dict[str, list], list[dict], dict[str, Any]]:
+    """The recipe's data and its untrained policy: (policy, features, train/dev/test examples, the rows
+    kept, the data report; skipped rows in ``<out>/rejected.jsonl``)."""
     corpus_dir, rows, data_report = dataset_rows(recipe.data, recipe.corpus, recipe.task, out)
     policy = new_policy(recipe.model, recipe.sft.seed)
     feats = policy_features(corpus_dir, rows, policy)
     rows = kept_with_features(rows, feats, corpus_dir, out, data_report)
     split = {s: task_examples([r for r in rows if r["split"] == s], recipe.task, recipe.max_questions)
              for s in ("train", "dev", "test")}
+    return policy, feats, split, rows, data_report
+
+
+def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
+    out = Path(out)
+    start = time.time()
+    logger = MetricsLogger(out)
+    policy, feats, split, rows, data_report = prepare(recipe, out)
     test = split["test"][: recipe.test_examples or None]
     max_new = recipe.grpo.max_new_tokens
     rl_name = "mpgrpo" if recipe.grpo.mixed_policy else "grpo"
