@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 T = TypeVar("T")
@@ -28,6 +30,11 @@ def pool_map(fn: Callable[[Any], Any], jobs: Iterable[Any], workers: int, chunks
         yield from pool.map(fn, jobs, chunksize=chunksize)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 MAX_DEFAULT_THREADS = 4  # a judgement, not measured: our models are small (≤ 135M, a few layers)
 
 
@@ -39,7 +46,7 @@ def default_threads() -> int:
     with 1 thread and 2.0–3.4 s with 2."""
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     return max(1, min(MAX_DEFAULT_THREADS, int(cores - load)))
 
@@ -70,6 +77,43 @@ def fixed_threads(threads: int = 1) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def output_to(log: str | Path) -> None:
+    """This process's stdout and stderr (progress bars, warnings) appended to ``log`` from now on: for a
+    process working beside others, whose output would interleave with theirs."""
+    log = Path(log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush(), sys.stderr.flush()
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1), os.dup2(fd, 2)
+
+
+@contextlib.contextmanager
+def beside(target: Callable[..., None], args: tuple[Any, ...], log: str | Path) -> Iterator[None]:
+    """``target(*args)`` in a second (spawned) process while the block runs, its output in ``log``, this
+    process on one torch thread fewer meanwhile (at least one); after the block, wait for it and raise
+    naming ``log`` if it failed. If the block raises, the second process is stopped."""
+    import torch
+
+    process = mp.get_context("spawn").Process(target=_logged, args=(target, args, str(log)), daemon=True)
+    process.start()
+    try:
+        with fixed_threads(max(1, torch.get_num_threads() - 1)):
+            yield
+    except BaseException:
+        process.terminate()
+        process.join()
+        raise
+    process.join()
+    if process.exitcode != 0:
+        raise RuntimeError(f"{getattr(target, '__name__', target)} failed beside this process "
+                           f"(exit code {process.exitcode}); its log: {log}")
+
+
+def _logged(target: Callable[..., None], args: tuple[Any, ...], log: str) -> None:
+    output_to(log)
+    target(*args)
 
 
 def process_state():

@@ -107,7 +107,7 @@ class MetricsLogger:
     """Appends one JSON line per step to ``metrics.jsonl`` (and TensorBoard when available). Under a
     multi-process launch only rank 0 writes (trainers log values already reduced over the ranks)."""
 
-    def __init__(self, out_dir: str | Path, tensorboard: bool = True):
+    def __init__(self, out_dir: str | Path, tensorboard: bool = True, wandb: bool = True):
         self.enabled = int(os.environ.get("RANK", "0")) == 0
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +121,8 @@ class MetricsLogger:
                 self._tb = SummaryWriter(str(self.out_dir / "tb"))
             except Exception:  # tensorboard not installed: JSONL is the record
                 self._tb = None
-        self._wandb = self._start_wandb() if self.enabled and os.environ.get("WANDB_PROJECT") else None
+        # wandb=False: a second process appending to the same run folder (one W&B run has one writer)
+        self._wandb = self._start_wandb() if wandb and self.enabled and os.environ.get("WANDB_PROJECT") else None
 
     def _start_wandb(self) -> Any:
         try:

@@ -12,6 +12,7 @@ import torch
 
 from speechrl.cli import main
 from speechrl.models.hub import load_tokenizer
+from speechrl.parallel import usable_cores
 from speechrl.speech.transcribe import offline_whisper_tokenizer
 from test_native import make_granite, make_qwen2_audio, make_whisper
 
@@ -46,6 +47,10 @@ def test_pretrained_policy_runs_the_asr_recipe_end_to_end(tmp_path, monkeypatch,
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["metrics"]) == {"zero_shot", "sft", "grpo", "sft_extra"}
     assert set(summary["intervals"]) == {"zero_shot", "grpo", "sft_extra"}
+    # on ≥ 2 cores the control trained beside GRPO, in a second process, for GRPO's time
+    assert (out / "sft_extra" / "log.txt").is_file() == (usable_cores() >= 2)
+    training = summary["training"]
+    assert training["sft_extra"]["train_s"] <= training["grpo"]["train_s"] + 3 * training["sft_extra"]["step_s"]
     assert all("wer" in m for m in summary["metrics"].values())
     assert len((out / "samples" / "zero_shot.jsonl").read_text().splitlines()) == 4
     # the SFT's best weights are a loadable checkpoint of the same class
@@ -57,10 +62,13 @@ def test_pretrained_policy_runs_the_asr_recipe_end_to_end(tmp_path, monkeypatch,
 
 def test_rl_from_zero_shot_adds_ibms_comparison_with_its_intervals(tmp_path, monkeypatch, recipe_cache):
     """rl_from_zero_shot: GRPO straight from the published model vs SFT from it for GRPO's wall time, and
-    each RL system's paired interval against its control."""
+    each RL system's paired interval against its control (the controls after their RL runs, in this
+    process: the other path than the default's on ≥ 2 cores)."""
     monkeypatch.setenv("SPEECHRL_CACHE", str(recipe_cache))
     out = tmp_path / "run"
-    assert main(run_args(out, tiny_folder("whisper", tmp_path / "whisper")) + ["--set", "rl_from_zero_shot=true"]) == 0
+    assert main(run_args(out, tiny_folder("whisper", tmp_path / "whisper")) + [
+        "--set", "rl_from_zero_shot=true", "--set", "controls_beside_rl=false"]) == 0
+    assert not list(out.glob("*/log.txt"))
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["metrics"]) == {"zero_shot", "sft", "grpo", "sft_extra", "grpo_from_zero_shot", "sft_equal_time"}
     assert set(summary["controls"]) == {"grpo vs sft_extra", "grpo_from_zero_shot vs sft_equal_time"}

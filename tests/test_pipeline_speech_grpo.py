@@ -52,9 +52,9 @@ def test_continued_sft_resumes_at_the_rate_the_schedule_had_reached():
     from speechrl.trainers.sft import SFTConfig
 
     cfg = SFTConfig(lr=3e-4, new_lr=1e-3, max_steps=400, warmup_steps=30, patience=3)
-    extra = continued_sft(cfg, best_step=350, budget_s=60.0)
+    extra = continued_sft(cfg, best_step=350)
     # linear decay after warm-up: (400 − 350) / (400 − 30) = 50 / 370 of the peak
     assert extra.lr == pytest.approx(3e-4 * 50 / 370) and extra.new_lr == pytest.approx(1e-3 * 50 / 370)
-    assert extra.warmup_steps == 0 and extra.time_budget_s == 60.0 and extra.patience == 0  # no early stop
-    assert continued_sft(cfg, best_step=15, budget_s=1.0).lr == pytest.approx(1.5e-4)  # mid warm-up: half the peak
-    assert continued_sft(cfg, best_step=400, budget_s=1.0).lr == pytest.approx(3e-5)  # the schedule's end: floor
+    assert extra.warmup_steps == 0 and extra.patience == 0  # no early stop: RL's time is its budget
+    assert continued_sft(cfg, best_step=15).lr == pytest.approx(1.5e-4)  # mid warm-up: half the peak
+    assert continued_sft(cfg, best_step=400).lr == pytest.approx(3e-5)  # the schedule's end: floor

@@ -14,7 +14,6 @@ trained models and only recomputes what is missing.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -23,6 +22,7 @@ from typing import Any
 
 from speechrl import config as C
 from speechrl.eval.metrics import TASK_METRIC, lower_is_better
+from speechrl.parallel import output_to, usable_cores
 from speechrl.pipelines import load_recipe, run_recipe
 from speechrl.runfolder import check_reuse
 from speechrl.runlog import write_json
@@ -131,8 +131,7 @@ def default_jobs(families: int) -> int:
     synthesis, the vocoder, CTranslate2 Whisper, the judge, Python loops between small matmuls), so
     families side by side at one thread each use the cores that one family leaves idle (measured on
     2 cores, 2026-12-04: one after another at one thread each, 26 min; side by side, README)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return families if cores >= 2 else 1
+    return families if usable_cores() >= 2 else 1
 
 
 def _run_family(name: str, overrides: list[str] | tuple[str, ...], out: Path, resume_anyway: bool,
@@ -140,10 +139,7 @@ def _run_family(name: str, overrides: list[str] | tuple[str, ...], out: Path, re
     """One family's recipe into ``out / name``: (its summary, its wall time). With ``log``, this process's
     output (progress bars, warnings) goes to that file: families running side by side would interleave."""
     if log is not None:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        sys.stdout.flush(), sys.stderr.flush()
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(fd, 1), os.dup2(fd, 2)
+        output_to(log)
     pipeline, recipe = recipe_for(name, overrides)
     t0 = time.time()
     result = run_recipe(pipeline, recipe, out / name, resume_anyway, threads)

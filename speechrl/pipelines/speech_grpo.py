@@ -12,12 +12,19 @@ metrics (ASR ``wer``/``cer``; spoken QA and translation ``bleu``), from the per-
 ``items_test.json``; ``controls`` holds the same against each RL system's control (``"grpo vs sft_extra"``,
 and with ``rl_from_zero_shot`` ``"grpo_from_zero_shot vs sft_equal_time"``).
 
+A control trains for as long as its RL system did. On a machine with two or more cores it trains
+beside it, in a second process (``controls_beside_rl``): both hold a core, the control stops once it has
+trained as long as RL (read from RL's ``result.json`` when RL finishes), and the recipe takes one stage's
+time instead of two; its progress goes to ``<out>/<control>/log.txt``.
+
 Every stage caches its result in ``--out`` (and the corpus in the shared cache), so a rerun resumes
 where the last one stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +41,7 @@ from speechrl.eval.bootstrap import intervals
 from speechrl.eval.speech_tasks import evaluate, task_item_stats
 from speechrl.models.speech_lm import SpeechLM
 from speechrl.data.sources import DataConfig
+from speechrl.parallel import beside, process_state, set_threads, usable_cores
 from speechrl.pipelines.common import dataset_rows, kept_with_features, policy_features, write_samples
 from speechrl.runlog import MetricsLogger, read_json, write_json
 from speechrl.trainers.grpo import SpeechGRPOConfig, train_grpo
@@ -80,6 +88,11 @@ class SpeechGRPORecipe:
         "pretrained policies: also train GRPO straight from the zero-shot model (grpo_from_zero_shot) and SFT "
         "from the zero-shot model for the same wall time (sft_equal_time) — IBM's comparison", False,
         affects_results=False)
+    controls_beside_rl: bool | None = doc(
+        "train each control (sft_extra, sft_equal_time) in a second process while its RL system trains, one "
+        "torch thread each, instead of after it; the budget is the same (it stops once it has trained as long "
+        "as RL did). None: when this machine has two or more cores and the recipe runs in one process",
+        None, affects_results=False)
 
     def validate(self) -> None:
         """The open-vocabulary corpus speaks plain sentences: it has no questions or translations; the
@@ -112,9 +125,9 @@ def new_policy(cfg: ModelConfig, seed: int = 0) -> Any:
     return policy
 
 
-def continued_sft(cfg: SFTConfig, best_step: int, budget_s: float) -> SFTConfig:
-    """The control ``sft_extra``: SFT resumed from its best weights for ``budget_s`` seconds (RL's training
-    time), at the learning rates its linear schedule had reached at ``best_step`` — at least a tenth of
+def continued_sft(cfg: SFTConfig, best_step: int) -> SFTConfig:
+    """The control ``sft_extra``: SFT resumed from its best weights for RL's training time
+    (:func:`train_control`), at the learning rates its linear schedule had reached at ``best_step`` — at least a tenth of
     the peak, so a run whose best was its last step still trains — decaying from there, no warm-up. A
     fresh schedule at the peak rate knocks a converged model off its optimum (measured, spoken QA: dev
     BLEU 32.8 → 0.0 in 50 steps; ASR: dev WER 0.41 → 0.49)."""
@@ -125,7 +138,52 @@ def continued_sft(cfg: SFTConfig, best_step: int, budget_s: float) -> SFTConfig:
         reached = (cfg.max_steps - best_step) / max(1, cfg.max_steps - warm)
     scale = min(1.0, max(0.1, reached))
     return SFTConfig(**{**cfg.__dict__, "lr": cfg.lr * scale, "new_lr": cfg.new_lr * scale, "warmup_steps": 0,
-                        "patience": 0, "time_budget_s": budget_s})
+                        "patience": 0})
+
+
+CONTROLS = ("sft_extra", "sft_equal_time")  # SFT continued from SFT's best · SFT from the zero-shot model
+
+
+def train_control(recipe: SpeechGRPORecipe, name: str, rl_stage: str, policy: Any, split: dict[str, list],
+                  feats: dict, out: Path, logger: MetricsLogger | None) -> dict[str, Any]:
+    """Control ``name`` (:data:`CONTROLS`) trained on ``policy`` (fresh from :func:`new_policy`) into
+    ``out / name`` until it has trained as long as RL stage ``rl_stage`` did — read from that stage's
+    ``result.json``, so a control trained beside its RL stage goes on until RL has finished."""
+    if name == "sft_extra":
+        sft = read_json(out / "sft" / "result.json")
+        checkpoint.load_weights(out / "sft" / "best" / "model.safetensors", policy)
+        cfg = continued_sft(recipe.sft, sft["best_step"])
+    else:
+        cfg = recipe.sft
+    rl_result = out / rl_stage / "result.json"
+    return train_sft(policy, split["train"], split["dev"], feats, recipe.task, cfg, out / name, logger, name,
+                     budget_s=lambda: read_json(rl_result)["train_s"] if rl_result.is_file() else None)
+
+
+def _control_process(recipe: SpeechGRPORecipe, name: str, rl_stage: str, out: Path) -> None:
+    """A control trained in a process of its own, on one torch thread: the recipe's data and a fresh
+    policy from the caches, its result in ``out / name`` where the main process then finds it."""
+    set_threads(1)
+    policy, feats, split, _, _ = prepare(recipe, out, record_rejects=False)
+    train_control(recipe, name, rl_stage, policy, split, feats, out, MetricsLogger(out, tensorboard=False,
+                                                                                   wandb=False))
+
+
+def controls_beside_rl(recipe: SpeechGRPORecipe) -> bool:
+    """Whether the controls train beside their RL stages (the option; by default on ≥ 2 cores, one process)."""
+    if recipe.controls_beside_rl is not None:
+        return recipe.controls_beside_rl
+    return usable_cores() >= 2 and process_state().num_processes == 1
+
+
+def rl_with_control(recipe: SpeechGRPORecipe, control: str | None, rl_stage: str, out: Path) -> Any:
+    """The block that trains RL stage ``rl_stage``: with ``control`` trained beside it in a second process
+    when :func:`controls_beside_rl` (its log in ``out / control / log.txt``), else as it is."""
+    if control is None or (out / control / "result.json").is_file() or not controls_beside_rl(recipe):
+        return contextlib.nullcontext()
+    print(f"{control}: trains beside {rl_stage} in a second process, progress in {out / control / 'log.txt'}",
+          file=sys.stderr)
+    return beside(_control_process, (recipe, control, rl_stage, out), out / control / "log.txt")
 
 
 def _from_zero_shot(recipe: SpeechGRPORecipe, split: dict[str, list], feats: dict, out: Path,
@@ -134,14 +192,13 @@ def _from_zero_shot(recipe: SpeechGRPORecipe, split: dict[str, list], feats: dic
     GRPO's wall time (each selected on dev as the main systems are)."""
     rl_policy = new_policy(recipe.model, recipe.sft.seed)
     rl_train, _ = select_rl_data(split["train"], recipe.selection, recipe.task, rl_policy, feats)
-    rl = train_grpo(rl_policy, rl_train, split["dev"], feats, recipe.task, recipe.grpo, out / "grpo_from_zero_shot",
-                    logger, "grpo_from_zero_shot")
-    test_eval("grpo_from_zero_shot", rl_policy)
+    with rl_with_control(recipe, "sft_equal_time", "grpo_from_zero_shot", out):
+        rl = train_grpo(rl_policy, rl_train, split["dev"], feats, recipe.task, recipe.grpo,
+                        out / "grpo_from_zero_shot", logger, "grpo_from_zero_shot")
+        test_eval("grpo_from_zero_shot", rl_policy)
     del rl_policy
     sft_policy = new_policy(recipe.model, recipe.sft.seed)
-    sft_cfg = SFTConfig(**{**recipe.sft.__dict__, "time_budget_s": rl["train_s"]})
-    sft = train_sft(sft_policy, split["train"], split["dev"], feats, recipe.task, sft_cfg, out / "sft_equal_time",
-                    logger, "sft_equal_time")
+    sft = train_control(recipe, "sft_equal_time", "grpo_from_zero_shot", sft_policy, split, feats, out, logger)
     test_eval("sft_equal_time", sft_policy)
     return {"grpo_from_zero_shot": rl, "sft_equal_time": sft}
 
@@ -158,13 +215,15 @@ def stages(recipe: SpeechGRPORecipe) -> list[tuple[str, str, str | None]]:
     return trained + [(f"test {s}", "metrics_test.json", s) for s in systems]
 
 
-def prepare(recipe: SpeechGRPORecipe, out: Path) -> tuple[Any, dict, dict[str, list], list[dict], dict[str, Any]]:
+def prepare(recipe: SpeechGRPORecipe, out: Path, record_rejects: bool = True
+            ) -> tuple[Any, dict, dict[str, list], list[dict], dict[str, Any]]:
     """The recipe's data and its untrained policy: (policy, features, train/dev/test examples, the rows
-    kept, the data report; skipped rows in ``<out>/rejected.jsonl``)."""
-    corpus_dir, rows, data_report = dataset_rows(recipe.data, recipe.corpus, recipe.task, out)
+    kept, the data report; skipped rows in ``<out>/rejected.jsonl`` when ``record_rejects``)."""
+    rejects = out if record_rejects else None
+    corpus_dir, rows, data_report = dataset_rows(recipe.data, recipe.corpus, recipe.task, rejects)
     policy = new_policy(recipe.model, recipe.sft.seed)
     feats = policy_features(corpus_dir, rows, policy)
-    rows = kept_with_features(rows, feats, corpus_dir, out, data_report)
+    rows = kept_with_features(rows, feats, corpus_dir, rejects, data_report)
     split = {s: task_examples([r for r in rows if r["split"] == s], recipe.task, recipe.max_questions)
              for s in ("train", "dev", "test")}
     return policy, feats, split, rows, data_report
@@ -200,22 +259,20 @@ def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
     # SFT baseline, trained to its best dev score
     sft = train_sft(policy, split["train"], split["dev"], feats, recipe.task, recipe.sft, out / "sft", logger)
     test_eval("sft", policy)
-    sft_weights = out / "sft" / "best" / "model.safetensors"
 
-    # RL from the SFT model, on the selected RL data
+    # RL from the SFT model, on the selected RL data (its control beside it, or after it)
     rl_train, selection = select_rl_data(split["train"], recipe.selection, recipe.task, policy, feats)
     write_json(out / "rl_selection.json", selection)
-    rl = train_grpo(policy, rl_train, split["dev"], feats, recipe.task, recipe.grpo, out / rl_name, logger, rl_name)
-    test_eval(rl_name, policy)
+    with rl_with_control(recipe, "sft_extra" if recipe.sft_extra else None, rl_name, out):
+        rl = train_grpo(policy, rl_train, split["dev"], feats, recipe.task, recipe.grpo, out / rl_name, logger,
+                        rl_name)
+        test_eval(rl_name, policy)
     del policy
 
     training.update({"sft": sft, rl_name: rl})
     if recipe.sft_extra:
         extra = new_policy(recipe.model, recipe.sft.seed)
-        checkpoint.load_weights(sft_weights, extra)
-        extra_cfg = continued_sft(recipe.sft, sft["best_step"], rl["train_s"])
-        training["sft_extra"] = train_sft(extra, split["train"], split["dev"], feats, recipe.task, extra_cfg,
-                                          out / "sft_extra", logger, "sft_extra")
+        training["sft_extra"] = train_control(recipe, "sft_extra", rl_name, extra, split, feats, out, logger)
         test_eval("sft_extra", extra)
 
     if recipe.rl_from_zero_shot:

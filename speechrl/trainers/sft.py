@@ -93,12 +93,15 @@ def mean_dev_loss(model: torch.nn.Module, dev: Sequence[Any], loss: LossFn, batc
 def train_supervised(model: torch.nn.Module, train: Sequence[Any], dev: Sequence[Any], loss: LossFn,
                      new_params: Sequence[torch.nn.Parameter], cfg: SFTConfig, out_dir: str | Path,
                      logger: MetricsLogger | None = None, stage: str = "sft",
-                     dev_score: DevScoreFn | None = None) -> dict[str, Any]:
+                     dev_score: DevScoreFn | None = None,
+                     budget_s: Callable[[], float | None] | None = None) -> dict[str, Any]:
     """Minimise ``loss(model, batch) → (mean over the batch's items, number of items)`` in place;
     model selection by ``dev_score(model, dev) → (score, metrics to log)``, higher is better (default:
     :func:`mean_dev_loss`). ``new_params`` get ``cfg.new_lr``, the other trainable parameters
     ``cfg.lr``. Returns ``{best_score, start_score, best_step, steps, train_s, step_s}`` (scores None
-    without a dev set); resumable; cached once finished (``result.json``)."""
+    without a dev set); resumable; cached once finished (``result.json``). ``budget_s``, asked before every
+    step, replaces ``cfg.time_budget_s``: the seconds of training allowed, None while not known yet (a
+    control trained beside the run whose time it gets, :mod:`speechrl.pipelines.speech_grpo`)."""
     out_dir = Path(out_dir)
     best_path = out_dir / "best" / "model.safetensors"
     if (out_dir / "result.json").is_file():  # finished before: reuse (the stage is cached)
@@ -138,10 +141,12 @@ def train_supervised(model: torch.nn.Module, train: Sequence[Any], dev: Sequence
     if state["best_score"] is None:
         evaluate_dev()  # the starting point competes too (matters for continued training)
     # a time-budgeted run (max_steps only a cap) shows its count and rate, not an ETA for the cap
-    bar = tqdm(total=None if cfg.time_budget_s else cfg.max_steps, initial=step, desc=stage, unit="step")
+    timed = budget_s is not None or bool(cfg.time_budget_s)
+    budget_s = budget_s or (lambda: cfg.time_budget_s or None)
+    bar = tqdm(total=None if timed else cfg.max_steps, initial=step, desc=stage, unit="step")
     model.train()
     while step < cfg.max_steps and not (cfg.patience and state["bad_evals"] >= cfg.patience):
-        if cfg.time_budget_s and state["train_s"] >= cfg.time_budget_s:
+        if (limit := budget_s()) is not None and state["train_s"] >= limit:
             break
         t0 = time.time()
         batch = rank_batch(train, step, cfg.batch_size, cfg.seed)
@@ -179,9 +184,11 @@ def train_supervised(model: torch.nn.Module, train: Sequence[Any], dev: Sequence
 
 
 def train_sft(policy: Any, train: list[Example], dev: list[Example], feats: dict, task: str, cfg: SFTConfig,
-              out_dir: str | Path, logger: MetricsLogger | None = None, stage: str = "sft") -> dict[str, Any]:
+              out_dir: str | Path, logger: MetricsLogger | None = None, stage: str = "sft",
+              budget_s: Callable[[], float | None] | None = None) -> dict[str, Any]:
     """SFT of a speech policy on the reference completions, to its best dev task score (WER, BLEU…: greedy
-    decoding); the new parts (:func:`new_parameters`) train at ``new_lr``. Returns :func:`train_supervised`'s result."""
+    decoding); the new parts (:func:`new_parameters`) train at ``new_lr``. Returns :func:`train_supervised`'s
+    result (``budget_s``: its time budget, asked before every step)."""
     policy.lm.get_input_embeddings().requires_grad_(cfg.train_embeddings)
 
     def loss(model: torch.nn.Module, batch: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,7 +199,8 @@ def train_sft(policy: Any, train: list[Example], dev: list[Example], feats: dict
         metrics, _ = evaluate(policy, list(dev), feats, task, cfg.max_tokens, semantic=False, desc=f"{stage} dev")
         return selection_score(task, metrics), metrics
 
-    return train_supervised(policy, train, dev, loss, new_parameters(policy), cfg, out_dir, logger, stage, dev_score)
+    return train_supervised(policy, train, dev, loss, new_parameters(policy), cfg, out_dir, logger, stage, dev_score,
+                            budget_s)
 
 
 def new_parameters(policy: Any) -> list[torch.nn.Parameter]:
