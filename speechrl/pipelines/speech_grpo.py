@@ -127,10 +127,10 @@ def new_policy(cfg: ModelConfig, seed: int = 0) -> Any:
 
 def continued_sft(cfg: SFTConfig, best_step: int) -> SFTConfig:
     """The control ``sft_extra``: SFT resumed from its best weights for RL's training time
-    (:func:`train_control`), at the learning rates its linear schedule had reached at ``best_step`` — at least a tenth of
-    the peak, so a run whose best was its last step still trains — decaying from there, no warm-up. A
-    fresh schedule at the peak rate knocks a converged model off its optimum (measured, spoken QA: dev
-    BLEU 32.8 → 0.0 in 50 steps; ASR: dev WER 0.41 → 0.49)."""
+    (:func:`train_control`), at the learning rates its linear schedule had reached at ``best_step`` — at
+    least a tenth of the peak, so a run whose best was its last step still trains — decaying from there,
+    no warm-up. A fresh schedule at the peak rate knocks a converged model off its optimum (measured,
+    spoken QA: dev BLEU 32.8 → 0.0 in 50 steps; ASR: dev WER 0.41 → 0.49)."""
     warm = min(cfg.warmup_steps, cfg.max_steps)
     if best_step < warm:
         reached = best_step / warm
@@ -141,12 +141,10 @@ def continued_sft(cfg: SFTConfig, best_step: int) -> SFTConfig:
                         "patience": 0})
 
 
-CONTROLS = ("sft_extra", "sft_equal_time")  # SFT continued from SFT's best · SFT from the zero-shot model
-
-
 def train_control(recipe: SpeechGRPORecipe, name: str, rl_stage: str, policy: Any, split: dict[str, list],
                   feats: dict, out: Path, logger: MetricsLogger | None) -> dict[str, Any]:
-    """Control ``name`` (:data:`CONTROLS`) trained on ``policy`` (fresh from :func:`new_policy`) into
+    """Control ``name`` — ``sft_extra`` (SFT continued from its best weights) or ``sft_equal_time`` (SFT
+    from the zero-shot model) — trained on ``policy`` (fresh from :func:`new_policy`) into
     ``out / name`` until it has trained as long as RL stage ``rl_stage`` did — read from that stage's
     ``result.json``, so a control trained beside its RL stage goes on until RL has finished."""
     if name == "sft_extra":
@@ -178,8 +176,10 @@ def controls_beside_rl(recipe: SpeechGRPORecipe) -> bool:
 
 def rl_with_control(recipe: SpeechGRPORecipe, control: str | None, rl_stage: str, out: Path) -> Any:
     """The block that trains RL stage ``rl_stage``: with ``control`` trained beside it in a second process
-    when :func:`controls_beside_rl` (its log in ``out / control / log.txt``), else as it is."""
-    if control is None or (out / control / "result.json").is_file() or not controls_beside_rl(recipe):
+    when :func:`controls_beside_rl` (its log in ``out / control / log.txt``) and neither has finished yet
+    (a resumed run trains what is left in this process), else as it is."""
+    done = [(out / stage / "result.json").is_file() for stage in (control or "", rl_stage)]
+    if control is None or any(done) or not controls_beside_rl(recipe):
         return contextlib.nullcontext()
     print(f"{control}: trains beside {rl_stage} in a second process, progress in {out / control / 'log.txt'}",
           file=sys.stderr)
