@@ -234,6 +234,7 @@ def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
     start = time.time()
     logger = MetricsLogger(out)
     policy, feats, split, rows, data_report = prepare(recipe, out)
+    data_report["prepare_s"] = round(time.time() - start, 1)  # corpus, features, encoder outputs (cached or not)
     test = split["test"][: recipe.test_examples or None]
     max_new = recipe.grpo.max_new_tokens
     rl_name = "mpgrpo" if recipe.grpo.mixed_policy else "grpo"
@@ -243,7 +244,9 @@ def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
     def test_eval(name: str, policy: Any) -> None:
         if name in results:
             return
+        t0 = time.time()
         metrics, hyps = evaluate(policy, test, feats, recipe.task, max_new, recipe.eval_batch_size, desc=f"test {name}")
+        metrics["eval_s"] = round(time.time() - t0, 1)
         items[name] = task_item_stats(recipe.task, hyps, [e.reference for e in test], [e.language for e in test])
         write_json(out / "items_test.json", items)  # before the metrics: a cached result always has its items
         results[name] = metrics
