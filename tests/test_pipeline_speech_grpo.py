@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from conftest import make_tiny_policy
 from speechrl.cli import main
@@ -53,8 +54,16 @@ def test_continued_sft_resumes_at_the_rate_the_schedule_had_reached():
 
     cfg = SFTConfig(lr=3e-4, new_lr=1e-3, max_steps=400, warmup_steps=30, patience=3)
     extra = continued_sft(cfg, best_step=350)
-    # linear decay after warm-up: (400 − 350) / (400 − 30) = 50 / 370 of the peak
+    # SFT's linear decay after warm-up had reached (400 − 350) / (400 − 30) = 50 / 370 of the peak
     assert extra.lr == pytest.approx(3e-4 * 50 / 370) and extra.new_lr == pytest.approx(1e-3 * 50 / 370)
-    assert extra.warmup_steps == 0 and extra.patience == 0  # no early stop: RL's time is its budget
+    assert extra.warmup_steps == 0 and extra.patience == 0 and extra.schedule == "constant"
+    assert extra.max_steps >= 100 * cfg.max_steps  # RL's time ends it, not SFT's step count
+    from speechrl.trainers.common import make_optimizer
+
+    optimizer, scheduler = make_optimizer([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": extra.lr}],
+                                          extra.max_steps, extra.warmup_steps, schedule=extra.schedule)
+    for _ in range(50):
+        optimizer.step(), scheduler.step()
+    assert scheduler.get_last_lr() == [extra.lr]  # held at the rate reached
     assert continued_sft(cfg, best_step=15).lr == pytest.approx(1.5e-4)  # mid warm-up: half the peak
     assert continued_sft(cfg, best_step=400).lr == pytest.approx(3e-5)  # the schedule's end: floor

@@ -127,10 +127,12 @@ def new_policy(cfg: ModelConfig, seed: int = 0) -> Any:
 
 def continued_sft(cfg: SFTConfig, best_step: int) -> SFTConfig:
     """The control ``sft_extra``: SFT resumed from its best weights for RL's training time
-    (:func:`train_control`), at the learning rates its linear schedule had reached at ``best_step`` — at
-    least a tenth of the peak, so a run whose best was its last step still trains — decaying from there,
-    no warm-up. A fresh schedule at the peak rate knocks a converged model off its optimum (measured,
-    spoken QA: dev BLEU 32.8 → 0.0 in 50 steps; ASR: dev WER 0.41 → 0.49)."""
+    (:func:`train_control`: that time, not a step count, ends it), at the learning rates its linear
+    schedule had reached at ``best_step`` — at least a tenth of the peak, so a run whose best was its
+    last step still trains — held there, no warm-up, no early stop. A fresh schedule at the peak rate
+    knocks a converged model off its optimum (measured, spoken QA: dev BLEU 32.8 → 0.0 in 50 steps;
+    ASR: dev WER 0.41 → 0.49); a decay over SFT's own ``max_steps`` capped the control below RL's time
+    (ASR, 2026-12-05: 400 steps in 694 s of GRPO's 1,860)."""
     warm = min(cfg.warmup_steps, cfg.max_steps)
     if best_step < warm:
         reached = best_step / warm
@@ -138,7 +140,10 @@ def continued_sft(cfg: SFTConfig, best_step: int) -> SFTConfig:
         reached = (cfg.max_steps - best_step) / max(1, cfg.max_steps - warm)
     scale = min(1.0, max(0.1, reached))
     return SFTConfig(**{**cfg.__dict__, "lr": cfg.lr * scale, "new_lr": cfg.new_lr * scale, "warmup_steps": 0,
-                        "patience": 0})
+                        "schedule": "constant", "max_steps": CONTROL_STEP_CAP, "patience": 0})
+
+
+CONTROL_STEP_CAP = 1_000_000  # the continued control's steps: in practice RL's time ends it long before
 
 
 def train_control(recipe: SpeechGRPORecipe, name: str, rl_stage: str, policy: Any, split: dict[str, list],

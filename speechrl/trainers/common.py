@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from transformers import get_linear_schedule_with_warmup
+from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from speechrl.models.policy import pad_completions
 
@@ -21,9 +21,14 @@ def make_accelerator(seed: int) -> Accelerator:
     return accelerator
 
 
-def make_optimizer(param_groups: list[dict], total_steps: int, warmup_steps: int, weight_decay: float = 0.0):
+def make_optimizer(param_groups: list[dict], total_steps: int, warmup_steps: int, weight_decay: float = 0.0,
+                   schedule: str = "linear"):
+    """AdamW and its schedule: linear warm-up, then ``linear`` decay to 0 at ``total_steps`` or a
+    ``constant`` rate."""
     groups = [g for g in param_groups if g["params"]]
     optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay)
+    if schedule == "constant":
+        return optimizer, get_constant_schedule_with_warmup(optimizer, warmup_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, max(total_steps, warmup_steps + 1))
     return optimizer, scheduler
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 from tqdm import tqdm
@@ -47,6 +47,9 @@ class SFTConfig:
     batch_size: int = doc("examples per step", 16, ge=1)
     max_steps: int = doc("upper bound on steps", 1500, ge=0)
     warmup_steps: int = doc("linear warm-up steps", 30, ge=0)
+    schedule: Literal["linear", "constant"] = doc("the learning rate after the warm-up: 'linear' decays to 0 at "
+                                                  "max_steps; 'constant' holds it (training a time budget ends)",
+                                                  "linear")
     weight_decay: float = doc("AdamW weight decay", 0.0, ge=0)
     eval_every: int = doc("evaluate on dev every N steps (and where training stops)", 100, ge=1)
     patience: int = doc("stop after this many dev evaluations without improvement (0: never)", 3, ge=0)
@@ -112,7 +115,7 @@ def train_supervised(model: torch.nn.Module, train: Sequence[Any], dev: Sequence
     pretrained = [p for p in model.parameters() if p.requires_grad and id(p) not in new_ids]
     optimizer, scheduler = make_optimizer([{"params": list(new_params), "lr": cfg.new_lr},
                                            {"params": pretrained, "lr": cfg.lr}],
-                                          cfg.max_steps, cfg.warmup_steps, cfg.weight_decay)
+                                          cfg.max_steps, cfg.warmup_steps, cfg.weight_decay, cfg.schedule)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     model = accelerator.unwrap_model(wrapped)
     dev = list(dev[: cfg.dev_examples or None])
