@@ -73,7 +73,7 @@ def main() -> None:
 
     def sft_policy() -> TTSLM:
         torch.manual_seed(recipe.sft.seed)
-        policy = TTSLM.create(vocab, recipe.model.lm, recipe.model.decoder_layers)
+        policy = TTSLM.create(vocab, recipe.model.lm, recipe.model.decoder_layers, recipe.model.text_input)
         checkpoint.load_weights(run / "sft" / "best" / "model.safetensors", policy)
         return policy
 

@@ -22,8 +22,8 @@ def _llama_config(vocab_size: int):
                        tie_word_embeddings=True)
 
 
-def tiny_tts_lm(seed: int = 0, vocab=None):
-    """A TTSLM over a 2-layer random Llama with the real SmolLM2 tokenizer."""
+def tiny_tts_lm(seed: int = 0, vocab=None, text_input: str = "bpe"):
+    """A TTSLM over a 2-layer random Llama with the real SmolLM2 tokenizer, reading ``text_input``."""
     from transformers import LlamaModel
 
     from speechrl.models.hub import load_tokenizer
@@ -31,7 +31,7 @@ def tiny_tts_lm(seed: int = 0, vocab=None):
 
     torch.manual_seed(seed)
     tok = load_tokenizer("smollm2-135m")
-    return TTSLM(LlamaModel(_llama_config(len(tok))), tok, vocab or tiny_vocab(), "tiny")
+    return TTSLM(LlamaModel(_llama_config(len(tok))), tok, vocab or tiny_vocab(), "tiny", text_input)
 
 
 def tiny_token2text(seed: int = 1, vocab=None, rate_classes=()):

@@ -5,6 +5,11 @@ Layout of one sequence (left-padded prompts, as :class:`~speechrl.models.speech_
     [text tokens of the LM's tokenizer] [SOS] s_1 s_2 … s_T [EOS]
      └── the text LM's own embeddings ─┘ └── new speech embeddings ──┘
 
+**What the LM reads** (``text_input``, :data:`TEXT_INPUTS`): ``"bpe"`` the text LM's own tokens (above);
+``"phonemes"`` the text's phonemes instead (hama's G2P, :func:`~speechrl.speech.units.text_phonemes`, in
+the units' own ids, through a new phoneme embedding), so synthesis becomes copying the phonemes in order
+while choosing their durations; ``"both"`` the BPE tokens, then the phonemes, then SOS.
+
 The text LM (SmolLM2-135M offline, truncated to a few decoder layers for CPU) is kept without its text
 head: a new **speech head** scores the speech vocabulary only (as CosyVoice2), so policy logits, the
 Gumbel-Softmax relaxation of DiffRO and the full-vocabulary KL all live on the small speech vocabulary.
@@ -27,7 +32,7 @@ import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence, get_args
 
 import numpy as np
 import torch
@@ -38,9 +43,13 @@ from speechrl.models.decoding import decode_cached, sample_next
 from speechrl.models.hub import load_causal_lm, load_tokenizer, read_model_folder, save_model_folder
 from speechrl.models.policy import Encoded, completion_mask, left_pad_embeds
 from speechrl.models.speech_lm import truncate_layers
-from speechrl.speech.units import WORD_BOUNDARY_ID, Units
+from speechrl.speech.units import BLANK_ID, WORD_BOUNDARY_ID, Units, text_phonemes
 
-__all__ = ["SpeechVocab", "FactoredEmbedding", "TTSLM", "DURATION_EDGES"]
+__all__ = ["SpeechVocab", "FactoredEmbedding", "TTSLM", "DURATION_EDGES", "TEXT_INPUTS", "TextInput"]
+
+TextInput = Literal["bpe", "phonemes", "both"]
+TEXT_INPUTS: tuple[str, ...] = get_args(TextInput)
+"""What a TTS LM reads: the text LM's BPE tokens, the text's G2P phonemes, or both (BPE first)."""
 
 DURATION_EDGES = (1, 2, 3, 4, 6, 9, 14)
 """Lower bounds (frames at 50 fps) of the duration classes: 1, 2, 3, 4–5, 6–8, 9–13, ≥14."""
@@ -177,17 +186,25 @@ class TTSLM(nn.Module):
     Same interface as the speech policies (:mod:`speechrl.models.policy`): :meth:`encode` (texts →
     prompt embeddings, once per prompt), :meth:`generate`, :meth:`completion_logps`, plus
     :meth:`speech_logits` (teacher-forced logits over the speech vocabulary, for DiffRO and the full KL)
-    and :meth:`to_units` (tokens → units for the vocoder).
+    and :meth:`to_units` (tokens → units for the vocoder). ``text_input`` (:data:`TEXT_INPUTS`): what the
+    prompt holds; with phonemes, :attr:`phoneme_embed` embeds hama's phoneme ids (``0..189``).
     """
 
-    def __init__(self, lm: nn.Module, tokenizer: Any, vocab: SpeechVocab, lm_name: str = ""):
+    def __init__(self, lm: nn.Module, tokenizer: Any, vocab: SpeechVocab, lm_name: str = "",
+                 text_input: TextInput = "bpe"):
         super().__init__()
+        if text_input not in TEXT_INPUTS:
+            raise ValueError(f"text_input must be one of {TEXT_INPUTS}, got {text_input!r}")
         self.lm = lm
         self.tokenizer = tokenizer
         self.vocab = vocab
         self.lm_name = lm_name
+        self.text_input = text_input
         dim = lm.config.hidden_size
         std = float(lm.get_input_embeddings().weight.detach().std())
+        self.phoneme_embed = nn.Embedding(BLANK_ID, dim) if text_input != "bpe" else None
+        if self.phoneme_embed is not None:
+            nn.init.normal_(self.phoneme_embed.weight, std=std)
         self.speech_embed = FactoredEmbedding(vocab.num_units, vocab.num_durations, 2, dim, std)
         self.speech_head = nn.Linear(dim, vocab.output_size)
         nn.init.normal_(self.speech_head.weight, std=0.02)
@@ -196,10 +213,12 @@ class TTSLM(nn.Module):
         self.pad_token_id = vocab.eos_id
 
     @classmethod
-    def create(cls, vocab: SpeechVocab, lm_name: str = "smollm2-135m", decoder_layers: int | None = 4) -> "TTSLM":
-        """A new TTS LM from a pretrained text LM (optionally truncated) with fresh speech embeddings/head."""
+    def create(cls, vocab: SpeechVocab, lm_name: str = "smollm2-135m", decoder_layers: int | None = 4,
+               text_input: TextInput = "bpe") -> "TTSLM":
+        """A new TTS LM from a pretrained text LM (optionally truncated) with fresh speech embeddings/head
+        (and phoneme embeddings when it reads phonemes)."""
         causal = truncate_layers(load_causal_lm(lm_name), decoder_layers)
-        return cls(causal.model, load_tokenizer(lm_name), vocab, lm_name)
+        return cls(causal.model, load_tokenizer(lm_name), vocab, lm_name, text_input)
 
     @property
     def device(self) -> torch.device:
@@ -208,16 +227,34 @@ class TTSLM(nn.Module):
     def text_embeddings(self) -> nn.Module:
         return self.lm.get_input_embeddings()
 
+    def new_parameters(self) -> list[nn.Parameter]:
+        """The parameters trained from scratch (speech embeddings and head, phoneme embeddings): SFT gives
+        them the new-parts learning rate."""
+        new = [*self.speech_embed.parameters(), *self.speech_head.parameters()]
+        return new + (list(self.phoneme_embed.parameters()) if self.phoneme_embed is not None else [])
+
     # -- prompts ----------------------------------------------------------------------------
+    def prompt_ids(self, text: str) -> dict[str, list[int]]:
+        """What the LM reads of ``text`` (``text_input``): ``{"bpe": token ids}`` and/or ``{"phonemes":
+        hama phoneme ids}`` (:func:`~speechrl.speech.units.text_phonemes`), in prompt order."""
+        out = {}
+        if self.text_input in ("bpe", "both"):
+            out["bpe"] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if self.text_input in ("phonemes", "both"):
+            out["phonemes"] = text_phonemes(text).ids
+        return out
+
     def encode(self, texts: Sequence[str]) -> Encoded:
-        """Texts → left-padded ``[text tokens][SOS]`` embeddings ``embeds`` [B, P, D] and ``mask``."""
+        """Texts → left-padded ``[prompt][SOS]`` embeddings ``embeds`` [B, P, D] and ``mask``; the prompt
+        is :meth:`prompt_ids` embedded (BPE tokens by the text LM, phonemes by :attr:`phoneme_embed`)."""
         device = self.device
-        embed = self.text_embeddings()
+        tables = {"bpe": self.text_embeddings(), "phonemes": self.phoneme_embed}
         sos = self.speech_embed(torch.tensor([self.vocab.sos_id], device=device))
         rows = []
         for text in texts:
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            rows.append(torch.cat([embed(torch.tensor(ids, dtype=torch.long, device=device)), sos]))
+            parts = [tables[kind](torch.tensor(ids, dtype=torch.long, device=device))
+                     for kind, ids in self.prompt_ids(text).items()]
+            rows.append(torch.cat([*parts, sos]))
         return left_pad_embeds(rows)
 
     # -- sampling ---------------------------------------------------------------------------
@@ -289,11 +326,15 @@ class TTSLM(nn.Module):
     # -- persistence ------------------------------------------------------------------------
     def save_pretrained(self, folder: str | Path) -> Path:
         """``lm/`` (HF base-model folder, safetensors; a LoRA adapter merged), ``speech.safetensors``
-        (speech embeddings and head), ``tts_lm.json`` (vocabulary, text LM name)."""
-        state = {f"speech_embed.{k}": v for k, v in self.speech_embed.state_dict().items()}
-        state.update({f"speech_head.{k}": v for k, v in self.speech_head.state_dict().items()})
+        (speech embeddings and head, phoneme embeddings), ``tts_lm.json`` (vocabulary, text LM name, text
+        input)."""
+        parts = {"speech_embed": self.speech_embed, "speech_head": self.speech_head,
+                 "phoneme_embed": self.phoneme_embed}
+        state = {f"{name}.{k}": v for name, part in parts.items() if part is not None
+                 for k, v in part.state_dict().items()}
         return save_model_folder(folder, self.lm, self.tokenizer, state, "speech.safetensors",
-                                 {"vocab": self.vocab.to_dict(), "lm_name": self.lm_name}, "tts_lm.json")
+                                 {"vocab": self.vocab.to_dict(), "lm_name": self.lm_name,
+                                  "text_input": self.text_input}, "tts_lm.json")
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "TTSLM":
@@ -301,6 +342,7 @@ class TTSLM(nn.Module):
 
         meta, tokenizer, tensors = read_model_folder(folder, "speech.safetensors", "tts_lm.json")
         lm = AutoModel.from_pretrained(str(Path(folder) / "lm"), use_safetensors=True)
-        model = cls(lm, tokenizer, SpeechVocab.from_dict(meta["vocab"]), meta["lm_name"])
+        model = cls(lm, tokenizer, SpeechVocab.from_dict(meta["vocab"]), meta["lm_name"],
+                    meta.get("text_input", "bpe"))
         model.load_state_dict(tensors, strict=False)
         return model

@@ -1,6 +1,7 @@
 """TTS RL recipe (Tongyi TTS GRPO, arXiv 2509.18569, vs DiffRO, arXiv 2507.05911), end to end:
 
-    corpus (or ``data:``) → speech units (hama phonemes, cached) → SFT of the TTS LM (to its best dev NLL)
+    corpus (or ``data:``) → speech units (hama phonemes, cached) → SFT of the TTS LM (to its best dev NLL;
+           it reads the text's BPE tokens, its G2P phonemes or both: ``model.text_input``)
            → Token2Text reward model (ground-truth units → text)
            → from the SFT model: GRPO · DiffRO · GRPO+DiffRO naive · GRPO+DiffRO with sample filtering
            → held-out test texts synthesized, rendered (Piper) and transcribed (Whisper) → summary.json
@@ -47,7 +48,7 @@ from speechrl.data.features import features
 from speechrl.data.sources import DataConfig
 from speechrl.eval.bootstrap import error_stats, intervals
 from speechrl.models.token2text import Token2Text
-from speechrl.models.tts_lm import DURATION_EDGES, SpeechVocab, TTSLM
+from speechrl.models.tts_lm import DURATION_EDGES, SpeechVocab, TextInput, TTSLM
 from speechrl.pipelines.common import dataset_rows, kept_with_features
 from speechrl.rewards.tts import UnitRenderer
 from speechrl.runlog import MetricsLogger, atomic_write_text, read_json, write_json
@@ -82,6 +83,9 @@ def tts_supervised(max_steps: int) -> SFTConfig:
 class TTSModelConfig:
     lm: str = doc("text LM: 'smollm2-135m' (offline default), a hub id or a local folder", "smollm2-135m", path="model")
     decoder_layers: int | None = doc("TTS LM: keep the first N decoder layers (None: all)", 2, ge=1)
+    text_input: TextInput = doc("what the TTS LM reads: 'bpe' (the text LM's tokens), 'phonemes' (the text's "
+                                "hama G2P phonemes, in the speech units' ids) or 'both' (BPE, then phonemes)",
+                                "bpe")
     token2text_layers: int | None = doc("Token2Text: keep the first N decoder layers (None: all)", 2, ge=1)
     duration_edges: list[int] = doc("lower bounds (frames) of the duration classes of a speech token",
                                     default_factory=lambda: list(DURATION_EDGES), ge=0)
@@ -242,7 +246,7 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
 
     def new_policy() -> TTSLM:  # new speech rows initialised from the SFT seed: reruns reproduce
         torch.manual_seed(recipe.sft.seed)
-        return TTSLM.create(vocab, recipe.model.lm, recipe.model.decoder_layers)
+        return TTSLM.create(vocab, recipe.model.lm, recipe.model.decoder_layers, recipe.model.text_input)
 
     # SFT baseline, to its best dev NLL
     policy = new_policy()

@@ -96,9 +96,8 @@ def train_tts_lm(model: Any, train: Sequence[TTSExample], dev: Sequence[TTSExamp
                  out_dir: str | Path, logger: MetricsLogger | None = None, stage: str = "sft") -> dict[str, Any]:
     """SFT of the TTS LM on (text → ground-truth speech tokens), to its best dev NLL."""
     _freeze_text_embeddings(model, model.text_embeddings(), cfg.train_embeddings)
-    new = list(model.speech_embed.parameters()) + list(model.speech_head.parameters())
-    return train_supervised(model, train, dev, lambda m, b: tts_nll(m, b, cfg.max_tokens), new, cfg, out_dir,
-                            logger, stage)
+    return train_supervised(model, train, dev, lambda m, b: tts_nll(m, b, cfg.max_tokens), model.new_parameters(),
+                            cfg, out_dir, logger, stage)
 
 
 def train_token2text(model: Any, train: Sequence[TTSExample], dev: Sequence[TTSExample], cfg: SFTConfig,

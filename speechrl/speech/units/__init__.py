@@ -28,9 +28,12 @@ Frame-level back ends return one unit per frame (durations all 1); :meth:`UnitTo
 (run-length: collapse repeats, sum durations) gives the deduplicated sequence a unit LM is trained
 on (TWIST removes duplicates); the durations are what a TTS/vocoder needs.
 
+Text, not audio: :func:`text_phonemes` gives a text's phonemes in the same hama ids (hama's G2P, no
+durations; :mod:`~speechrl.speech.units.g2p`), what a TTS LM can read instead of BPE tokens.
+
 Modules: :mod:`~speechrl.speech.units.base` (:class:`Units`, :func:`dedup`, the interface),
-:mod:`~speechrl.speech.units.phoneme` (hama) and :mod:`~speechrl.speech.units.kmeans` (MFCC / HuBERT
-k-means); everything is importable from here.
+:mod:`~speechrl.speech.units.phoneme` (hama), :mod:`~speechrl.speech.units.kmeans` (MFCC / HuBERT
+k-means) and :mod:`~speechrl.speech.units.g2p` (text → phonemes); everything is importable from here.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from speechrl.speech.units.base import Units, UnitTokenizer, dedup
+from speechrl.speech.units.g2p import text_phonemes
 from speechrl.speech.units.kmeans import (HubertKMeansTokenizer, MFCCKMeansTokenizer, _KMeansTokenizer, kmeans_fit,
                                           mfcc_features)
 from speechrl.speech.units.phoneme import (BLANK_ID, WORD_BOUNDARY, WORD_BOUNDARY_ID, PhonemeUnitTokenizer,
@@ -56,6 +60,7 @@ __all__ = [
     "mfcc_features",
     "kmeans_fit",
     "hama_tokens",
+    "text_phonemes",
     "UNIT_TOKENIZERS",
     "WORD_BOUNDARY_ID",
     "BLANK_ID",
