@@ -183,8 +183,8 @@ def rl_with_control(recipe: SpeechGRPORecipe, control: str | None, rl_stage: str
     """The block that trains RL stage ``rl_stage``: with ``control`` trained beside it in a second process
     when :func:`controls_beside_rl` (its log in ``out / control / log.txt``) and neither has finished yet
     (a resumed run trains what is left in this process), else as it is."""
-    done = [(out / stage / "result.json").is_file() for stage in (control or "", rl_stage)]
-    if control is None or any(done) or not controls_beside_rl(recipe):
+    if control is None or not controls_beside_rl(recipe) or any(
+            (out / stage / "result.json").is_file() for stage in (control, rl_stage)):
         return contextlib.nullcontext()
     print(f"{control}: trains beside {rl_stage} in a second process, progress in {out / control / 'log.txt'}",
           file=sys.stderr)
