@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/tts_sft_dev.py OUT [--ceiling] [--samples 4] [key=value ...]
     .venv/bin/python scripts/tts_sft_dev.py runs/tts-input/phonemes model.text_input=phonemes
-    .venv/bin/python scripts/tts_sft_dev.py runs/tts-input/extra1000 --extra 1000 model.text_input=phonemes
+    .venv/bin/python scripts/tts_sft_dev.py runs/tts-input/extra1000 extra_speech=1000 model.text_input=phonemes
 
 Trains the TTS recipe's SFT (its defaults with the overrides, to its best dev NLL) into ``OUT/sft``, then
 renders the unseen dev texts (``dev`` of :func:`speechrl.pipelines.tts_rl.splits`; the first
@@ -14,29 +14,22 @@ transcript holds, averaged over the texts with keywords), mean ``tokens`` and ``
 samples also the mean over texts of the best sample's WER (``best_of_wer``) and of the best sample's
 keyword recall (``keyword_recall_any``): what a GRPO group has to reinforce. Nothing here reads the test split's speech.
 
-``--extra N`` adds N paired utterances to SFT's training set: new sentences of the corpus grammar (none in
-train/dev/test, :func:`~speechrl.corpus.grammar.fresh_sentences`) spoken by the training voice at the
-corpus's speeds, their hama units extracted as the corpus's are (cached in ``OUT/extra.json``) — the
-cheapest route to more units with durations.
+The recipe's ``extra_speech=N`` adds N paired utterances to SFT's training set: new sentences of the corpus
+grammar (none in train/dev/test) spoken by the training voices at the corpus's speeds, their hama units
+extracted as the corpus's are (:func:`speechrl.pipelines.common.extra_speech_rows`) — the cheapest route to
+more units with durations. (Until 2026-12-05 this script's ``--extra N`` built them itself.)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
-from speechrl.audio import SAMPLE_RATE
-from speechrl.corpus.grammar import fresh_sentences
-from speechrl.speech.synthesize import get_voice, synthesize
-from speechrl.speech.units import make_unit_tokenizer
 
 from speechrl.eval.tts import DecodeConfig, evaluate_tts, tts_metrics
 from speechrl.models.tts_lm import SpeechVocab, TTSLM
@@ -46,7 +39,7 @@ from speechrl.pipelines.tts_rl import TTSRLRecipe, splits
 from speechrl.rewards.asr import keyword_precision_recall
 from speechrl.rewards.tts import UnitRenderer
 from speechrl.runlog import MetricsLogger, read_json, write_json
-from speechrl.trainers.tts_sft import TTSExample, train_tts_lm, tts_examples
+from speechrl.trainers.tts_sft import train_tts_lm
 
 
 def keyword_recalls(texts: Sequence[str], hyps: Sequence[str], keywords: Sequence[list[str]]) -> list[float]:
@@ -82,27 +75,10 @@ def sampled(policy: TTSLM, dev: list, renderer: UnitRenderer, n: int, temperatur
             "samples": n, "temperature": temperature}
 
 
-def extra_examples(recipe: TTSRLRecipe, n: int, exclude: set[str], cache: Path) -> list[TTSExample]:
-    """``n`` new grammar sentences spoken by the recipe's first training voice, with their hama units."""
-    if not cache.is_file():
-        voice, rng, rows = get_voice(recipe.corpus.voices[0]), random.Random(f"extra-{n}"), []
-        t0 = time.time()
-        for i, text in enumerate(tqdm(fresh_sentences(n, recipe.corpus.seed + 1, exclude), desc="extra")):
-            speed = rng.choice(recipe.corpus.speeds)
-            wav = synthesize(text, voice, speed=speed, seed=i)
-            units = make_unit_tokenizer("phoneme").encode(wav)  # as the corpus features: CTC-collapsed
-            rows.append({"id": f"extra{i:05d}", "text": text, "speed": speed, "duration": len(wav) / SAMPLE_RATE,
-                         "ids": units.ids, "durations": units.durations})
-        write_json(cache, {"rows": rows, "seconds": round(time.time() - t0, 1)})
-    rows = read_json(cache)["rows"]
-    return tts_examples(rows, {r["id"]: r for r in rows})
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder for sft/ and dev.json")
     parser.add_argument("--samples", type=int, default=4, help="samples per dev text at rl.temperature (0: none)")
-    parser.add_argument("--extra", type=int, default=0, help="new grammar sentences synthesized for SFT")
     parser.add_argument("--ceiling", action="store_true", help="also render the dev reference units")
     parser.add_argument("overrides", nargs="*", help="recipe overrides, key=value (e.g. model.text_input=phonemes)")
     args = parser.parse_intermixed_args()
@@ -112,8 +88,6 @@ def main() -> None:
     data, _, _ = splits(recipe)
     train, dev = data["train"], data["dev"]
     _, rows, _ = dataset_rows(recipe.data, recipe.corpus, "tts", None, recipe.corpus_dir)
-    if args.extra:
-        train = train + extra_examples(recipe, args.extra, {r["text"] for r in rows}, out / "extra.json")
     keywords = {r["id"]: list(r.get("keywords") or []) for r in rows}
     results: dict[str, Any] = read_json(out / "dev.json") if (out / "dev.json").is_file() else {}
     results.update({"overrides": args.overrides, "train": len(train), "dev_texts": len(dev)})

@@ -12,6 +12,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
@@ -38,17 +39,38 @@ def usable_cores() -> int:
 MAX_DEFAULT_THREADS = 4  # a judgement, not measured: our models are small (≤ 135M, a few layers)
 
 
+def busy_cores(seconds: float = 0.5) -> float | None:
+    """How many of the machine's cores were busy over the next ``seconds``, from the CPU time counters of
+    ``/proc/stat`` (None where there is none: not Linux)."""
+    def counters() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        return sum(ticks), ticks[3] + ticks[4]
+
+    try:
+        total0, idle0 = counters()
+        time.sleep(seconds)
+        total1, idle1 = counters()
+    except (OSError, ValueError, IndexError):
+        return None
+    total = total1 - total0
+    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / total) if total > 0 else 0.0
+
+
 def default_threads() -> int:
     """torch's intra-op thread count when the user names none: ``OMP_NUM_THREADS`` if set, else the cores
-    this process may use minus the machine's current load (1-minute average), between 1 and
-    :data:`MAX_DEFAULT_THREADS`. torch's own default (every core) oversubscribes a busy machine: measured
-    on a 2-core machine at load ≈ 3–4, 40 AdamW steps of a 512→1024→512 MLP (batch 64) took 0.47–0.57 s
-    with 1 thread and 2.0–3.4 s with 2."""
+    this process may use minus the cores busy right now (:func:`busy_cores`, half a second; the 1-minute
+    load average where that is unavailable), rounded, between 1 and :data:`MAX_DEFAULT_THREADS`. torch's
+    own default (every core) oversubscribes a busy machine: measured on a 2-core machine at load ≈ 3–4,
+    40 AdamW steps of a 512→1024→512 MLP (batch 64) took 0.47–0.57 s with 1 thread and 2.0–3.4 s with 2.
+    The load average lags: just after ``pip install`` or any minute of work it still reads ≈ 0.7 on an idle
+    2-core machine, which left the ASR recipe (2026-12-05) on one of two idle cores."""
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    cores = usable_cores()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(MAX_DEFAULT_THREADS, int(cores - load)))
+    busy = busy_cores()
+    if busy is None:
+        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(MAX_DEFAULT_THREADS, round(usable_cores() - busy)))
 
 
 def set_threads(threads: int | None = None) -> int:

@@ -19,6 +19,7 @@ import yaml
 from speechrl import config as C
 from speechrl import runfolder
 from speechrl.cli import main
+from speechrl import parallel
 from speechrl.parallel import default_threads, set_threads
 from speechrl.pipelines import read_recipe, run_recipe
 from speechrl.pipelines.demo import recipe_for
@@ -205,6 +206,13 @@ def test_threads_are_chosen_before_any_work_and_recorded(tmp_path, cached_pipeli
     assert default_threads() == 3
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert 1 <= default_threads() <= min(4, os.cpu_count())
+    busy = parallel.busy_cores(0.2)  # the machine's counters, really read
+    assert busy is not None and 0 <= busy <= os.cpu_count()
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 2)
+    for now_busy, threads in ((0.05, 2), (0.7, 1), (1.0, 1), (3.5, 1), (None, None)):
+        monkeypatch.setattr(parallel, "busy_cores", lambda: now_busy)
+        monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.0, 0.0))  # read only without /proc/stat
+        assert default_threads() == (threads or 2)
     assert set_threads(2) == 2 and torch.get_num_threads() == 2
 
 

@@ -93,6 +93,36 @@ def test_dev_test_and_rl_texts_are_distinct_and_unseen_in_training(tiny_corpus, 
     assert len(set(fresh)) == 40 and not set(fresh) & {r["text"] for r in rows}
 
 
+def test_extra_speech_joins_train_only_and_is_built_once(tiny_corpus, unit_features, tmp_path, monkeypatch):
+    """``extra_speech``: new grammar sentences, really synthesized and unit-extracted, join train and no other
+    split; no RL prompt repeats one; a second run reads them from the shared cache without synthesizing."""
+    from dataclasses import replace
+
+    import speechrl.pipelines.common as common
+    import speechrl.pipelines.tts_rl as tts_rl
+    from speechrl.corpus.build import CorpusConfig, load_manifest
+
+    rows = load_manifest(tiny_corpus)
+    monkeypatch.setenv("SPEECHRL_CACHE", str(tmp_path))
+    monkeypatch.setattr(tts_rl, "dataset_rows", lambda *_: (tiny_corpus, rows, {"source": "corpus"}))
+    recipe = tts_rl.TTSRLRecipe(corpus=CorpusConfig(seed=3, voices=["hibari"], test_voice="piper-joe"),
+                                extra_speech=3, rl_texts=20)
+    plain, _, _ = tts_rl.splits(replace(recipe, extra_speech=0))
+    data, prompts, report = tts_rl.splits(recipe)
+    added = data["train"][len(plain["train"]):]
+    assert report["extra_speech"] == len(added) == 3
+    assert [e.id for e in data["train"][:len(plain["train"])]] == [e.id for e in plain["train"]]
+    assert all(e.id.startswith("extra") and len(e.units.ids) > 3
+               and len(e.units.durations) == len(e.units.ids) for e in added)
+    texts = {e.text for e in added}
+    assert len(texts) == 3 and not texts & {r["text"] for r in rows} and not texts & set(prompts)
+    assert [e.id for s in ("dev", "test") for e in data[s]] == [e.id for s in ("dev", "test") for e in plain[s]]
+    monkeypatch.setattr(common, "synthesize_rows", lambda *_: pytest.fail("built twice"))
+    again, _, _ = tts_rl.splits(recipe)
+    assert [(e.id, e.text, list(e.units.ids)) for e in again["train"]] == [(e.id, e.text, list(e.units.ids))
+                                                                            for e in data["train"]]
+
+
 def test_each_system_trains_the_recipes_rl_config_with_its_method_filter_and_steps():
     from speechrl.pipelines.tts_rl import TTSRLRecipe, system_config
 
@@ -143,3 +173,5 @@ def test_tts_recipe_data_errors_at_load():
         load_recipe("tts_rl", overrides=["corpus_dir=recipes", "data.manifest=recipes/tts_rl.yaml"])
     with pytest.raises(ConfigError, match="data.hf: set one source"):
         load_recipe("tts_rl", overrides=["data.manifest=recipes/tts_rl.yaml", "data.hf=x/y"])
+    with pytest.raises(ConfigError, match="extra_speech: the extra sentences are the synthetic corpus's grammar"):
+        load_recipe("tts_rl", overrides=["data.manifest=recipes/tts_rl.yaml", "extra_speech=10"])

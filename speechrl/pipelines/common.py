@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from pathlib import Path
 from typing import Any
 
 from speechrl.config import to_dict
-from speechrl.corpus.build import CorpusConfig, build_corpus, load_manifest
+from speechrl.corpus.build import CorpusConfig, build_corpus, load_manifest, synthesize_rows, write_manifest
 from speechrl.models.hub import cache_dir
 from speechrl.parallel import process_state
 from speechrl.runlog import atomic_write_text
@@ -29,6 +30,27 @@ def corpus_rows(cfg: CorpusConfig) -> tuple[Path, list[dict[str, Any]]]:
     with process_state().main_process_first():  # under accelerate launch: rank 0 builds, the others wait
         if not (folder / "summary.json").is_file():
             build_corpus(cfg, folder)
+    return folder, load_manifest(folder)
+
+
+def extra_speech_rows(cfg: CorpusConfig, n: int, exclude: set[str]) -> tuple[Path, list[dict[str, Any]]]:
+    """More paired speech for training, built once and cached: ``n`` new sentences of the corpus grammar
+    (:func:`~speechrl.corpus.grammar.fresh_sentences`, none of them in ``exclude`` — pass every text of
+    the data, so none is a dev or test sentence) spoken by ``cfg``'s training voices at its speeds, as
+    training rows (``split`` "train"). Returns the folder (its features cache) and the rows that
+    synthesized (a failure is recorded in the folder's ``rejected.jsonl``)."""
+    from speechrl.audio import RejectLog
+    from speechrl.corpus.grammar import fresh_sentences
+
+    texts = fresh_sentences(n, cfg.seed + 1, exclude)  # a stream of its own: not the RL prompts' (seed)
+    key = hashlib.sha1(json.dumps([corpus_dir_for(cfg).name, texts]).encode()).hexdigest()[:12]
+    folder = cache_dir() / "corpora" / f"extra{n}-seed{cfg.seed}-{key}"
+    with process_state().main_process_first():
+        if not (folder / "manifest.jsonl").is_file():
+            rng = random.Random(f"extra-{cfg.seed}")
+            rows = [{"id": f"extra{i:05d}", "audio": f"audio/extra{i:05d}.wav", "text": text, "split": "train",
+                     "voice": rng.choice(cfg.voices), "speed": rng.choice(cfg.speeds)} for i, text in enumerate(texts)]
+            write_manifest(folder / "manifest.jsonl", synthesize_rows(folder, rows, cfg, RejectLog(folder)))
     return folder, load_manifest(folder)
 
 

@@ -1,6 +1,7 @@
 """TTS RL recipe (Tongyi TTS GRPO, arXiv 2509.18569, vs DiffRO, arXiv 2507.05911), end to end:
 
-    corpus (or ``data:``) → speech units (hama phonemes, cached) → SFT of the TTS LM (to its best dev NLL;
+    corpus (or ``data:``) + ``extra_speech`` new sentences → speech units (hama phonemes, cached)
+           → SFT of the TTS LM (to its best dev NLL;
            it reads the text's BPE tokens, its G2P phonemes or both: ``model.text_input``)
            → Token2Text reward model (ground-truth units → text)
            → from the SFT model: GRPO · DiffRO · GRPO+DiffRO naive · GRPO+DiffRO with sample filtering
@@ -49,7 +50,7 @@ from speechrl.data.sources import DataConfig
 from speechrl.eval.bootstrap import error_stats, intervals
 from speechrl.models.token2text import Token2Text
 from speechrl.models.tts_lm import DURATION_EDGES, SpeechVocab, TextInput, TTSLM
-from speechrl.pipelines.common import dataset_rows, kept_with_features
+from speechrl.pipelines.common import dataset_rows, extra_speech_rows, kept_with_features
 from speechrl.rewards.tts import UnitRenderer
 from speechrl.runlog import MetricsLogger, atomic_write_text, read_json, write_json
 from speechrl.text import wer
@@ -114,6 +115,10 @@ class TTSRLRecipe:
                              default_factory=lambda: list(SYSTEMS), affects_results=False)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     test_examples: int = doc("held-out test texts evaluated (0: all)", 0, ge=0)
+    extra_speech: int = doc("more paired speech for SFT and Token2Text: this many new sentences of the corpus "
+                            "grammar (in no split), spoken by the corpus's training voices and unit-extracted like "
+                            "the corpus, built once in the shared cache (1,000 took ≈ 4 min in one process); "
+                            "0: none. The corpus only, not your `data:`", 0, ge=0)
     rl_texts: int = doc("RL prompts: this many new sentences of the corpus grammar, text only and never in "
                         "train/dev/test (RL needs no reference speech); 0: the training texts", 0, ge=0)
     unseen_texts: bool = doc("dev and test keep only texts never spoken in training (model selection and "
@@ -128,6 +133,9 @@ class TTSRLRecipe:
             raise ConfigError(f"systems: unknown system(s) {unknown}; choose from {sorted(SYSTEMS)}")
         if self.corpus_dir and self.data.source != "corpus":
             raise ConfigError(f"corpus_dir: set it or data.{self.data.source}, not both (one data source)")
+        if self.extra_speech and (self.data.source != "corpus" or self.corpus_dir):
+            raise ConfigError("extra_speech: the extra sentences are the synthetic corpus's grammar, spoken by its "
+                              "voices; set it to 0 with your own data or a built corpus_dir")
 
 
 def splits(recipe: TTSRLRecipe, out: Path | None = None
@@ -136,14 +144,20 @@ def splits(recipe: TTSRLRecipe, out: Path | None = None
     skipped rows written to ``<out>/rejected.jsonl``, none when ``out`` is None). Dev and test keep one
     utterance per distinct text, and (``unseen_texts``) only texts never spoken in training — a dev
     utterance of a training text in the training voice is a copy of a training example, so selecting on
-    it rewards memorizing. RL prompts: ``rl_texts`` new sentences (none of the data's), else the
-    training texts. A split left empty, or a rate head without speaking rates to learn, is an error
+    it rewards memorizing. ``extra_speech`` new sentences' speech joins train. RL prompts: ``rl_texts``
+    new sentences (none of the data's or the extra speech's), else the training texts. A split left empty, or a rate head without speaking rates to learn, is an error
     here, before any training."""
     folder, rows, report = dataset_rows(recipe.data, recipe.corpus, "tts", out, recipe.corpus_dir)
     feats = features(folder, rows, "units")
     data_texts = {r["text"] for r in rows}  # RL's new sentences avoid every text of the data
     rows = kept_with_features(rows, feats, folder, out, report)
     data = {s: tts_examples([r for r in rows if r["split"] == s], feats) for s in ("train", "dev", "test")}
+    if recipe.extra_speech:
+        extra_folder, extra = extra_speech_rows(recipe.corpus, recipe.extra_speech, data_texts)
+        extra_feats = features(extra_folder, extra, "units")
+        data["train"] += tts_examples([r for r in extra if r["id"] in extra_feats], extra_feats)
+        data_texts |= {r["text"] for r in extra}
+        report["extra_speech"] = sum(r["id"] in extra_feats for r in extra)
     seen = {e.text for e in data["train"]} if recipe.unseen_texts else set()
     for s in ("dev", "test"):
         texts = set(seen)
