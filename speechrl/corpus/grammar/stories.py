@@ -23,9 +23,10 @@ class QA:
     """A question about one sentence; ``answer`` is a span of that sentence (1–4 words); ``answers`` are
     one-sentence answers in the wordings the grammar can give them, the first the canonical one
     ("Where did Anna walk?" → "Anna walked to the market.", "She walked to the market.", "Anna went to
-    the market."): each restates what the question asks with the span, never more of the sentence than
-    that, so no one wording answers every question about a sentence. They are a function of the
-    production's own choices, made after them and drawing nothing from the story's random stream."""
+    the market."): each restates what the question asks with the span — the whole sentence only when the
+    question asks about all of it ("What did she buy?" → "She bought three red apples.") — so no one
+    wording answers every question about a sentence. They are a function of the production's own
+    choices, made after them and drawing nothing from the story's random stream."""
 
     question: str
     answer: str
