@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_tiny_policy
+from conftest import make_tiny_policy, make_tiny_whisper
 from speechrl.cli import main
 
 
@@ -50,19 +50,6 @@ def test_run_recipe_end_to_end_and_rerun_resumes(tmp_path, monkeypatch, recipe_c
     assert stages <= set(summary["fingerprints"]) and rerun_summary["fingerprints"] == summary["fingerprints"]
 
 
-def tiny_whisper_folder(path):
-    """A random Whisper with the real 80-mel, 3000-frame window and 16 dims, saved as a local folder."""
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-    torch.manual_seed(0)
-    cfg = WhisperConfig(vocab_size=96, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=80,
-                        max_source_positions=1500, max_target_positions=32, pad_token_id=0, bos_token_id=1,
-                        eos_token_id=2, decoder_start_token_id=1)
-    WhisperForConditionalGeneration(cfg).save_pretrained(path)
-    return path
-
-
 def test_spoken_qa_recipe_with_sentence_answers_on_the_whisper_front_end(tmp_path, monkeypatch, recipe_cache):
     """recipes/sqa_grpo.yaml as committed — our SpeechLM with a frozen Whisper encoder front end, answers
     in a sentence scored against every accepted wording — at tiny scale: a random 16-dim Whisper encoder
@@ -74,7 +61,7 @@ def test_spoken_qa_recipe_with_sentence_answers_on_the_whisper_front_end(tmp_pat
     policy = make_tiny_policy()
     policy.lm.save_pretrained(lm_dir)
     policy.tokenizer.save_pretrained(lm_dir)
-    encoder = tiny_whisper_folder(tmp_path / "tiny-whisper")
+    encoder = make_tiny_whisper(tmp_path / "tiny-whisper")
     out = tmp_path / "run"
     args = ["run", "recipes/sqa_grpo.yaml", "--out", str(out), "--set", "corpus.size=30",
             "--set", "corpus.evaluate=false", "--set", f"model.lm={lm_dir}", "--set", f"model.encoder={encoder}",
