@@ -14,7 +14,7 @@ import yaml
 
 from speechrl import checkpoint
 from speechrl.eval.bootstrap import intervals
-from speechrl.eval.speech_tasks import evaluate, task_item_stats
+from speechrl.eval.speech_tasks import evaluate, scoring_references, task_item_stats
 from speechrl.pipelines import load_recipe
 from speechrl.pipelines.speech_grpo import prepare
 from speechrl.trainers.lora import add_lora
@@ -40,7 +40,7 @@ def main() -> None:
         checkpoint.load_weights(ck / "model.safetensors", policy)
         metrics[ck.name], hyps = evaluate(policy, test, feats, recipe.task, recipe.grpo.max_new_tokens,
                                           recipe.eval_batch_size, desc=ck.name)
-        items[ck.name] = task_item_stats(recipe.task, hyps, [e.reference for e in test])
+        items[ck.name] = task_item_stats(recipe.task, hyps, scoring_references(test), [e.language for e in test])
     result = {"metrics": metrics, "intervals": intervals(items, "sft", list(metrics))}
     (out / "diag_checkpoints_test.json").write_text(json.dumps(result, indent=1))
     for name, m in metrics.items():

@@ -500,7 +500,10 @@ def _scorer(task: str | None, metric_names: set[str]):
         return "WER", sentence_wer, lower_is_better("wer")
     from speechrl.rewards import bleu
 
-    return "BLEU", lambda ref, hyp: 100.0 * bleu(None, [hyp], reference=[ref])[0], lower_is_better("bleu")
+    def sentence_bleu(ref: str | list[str], hyp: str) -> float:  # a list: the sample's accepted references
+        return 100.0 * bleu(None, [hyp], references=[[ref] if isinstance(ref, str) else ref])[0]
+
+    return "BLEU", sentence_bleu, lower_is_better("bleu")
 
 
 def _sample_tables(d: Path, files: _AudioFiles, max_samples: int, task: str | None, metric_names: set[str],
@@ -534,7 +537,9 @@ def _sample_tables(d: Path, files: _AudioFiles, max_samples: int, task: str | No
                                               "prompt_text": r.get("instruction"), "reference": r.get("reference"),
                                               "systems": {}})
                 hyp, ref = str(r.get("hypothesis") or ""), row["reference"]
-                row["systems"][s] = {"text": hyp, "score": score(str(ref), hyp) if isinstance(ref, str) else None}
+                refs = r.get("references") if label == "BLEU" and isinstance(r.get("references"), list) else None
+                row["systems"][s] = {"text": hyp, "score": score(refs or str(ref), hyp)
+                                     if isinstance(ref, str) else None}
         samples = list(joined.values())[:max_samples]
         out.insert(0, (f"{', '.join(systems)} (score: sentence {label})",
                        _render_samples(samples, label, lower, [folder, d, files.root], files, notes)))

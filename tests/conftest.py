@@ -58,6 +58,21 @@ def make_tiny_policy(seed: int = 0):
     return SpeechLM(LlamaForCausalLM(cfg), tok, UnitFrontEnd(64, dim=32), {"kind": "units", "dim": 32})
 
 
+def make_tiny_whisper(path):
+    """A random Whisper with the real 80-mel, 3000-frame window and 16 dims, saved in ``path`` (returned):
+    the encoder a fast test puts in a SpeechLM's whisper front end."""
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    torch.manual_seed(0)
+    cfg = WhisperConfig(vocab_size=96, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=80,
+                        max_source_positions=1500, max_target_positions=32, pad_token_id=0, bos_token_id=1,
+                        eos_token_id=2, decoder_start_token_id=1)
+    WhisperForConditionalGeneration(cfg).save_pretrained(path)
+    return path
+
+
 def speak(texts, voice: str = "piper-joe"):
     """Real speech for tests: each text spoken by a catalogue voice (16 kHz float32, deterministic)."""
     from speechrl.speech.synthesize import get_voice, synthesize

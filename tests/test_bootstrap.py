@@ -34,6 +34,25 @@ def test_summed_item_stats_are_the_reported_corpus_metrics():
         assert value == pytest.approx(reported, abs=0.01 if metric == "bleu" else 1e-4)  # reported is rounded
 
 
+def test_several_references_per_item_score_as_multi_reference_corpus_bleu():
+    """Spoken QA's free-form answers: items with 2 or 3 accepted wordings. A hypothesis equal to any one
+    of them is perfect; the summed item stats are sacreBLEU's multi-reference corpus BLEU (the missing
+    references of an item with fewer: ``None``), on the normalised texts as reported."""
+    refs = [["Anna walked to the market.", "She walked to the market.", "Anna went to the market."],
+            ["It was a rainy day.", "The day was rainy."]]
+    exact = ["She walked to the market.", "The day was rainy."]
+    assert task_metrics("sqa", exact, refs, semantic=False)["bleu"] == 100.0
+    assert task_metrics("sqa", exact, refs, semantic=False)["rouge_l"] == 1.0
+    assert task_metrics("sqa", exact, [r[0] for r in refs], semantic=False)["bleu"] < 100  # the first wording only
+    hyps = ["she went to the market", "it was a rainy"]
+    streams = [[r[k] if k < len(r) else None for r in refs] for k in range(3)]
+    reported = task_metrics("sqa", hyps, refs, semantic=False)
+    assert reported["bleu_sacre"] == round(sacrebleu.corpus_bleu(hyps, streams).score, 2)
+    stats = np.array(task_item_stats("sqa", hyps, refs)["bleu"])
+    assert corpus_bleu(stats.sum(0)) == pytest.approx(reported["bleu"], abs=0.01)
+    assert bleu_stats(["b c"], [["a b c", "b c d e"]]).tolist() == [[2, 3, 2, 1, 0, 0, 2, 1, 0, 0]]  # closest: 3
+
+
 def test_a_constant_gain_per_item_has_a_point_interval():
     # 4 reference words per item, the system makes one edit more on every item: every resample's WER
     # difference is (Σe + n) / 4n − Σe / 4n = 1/4

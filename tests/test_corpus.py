@@ -84,3 +84,41 @@ def test_rerun_reuses_audio(tiny_corpus, tmp_path):
     mtime = wav.stat().st_mtime_ns
     build_corpus(cfg, tmp_path)
     assert wav.stat().st_mtime_ns == mtime
+
+
+# sha-256 of plan(CorpusConfig(size=200, seed=s)) rows and the cache folder, computed at 3b72068 (before
+# corpus.qa_answers): the default manifest and its folder stay as they were
+SPAN_ROWS_BEFORE = {1: ("8a9f6ee48fa3057fa7c58ea3e80063703a096511c5a940e0aa58e58fa2946f17", "size200-seed1-f4b23904637b"),
+                    7: ("fa076098dc18aa2f34484c0a9b11e7a64ea8dda7a8ceac2d7907c91c5e3b64f9", "size200-seed7-0233d25acc26")}
+
+
+def test_sentence_answers_are_in_their_own_corpus_and_the_default_is_unchanged():
+    """``qa_answers: sentence`` adds every wording to the manifest's questions and builds into another
+    cache folder, so a corpus cached before (span answers only) is never read as if it had them; the
+    default rows and folder are byte-identical to the ones before the option."""
+    import hashlib
+
+    from speechrl.data.tasks import pick_wording, task_examples
+    from speechrl.pipelines.common import corpus_dir_for
+
+    for seed, (digest, folder) in SPAN_ROWS_BEFORE.items():
+        cfg = CorpusConfig(size=200, seed=seed)
+        rows = plan(cfg)[1]
+        assert hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False).encode()).hexdigest() == digest
+        assert corpus_dir_for(cfg).name == folder
+    sentence = CorpusConfig(size=200, seed=1, qa_answers="sentence")
+    assert corpus_dir_for(sentence) != corpus_dir_for(CorpusConfig(size=200, seed=1))
+    span_rows, rows = plan(CorpusConfig(size=200, seed=1))[1], plan(sentence)[1]
+    assert [{**r, "questions": [{k: v for k, v in q.items() if k != "answers"} for q in r["questions"]]}
+            for r in rows] == span_rows  # the same rows, the wordings added
+    qa = rows[0]["questions"][0]
+    assert rows[0]["text"] == "Emma walked to the forest on Friday afternoon."
+    assert qa == {"question": "Where did Emma walk?", "answer": "to the forest",
+                  "answers": ["Emma walked to the forest.", "She walked to the forest.", "Emma went to the forest."]}
+    # spoken QA trains on one wording per example (seeded by its id) and scores against all of them
+    examples = task_examples(rows, "sqa", max_questions=2)
+    assert all(e.reference == pick_wording(e.id, e.references) and e.columns()["references"] == e.references
+               for e in examples)
+    assert len({e.reference == e.references[0] for e in examples}) == 2  # not always the first
+    span = task_examples(span_rows, "sqa", max_questions=2)
+    assert span[0].reference == "to the forest" and span[0].columns()["references"] == ["to the forest"]

@@ -153,7 +153,7 @@ def test_audio_only_rows_for_the_audio_task_and_transcripts_for_tts(tmp_path):
     for i in range(3):
         tone(tmp_path / f"a{i}.wav")
     lines = [{"id": "none", "audio": "a0.wav"}, {"id": "blank", "audio": "a1.wav", "text": " "},
-             {"id": "said", "audio": "a2.wav", "text": "hello"}, {"id": "typed", "audio": "a2.wav", "text": 3},
+             {"id": "said", "audio": "a2.wav", "text": "hello"}, {"id": "typed", "audio": "a2.wav", "text": "x", "text": 3},
              {"id": "gone", "audio": "gone.wav"}]
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     cfg = DataConfig(manifest=str(tmp_path / "m.jsonl"), split_by="row", dev_fraction=0, test_fraction=0)
@@ -164,6 +164,26 @@ def test_audio_only_rows_for_the_audio_task_and_transcripts_for_tts(tmp_path):
     assert [r["id"] for r in rows] == ["said"]
     assert report["by_reason"] == {"bad value": 1, "empty text": 1, "missing column": 2}  # text before audio
     assert len(rejected(tmp_path / "tts")) == 4
+
+
+def test_a_manifests_accepted_answer_wordings_reach_spoken_qa(tmp_path):
+    """A ``questions`` item may list ``answers`` (as the corpus's own manifest does with
+    ``qa_answers: sentence``): the example trains on one of them and is scored against all; a list that
+    is not of texts is a bad value."""
+    for i in range(3):
+        tone(tmp_path / f"a{i}.wav")
+    wordings = ["Anna walked to the market.", "She walked to the market."]
+    qa = {"question": "Where did Anna walk?", "answer": "to the market"}
+    lines = [{"id": "many", "audio": "a0.wav", "text": "x", "questions": [{**qa, "answers": wordings}]},
+             {"id": "one", "audio": "a1.wav", "text": "x", "questions": [{**qa, "answers": None}]},
+             {"id": "typed", "audio": "a2.wav", "text": "x", "questions": [{**qa, "answers": "x"}]}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    cfg = DataConfig(manifest=str(tmp_path / "m.jsonl"), split_by="row", dev_fraction=0, test_fraction=0)
+    rows, report = load_rows(cfg, "sqa", tmp_path / "r")
+    assert [r["id"] for r in rows] == ["many", "one"] and report["by_reason"] == {"bad value": 1}
+    many, one = task_examples(rows, "sqa")
+    assert many.references == wordings and many.reference in wordings
+    assert (one.reference, one.all_references) == ("to the market", ["to the market"])
 
 
 def test_csv_manifest_with_task_columns(tmp_path):

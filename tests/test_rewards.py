@@ -73,6 +73,26 @@ def test_bleu_by_hand():
     assert one(bleu, "", "") == 1.0 and one(bleu, "", "cat") == 0.0
 
 
+ANSWERS = ["Anna walked to the market.", "She walked to the market.", "Anna went to the market."]
+
+
+def test_bleu_against_several_references_by_hand():
+    """Spoken QA's free-form answers: any accepted wording scores 1.0 (sacreBLEU's multi-reference
+    sentence BLEU: n-gram matches clipped by the most any one reference holds)."""
+    assert bleu(None, [ANSWERS[1]], references=[ANSWERS]) == [1.0]  # the second reference: BLEU 100
+    # against the first alone: only the n-grams with "She" unmatched → precisions 5/6, 4/5, 3/4, 2/3 (13a:
+    # the "." is a token)
+    assert one(bleu, ANSWERS[1], ANSWERS[0]) == pytest.approx((5 / 6 * 4 / 5 * 3 / 4 * 2 / 3) ** 0.25)
+    # a wording none of them has, "She" from the second and "went" from the third: 6/6 words, 4/5
+    # bigrams ("She went" is in none), 3/4 trigrams, 2/3 4-grams; closest reference length 6: no penalty
+    assert bleu(None, ["She went to the market."], references=[ANSWERS]) == [
+        pytest.approx((1 * 4 / 5 * 3 / 4 * 2 / 3) ** 0.25)]
+    # an empty references entry falls back to that sample's reference
+    assert bleu(None, ["a b", "x"], reference=["a b", "x"], references=[[], ["y", "x"]]) == [1.0, 1.0]
+    assert rouge_l(None, [ANSWERS[2]], references=[ANSWERS]) == [1.0]  # the best reference's F-measure
+    assert meteor(None, [ANSWERS[2]], references=[ANSWERS]) == [pytest.approx(1 - 0.5 / 5**3)]
+
+
 def test_wer_accuracy_and_tanh_by_hand():
     wer = 1 / 6  # one substitution in six words
     assert one(accuracy_wer, "the cat sat on a mat", REF) == pytest.approx(1 - wer)
@@ -160,6 +180,10 @@ def test_embedding_similarity_paraphrase_beats_unrelated(minilm):
     assert values[0] == pytest.approx(1.0, abs=1e-5)
     assert values[1] > 0.7 > values[2]
     assert values[1] > values[2] + 0.3
+    # several references: the closest one's similarity
+    paraphrase, unrelated = "At the market, the young boy purchased three red apples.", "Quarterly interest rates."
+    many = minilm(prompts=None, completions=[ref, paraphrase], references=[[unrelated, ref]] * 2)
+    assert many == pytest.approx([1.0, values[1]], abs=1e-5)
 
 
 # --- combination -----------------------------------------------------------------------------
@@ -244,7 +268,8 @@ def test_trl_signature_and_extra_kwargs():
 
     trl_extras = {"completion_ids": [[1, 2], [3]], "trainer_state": None,
                   "log_extra": lambda *a: None, "log_metric": lambda *a: None}
-    columns = {"reference": [REF, REF], "keywords": [["cat"], ["mat"]], "language": ["en", "en"],
+    columns = {"reference": [REF, REF], "references": [[REF, "a cat"], [REF]], "keywords": [["cat"], ["mat"]],
+               "language": ["en", "en"],
                "seconds": [1.0, 1.5], "group": [0, 0], "speech_tokens": [[1, 2], [3]]}  # + the TTS rewards' columns
     for name, fn in REWARDS.items():
         assert fn.name == name and get_callable_name(fn) == name  # the name TRL logs it under

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_policy, speak
+from conftest import make_tiny_policy, make_tiny_whisper, speak
 
 from speechrl.data.features import featurize_wav
 from speechrl.data.tasks import Example
@@ -23,16 +23,7 @@ TEXTS = ["the cat sat on the mat", "jack walked to the old mill by the river"]
 
 @pytest.fixture(scope="module")
 def encoder_dir(tmp_path_factory):
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-    torch.manual_seed(0)
-    cfg = WhisperConfig(vocab_size=96, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=80,
-                        max_source_positions=1500, max_target_positions=32, pad_token_id=0, bos_token_id=1,
-                        eos_token_id=2, decoder_start_token_id=1)
-    folder = tmp_path_factory.mktemp("whisper") / "tiny-random"
-    WhisperForConditionalGeneration(cfg).save_pretrained(folder)
-    return str(folder)
+    return str(make_tiny_whisper(tmp_path_factory.mktemp("whisper") / "tiny-random"))
 
 
 @pytest.fixture(scope="module")

@@ -52,6 +52,11 @@ class CorpusConfig:
     voices_per_sentence: int = doc("each sentence is spoken by this many distinct voices", 2, ge=1)
     speeds: list[float] = doc("speaking-rate multipliers drawn per utterance", default_factory=lambda: [0.9, 1.0, 1.1],
                               gt=0)
+    qa_answers: Literal["span", "sentence"] = doc(
+        "the spoken-QA answers the manifest holds: span (each question's answer, a 1–4 word span of its sentence) "
+        "or sentence (also `answers`: one-sentence answers in every wording the grammar gives them, the canonical "
+        "first, e.g. 'She walked to the market.' / 'Anna walked to the market.' — what spoken QA trains on and "
+        "scores against; speechrl.data.tasks)", "span")
     noise_snr_db: list[float] = doc("additive white noise at a signal-to-noise ratio (dB) drawn per utterance from "
                                     "this list, seeded (empty: clean speech)", default_factory=list)
     dev_fraction: float = doc("share of stories in the dev split", 0.1, ge=0, le=1)
@@ -120,7 +125,9 @@ def plan(cfg: CorpusConfig) -> tuple[list[Story], list[dict[str, Any]]]:
                     "sentence_index": k,
                     "translation": sent.translation,
                     "keywords": list(sent.keywords),
-                    "questions": [{"question": q.question, "answer": q.answer} for q in sent.questions],
+                    "questions": [{"question": q.question, "answer": q.answer,
+                                   **({"answers": q.answers} if cfg.qa_answers == "sentence" else {})}
+                                  for q in sent.questions],
                     **({"snr_db": rng.choice(cfg.noise_snr_db)} if cfg.noise_snr_db else {}),
                 })
     return stories, rows

@@ -3,7 +3,7 @@
 * **length**: audio no longer than ``max_seconds`` (the paper: < 20 s);
 * **hard cases**: two transcribers disagree (``transcribers``: Whisper tiny.en vs PocketSphinx, WER
   between their hypotheses ≥ ``hard_wer``), or the SFT policy itself errs (``policy``: its greedy WER
-  against the reference ≥ ``hard_wer``);
+  against the closest reference ≥ ``hard_wer``);
 * **keyword-rich**: at least ``min_keywords`` keywords.
 
 Counts of what each filter removed are returned for the summary. When no candidate is hard, RL keeps
@@ -58,7 +58,7 @@ def select_rl_data(examples: list[Example], cfg: SelectionConfig, task: str, pol
             from speechrl.eval.speech_tasks import predict
 
             hyps = predict(policy, kept, feats, max_new_tokens=40, desc="hard-case mining")
-            errors = [sentence_wer(e.reference, h) for e, h in zip(kept, hyps)]
+            errors = [min(sentence_wer(r, h) for r in e.all_references) for e, h in zip(kept, hyps)]
         hard = [e for e, err in zip(kept, errors) if err >= cfg.hard_wer]
         if hard:
             counts["dropped_easy"] = len(kept) - len(hard)

@@ -7,10 +7,11 @@
     a JSONL (or JSON array), CSV or TSV file: ``audio`` (relative to the manifest's folder, or absolute),
     ``text`` (optional for task ``audio``), and the task's columns — ``translation`` (AST), ``question`` + ``answer`` (spoken QA: one
     pair a row, rows of the same audio and id are merged into one row with several questions; a JSONL
-    ``questions`` list of ``{question, answer}`` works too), ``keywords`` (a JSON list of strings; in CSV
-    ``;``-separated) — plus optional ``id``, ``speaker`` (or ``voice``), ``split``, ``duration``. Other
-    columns travel with the row; ``language`` names the language of a row's translation (below). The
-    synthetic corpus's own ``manifest.jsonl`` is such a file.
+    ``questions`` list of ``{question, answer}`` works too, and there an ``answers`` list beside an
+    answer gives its accepted wordings, which spoken QA scores against: :mod:`speechrl.data.tasks`),
+    ``keywords`` (a JSON list of strings; in CSV ``;``-separated) — plus optional ``id``, ``speaker`` (or
+    ``voice``), ``split``, ``duration``. Other columns travel with the row; ``language`` names the
+    language of a row's translation (below). The synthetic corpus's own ``manifest.jsonl`` is such a file.
 ``hf``
     a 🤗 datasets ``save_to_disk`` folder, an ``audiofolder`` directory (audio + ``metadata.csv`` /
     ``metadata.jsonl`` with ``file_name``), another folder ``load_dataset`` reads, or a hub id
@@ -316,9 +317,10 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _questions(f: dict[str, Any]) -> tuple[list[dict[str, str]], tuple[str, str] | None]:
-    """The row's QA pairs (``question`` + ``answer`` columns, or a ``questions`` list), and the first
-    problem with them (a half pair, a wrong type)."""
+def _questions(f: dict[str, Any]) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
+    """The row's QA pairs (``question`` + ``answer`` columns, or a ``questions`` list whose items may add
+    ``answers``, a list of accepted wordings), and the first problem with them (a half pair, a wrong
+    type)."""
     pairs, problem = [], None
     items = f.get("questions")
     if items is not None:
@@ -330,13 +332,17 @@ def _questions(f: dict[str, Any]) -> tuple[list[dict[str, str]], tuple[str, str]
         items = (items or []) + [{"question": q, "answer": a}]
     for item in items or []:
         q, a = (item.get("question"), item.get("answer")) if isinstance(item, dict) else (None, None)
+        answers = (item.get("answers") or []) if isinstance(item, dict) else []
         if not isinstance(item, dict) or not isinstance(q, (str, type(None))) or not isinstance(a, (str, type(None))):
             problem = problem or ("bad value", f"a question/answer that is not text: {json.dumps(item)[:60]}")
+        elif not isinstance(answers, list) or not all(isinstance(x, str) for x in answers):
+            problem = problem or ("bad value", f"answers must be a list of texts: {json.dumps(item)[:60]}")
         elif not (q or "").strip() or not (a or "").strip():
             problem = problem or ("missing column", "question without answer" if (q or "").strip()
                                   else "answer without question")
         else:
-            pairs.append({"question": q.strip(), "answer": a.strip()})
+            wordings = [x.strip() for x in answers if x.strip()]
+            pairs.append({"question": q.strip(), "answer": a.strip(), **({"answers": wordings} if wordings else {})})
     return pairs, problem
 
 

@@ -4,6 +4,13 @@ An :class:`Example` is one (audio, instruction) → reference item. Every manife
 one AST example, and one SQA example per question about its sentence. Columns that rewards read
 (``reference``, ``keywords``, ``language``) travel with the example.
 
+A spoken-QA row whose question carries ``answers`` (several accepted wordings of a one-sentence answer:
+the synthetic corpus with ``corpus.qa_answers: sentence``) gives an example with all of them as its
+``references`` — what the BLEU reward and the evaluation score against (multi-reference BLEU) — and one
+of them as its ``reference``, the SFT target: a choice seeded by the example's id (:func:`pick_wording`),
+so the training targets cover every wording and a rerun picks the same. A question with only its
+``answer`` gives that answer as both.
+
 ``language`` is the language the reference is written in: English for ASR and spoken QA; for AST the
 row's ``language`` (the translation's target, a code such as ``de`` — set by
 :func:`speechrl.data.sources.load_rows`), else Spanish, the synthetic corpus's. The AST instruction
@@ -12,6 +19,7 @@ names it (``"Translate the audio into German."``; :data:`LANGUAGE_NAMES`, else t
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -51,10 +59,24 @@ class Example:
     voice: str = ""
     duration: float = 0.0
     audio: str = ""
+    references: list[str] = field(default_factory=list)  # every accepted wording (empty: just ``reference``)
+
+    @property
+    def all_references(self) -> list[str]:
+        """The references the reward and the evaluation score against: ``references``, else ``[reference]``."""
+        return list(self.references) or [self.reference]
 
     def columns(self) -> dict[str, Any]:
-        """The per-sample columns a reward function receives (TRL convention)."""
-        return {"reference": self.reference, "keywords": self.keywords, "language": self.language}
+        """The per-sample columns a reward function receives (TRL convention); ``references``: all of
+        :attr:`all_references` (multi-reference rewards read it; ``reference`` is the training target)."""
+        return {"reference": self.reference, "references": self.all_references, "keywords": self.keywords,
+                "language": self.language}
+
+
+def pick_wording(example_id: str, wordings: list[str]) -> str:
+    """One of ``wordings`` for the example ``example_id``, chosen by a CRC-32 of the id: the same on every
+    run and machine, spread evenly over the wordings across examples."""
+    return wordings[zlib.crc32(example_id.encode()) % len(wordings)]
 
 
 def task_examples(rows: list[dict[str, Any]], task: str, max_questions: int | None = None) -> list[Example]:
@@ -73,8 +95,10 @@ def task_examples(rows: list[dict[str, Any]], task: str, max_questions: int | No
             out.append(Example(id=f"{r['id']}/ast", instruction=instruction, reference=r["translation"], **common))
         else:
             for k, qa in enumerate(r.get("questions", [])[:max_questions]):
-                out.append(Example(id=f"{r['id']}/sqa{k}", instruction=INSTRUCTIONS["sqa"].format(question=qa["question"]),
-                                   reference=qa["answer"], **common))
+                qid, wordings = f"{r['id']}/sqa{k}", list(qa.get("answers") or [])
+                out.append(Example(id=qid, instruction=INSTRUCTIONS["sqa"].format(question=qa["question"]),
+                                   reference=pick_wording(qid, wordings) if wordings else qa["answer"],
+                                   references=wordings, **common))
     return out
 
 

@@ -53,13 +53,15 @@ def mean_stats(scores: Sequence[float | Sequence[float]]) -> np.ndarray:
     return np.array(rows, dtype=float).reshape(-1, 2)
 
 
-def bleu_stats(hyps: Sequence[str], refs: Sequence[str]) -> np.ndarray:
-    """``(n, 10)``: per item sacreBLEU's ``[sys_len, ref_len, counts_1..4, totals_1..4]`` (one reference;
-    texts as given — normalise them as the reported BLEU does)."""
+def bleu_stats(hyps: Sequence[str], refs: Sequence[str | Sequence[str]]) -> np.ndarray:
+    """``(n, 10)``: per item sacreBLEU's ``[sys_len, ref_len, counts_1..4, totals_1..4]`` against the item's
+    reference or its list of references (matches clipped by the most any reference holds, ``ref_len``
+    the closest reference length: what multi-reference corpus BLEU sums); texts as given — normalise
+    them as the reported BLEU does."""
     bleu = BLEU()
     rows = []
     for h, r in zip(hyps, refs):
-        s = bleu.corpus_score([h], [[r]])
+        s = bleu.corpus_score([h], [[r]] if isinstance(r, str) else [[x] for x in r])
         rows.append([s.sys_len, s.ref_len, *s.counts, *s.totals])
     return np.array(rows, dtype=float).reshape(-1, 10)
 

@@ -20,6 +20,8 @@ def corpus_dir_for(cfg: CorpusConfig) -> Path:
     keys = to_dict(cfg)
     if not keys["dev_voice"]:  # added later: corpora built without it keep their folders
         del keys["dev_voice"]
+    if keys["qa_answers"] == "span":  # added later, likewise; "sentence" rows differ, so their folder does
+        del keys["qa_answers"]
     key = hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:12]
     return cache_dir() / "corpora" / f"size{cfg.size}-seed{cfg.seed}-{key}"
 
@@ -105,8 +107,11 @@ def policy_features(folder: Path, rows: list[dict[str, Any]], policy: Any) -> di
 
 
 def write_samples(path: Path, examples: list[Any], hyps: list[str]) -> None:
-    """One JSON line per example: id, audio, instruction, reference, hypothesis (for the report)."""
+    """One JSON line per example: id, audio, instruction, reference (and ``references``, all accepted
+    wordings, when there are several), hypothesis (for the report)."""
     lines = [json.dumps({"id": e.id, "audio": e.audio, "voice": e.voice, "instruction": e.instruction,
-                         "reference": e.reference, "hypothesis": h}, ensure_ascii=False)
+                         "reference": e.reference,
+                         **({"references": e.all_references} if len(e.all_references) > 1 else {}),
+                         "hypothesis": h}, ensure_ascii=False)
              for e, h in zip(examples, hyps)]
     atomic_write_text(path, "\n".join(lines) + "\n")

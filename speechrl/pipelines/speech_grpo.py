@@ -38,7 +38,7 @@ from speechrl.corpus.build import CorpusConfig
 from speechrl.data.tasks import task_examples
 from speechrl.data.selection import SelectionConfig, select_rl_data
 from speechrl.eval.bootstrap import intervals
-from speechrl.eval.speech_tasks import evaluate, task_item_stats
+from speechrl.eval.speech_tasks import evaluate, scoring_references, task_item_stats
 from speechrl.models.speech_lm import SpeechLM
 from speechrl.data.sources import DataConfig
 from speechrl.parallel import beside, process_state, set_threads, usable_cores
@@ -252,7 +252,7 @@ def run(recipe: SpeechGRPORecipe, out: str | Path) -> dict[str, Any]:
         t0 = time.time()
         metrics, hyps = evaluate(policy, test, feats, recipe.task, max_new, recipe.eval_batch_size, desc=f"test {name}")
         metrics["eval_s"] = round(time.time() - t0, 1)
-        items[name] = task_item_stats(recipe.task, hyps, [e.reference for e in test], [e.language for e in test])
+        items[name] = task_item_stats(recipe.task, hyps, scoring_references(test), [e.language for e in test])
         write_json(out / "items_test.json", items)  # before the metrics: a cached result always has its items
         results[name] = metrics
         write_json(out / "metrics_test.json", results)

@@ -3,7 +3,9 @@
     reward(prompts, completions, **columns) -> list[float]
 
 ``columns`` are per-sample lists from the dataset (``reference=[...]``, ``keywords=[[...], ...]``,
-``language=[...]``); extra keyword arguments are ignored. Every reward has a ``name`` and a
+``language=[...]``; ``references=[[...], ...]``, each sample's accepted wordings, which the
+reference-overlap rewards score against instead of ``reference`` when given); extra keyword arguments
+are ignored. Every reward has a ``name`` and a
 documented ``value_range``; :data:`REWARDS` lists them, :func:`make_reward` combines them with
 weights into a :class:`WeightedReward` that keeps each reward's values for logging. A reward returns
 None for a sample it has nothing to judge; :class:`WeightedReward` then leaves that term out of the

@@ -8,6 +8,10 @@ TRL adds a few keyword arguments of its own (``completion_ids``, ``trainer_state
 Completions may be plain strings or, in TRL's conversational format, a list of messages
 (``[{"role": "assistant", "content": "..."}]``): the text of the last message is scored.
 A text column entry of ``None`` (a missing value in a 🤗 dataset) is read as ``""``.
+
+The reference-overlap rewards accept several references per sample: ``references`` (a list of accepted
+wordings per sample, e.g. a spoken-QA answer said three ways) when given, else ``reference``
+(:func:`reference_lists`).
 """
 
 from __future__ import annotations
@@ -86,3 +90,13 @@ def list_column(values: Sequence[Any] | None, name: str, n: int) -> list[list[st
                                 "expected str")
         out.append(items)
     return out
+
+
+def reference_lists(reference: Sequence[Any] | None, references: Sequence[Any] | None, n: int) -> list[list[str]]:
+    """Each sample's references: its ``references`` entry (a list of accepted wordings) when that column is
+    given and the entry is not empty, else ``[reference]``."""
+    many = list_column(references, "references", n) if references is not None else [[] for _ in range(n)]
+    if all(many):
+        return many
+    one = text_column(reference, "reference", n)
+    return [refs or [ref] for refs, ref in zip(many, one)]

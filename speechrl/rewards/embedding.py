@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from speechrl.rewards.batch import completion_texts, text_column
+from speechrl.rewards.batch import completion_texts, reference_lists
 
 __all__ = ["load_sentence_encoder", "EmbeddingSimilarity", "embedding_similarity"]
 
@@ -40,7 +40,8 @@ def load_sentence_encoder(model: str | Path | None = None, device: str = "cpu",
 
 
 class EmbeddingSimilarity:
-    """Cosine similarity of the completion's and the reference's sentence embeddings, in [−1, 1].
+    """Cosine similarity of the completion's and the reference's sentence embeddings, in [−1, 1] (with
+    several ``references``: the closest one's).
 
     Unique texts of the batch are encoded once, ``batch_size`` at a time, with unit-normalised
     embeddings. Inputs longer than the model's ``max_seq_length`` (256 word pieces for MiniLM) are
@@ -61,16 +62,20 @@ class EmbeddingSimilarity:
                               normalize_embeddings=True, show_progress_bar=False)
 
     def __call__(self, prompts: Sequence[Any] | None, completions: Sequence[Any],
-                 reference: Sequence[str], **columns: Any) -> list[float]:
+                 reference: Sequence[str] | None = None, references: Sequence[Sequence[str]] | None = None,
+                 **columns: Any) -> list[float]:
         hyps = completion_texts(completions)
-        refs = text_column(reference, "reference", len(hyps))
+        refs = reference_lists(reference, references, len(hyps))
         if not hyps:
             return []
-        unique = list(dict.fromkeys(hyps + refs))
+        unique = list(dict.fromkeys(hyps + [r for rs in refs for r in rs]))
         row = {text: i for i, text in enumerate(unique)}
         emb = self.encode(unique)
-        sims = np.einsum("nd,nd->n", emb[[row[h] for h in hyps]], emb[[row[r] for r in refs]])
-        return np.clip(sims.astype(np.float64), -1.0, 1.0).tolist()
+        pairs = [(i, row[h], row[r]) for i, (h, rs) in enumerate(zip(hyps, refs)) for r in rs]
+        per_pair = np.einsum("nd,nd->n", emb[[p[1] for p in pairs]], emb[[p[2] for p in pairs]])
+        sims = np.full(len(hyps), -np.inf)
+        np.maximum.at(sims, [p[0] for p in pairs], per_pair.astype(np.float64))  # the closest reference's
+        return np.clip(sims, -1.0, 1.0).tolist()
 
 
 embedding_similarity = EmbeddingSimilarity()

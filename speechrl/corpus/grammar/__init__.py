@@ -19,7 +19,10 @@ conjugation (3rd person singular/plural), ``a el → al`` / ``de el → del``, *
 its object, *tomar prestado* agreeing with the borrowed thing.
 
 Each sentence carries questions about its own content whose answers are spans of the sentence
-(spoken QA), and keywords (names, places, landmarks, objects; for the ASR keyword reward).
+(spoken QA), each answer also said as a sentence in 2–4 wordings (``QA.answers``: "Where did Anna walk?" →
+"Anna walked to the market." / "She walked to the market." / "Anna went to the market."; derived from the
+choices already made, so they draw nothing from the random stream and every other output is as before
+they existed), and keywords (names, places, landmarks, objects; for the ASR keyword reward).
 
 Evaluation builders for Align-SLM's likelihood minimal pairs: :func:`story_cloze_pairs`
 (S-/T-StoryCloze), :func:`blimp_pairs` (sBLIMP) and :func:`wuggy_pairs` (sWUGGY).

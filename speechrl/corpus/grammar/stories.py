@@ -5,7 +5,7 @@ vocabulary they can emit. See :mod:`speechrl.corpus.grammar` for the grammar as 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from speechrl.corpus.grammar.lexicon import (ACQUIRE, ADJECTIVES, AFTER_SITTING, BORROWED, CONTAINERS, DAYS,
@@ -20,10 +20,17 @@ from speechrl.corpus.grammar.lexicon import (ACQUIRE, ADJECTIVES, AFTER_SITTING,
 
 @dataclass
 class QA:
-    """A question about one sentence; ``answer`` is a span of that sentence (1–4 words)."""
+    """A question about one sentence; ``answer`` is a span of that sentence (1–4 words); ``answers`` are
+    one-sentence answers in the wordings the grammar can give them, the first the canonical one
+    ("Where did Anna walk?" → "Anna walked to the market.", "She walked to the market.", "Anna went to
+    the market."): each restates what the question asks with the span — the whole sentence only when the
+    question asks about all of it ("What did she buy?" → "She bought three red apples.") — so no one
+    wording answers every question about a sentence. They are a function of the production's own
+    choices, made after them and drawing nothing from the story's random stream."""
 
     question: str
     answer: str
+    answers: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -115,6 +122,16 @@ def _ask(*parts: str) -> str:
     return _join(_words(*parts), "?")
 
 
+def _qa(question: str, span: str, *wordings: list[str]) -> QA:
+    """A question, its span and its one-sentence answers (token lists, the canonical first; repeats dropped)."""
+    return QA(question, span, list(dict.fromkeys(_join(w) for w in wordings)))
+
+
+def _it(plural: bool) -> str:
+    """The object pronoun of a thing: "it" or "them"."""
+    return "them" if plural else "it"
+
+
 def _a_or_an(next_word: str) -> str:
     return "an" if next_word[0] in "aeiou" else "a"
 
@@ -182,10 +199,14 @@ def _opening(cast: _Cast, rng: random.Random) -> _Draft:
         en, es = [*_words(when_en), ",", *core_en], [*_words(when_es), ",", *core_es]
     else:
         en, es = [*core_en, *_words(when_en)], [*core_es, *_words(when_es)]
+    name, went, she = cast.name, move.en_past, PRONOUNS[cast.gender][0]
+    went_to, when = _words(went, "to", *place_en), _words(when_en)
     questions = [
-        QA(_ask("where did", cast.name, move.en_base), " ".join(["to", *place_en])),
-        QA(_ask("who", move.en_past, "to", *place_en), cast.name),
-        QA(_ask("when did", cast.name, move.en_base, "to", *place_en), when_en),
+        _qa(_ask("where did", name, move.en_base), " ".join(["to", *place_en]),
+            [name, *went_to], [she, *went_to], [name, "went", "to", *place_en]),
+        _qa(_ask("who", went, "to", *place_en), name, [name, *went_to], ["it", "was", name], [name, "did"]),
+        _qa(_ask("when did", name, move.en_base, "to", *place_en), when_en,
+            [name, *went_to, *when], [*when, ",", name, *went_to], [she, *went_to, *when]),
     ]
     return _Draft(en, es, [cast.name, place_en[-1]], questions, "opening")
 
@@ -195,11 +216,12 @@ def _weather(cast: _Cast, rng: random.Random) -> _Draft:
     if rng.random() < 0.6:
         en_w, es_w = rng.choice(WEATHER_DAY)
         en, es = _words("it was", _a_or_an(en_w), en_w, "day"), _words("era un día", es_w)
-        qa = QA("What kind of day was it?", f"{_a_or_an(en_w)} {en_w} day")
+        qa = _qa("What kind of day was it?", f"{_a_or_an(en_w)} {en_w} day", en,
+                 _words("the day was", en_w), _words("it was", en_w))
     else:
         en_w, es_w = rng.choice(WEATHER_WAS)
         en, es = _words("the weather was", en_w), _words(es_w)
-        qa = QA("How was the weather?", en_w)
+        qa = _qa("How was the weather?", en_w, en, _words("it was", en_w))
     return _Draft(en, es, [], [qa], "weather")
 
 
@@ -216,18 +238,26 @@ def _acquire(cast: _Cast, rng: random.Random) -> _Draft:
     en = [subj_en, verb.en_past, *obj_en]
     es = [subj_es, *verb_es, *obj_es]
     noun_en = thing.noun.en_form(cast.plural)
-    questions = [QA(_ask("what did", subj_en, verb.en_base), " ".join(obj_en))]
+    name, got = cast.name, verb.en_past
+    questions = [_qa(_ask("what did", subj_en, verb.en_base), " ".join(obj_en),
+                     [subj_en, got, *obj_en], [name, got, *obj_en])]
     if rng.random() < 0.3:
         place_en, place_es = _the_place(cast.place)
         en = [place.en_at, *place_en, ",", *en]
         es = ["en", *place_es, ",", *es]
-        questions.append(QA(_ask("where did", subj_en, verb.en_base, "the", noun_en),
-                            " ".join([place.en_at, *place_en])))
+        at_place = [place.en_at, *place_en]
+        questions.append(_qa(_ask("where did", subj_en, verb.en_base, "the", noun_en), " ".join(at_place),
+                             [subj_en, got, "the", noun_en, *at_place], [name, got, "the", noun_en, *at_place],
+                             [subj_en, got, _it(cast.plural), *at_place],
+                             [*at_place, ",", subj_en, got, "the", noun_en]))
     if cast.plural:
-        questions.append(QA(_ask("how many", noun_en, "did", subj_en, verb.en_base), cast.quantity))
+        questions.append(_qa(_ask("how many", noun_en, "did", subj_en, verb.en_base), cast.quantity,
+                             [subj_en, got, cast.quantity, noun_en], [name, got, cast.quantity, noun_en],
+                             [subj_en, got, cast.quantity]))
     if ADJECTIVES[cast.adjective].color:
         be = "were" if cast.plural else "was"
-        questions.append(QA(_ask("what color", be, "the", noun_en), cast.adjective))
+        questions.append(_qa(_ask("what color", be, "the", noun_en), cast.adjective,
+                             ["the", noun_en, be, cast.adjective], ["they" if cast.plural else "it", be, cast.adjective]))
     keywords = ([place.noun.en] if "," in en else []) + [noun_en]
     return _Draft(en, es, keywords, questions, "acquire")
 
@@ -249,9 +279,13 @@ def _meet(cast: _Cast, rng: random.Random, landmark: str) -> _Draft:
     en = [*_words(trans_en), ",", subj_en, verb.en_past, *who_en, *where_en]
     es = [*_words(trans_es), ",", subj_es, *_words(verb.es), *who_es, *_words(prep_es),
           *_es_np("the", mark, False, None)]
+    name, friend, met = cast.name, cast.companion, verb.en_past
+    friend_obj = PRONOUNS[cast.companion_gender][1]
     questions = [
-        QA(_ask("who did", subj_en, verb.en_base), cast.companion),
-        QA(_ask("where did", subj_en, verb.en_base, cast.companion), " ".join(where_en)),
+        _qa(_ask("who did", subj_en, verb.en_base), friend,
+            [subj_en, met, *who_en], [name, met, *who_en], [subj_en, met, friend]),
+        _qa(_ask("where did", subj_en, verb.en_base, friend), " ".join(where_en),
+            [subj_en, met, friend, *where_en], [name, met, friend, *where_en], [subj_en, met, friend_obj, *where_en]),
     ]
     return _Draft(en, es, [cast.companion, mark.en], questions, "meet")
 
@@ -262,7 +296,9 @@ def _sit(cast: _Cast, rng: random.Random) -> _Draft:
     then_en, then_es = rng.choice(AFTER_SITTING)
     en = _words("they sat", seat_en, "and", then_en)
     es = _words(_they(cast), "se sentaron", seat_es, "y", then_es)
-    return _Draft(en, es, [], [QA("Where did they sit?", seat_en)], "sit")
+    qa = _qa("Where did they sit?", seat_en, _words("they sat", seat_en),
+             _words(cast.name, "and", cast.companion, "sat", seat_en))
+    return _Draft(en, es, [], [qa], "sit")
 
 
 def _carry(cast: _Cast, rng: random.Random) -> _Draft:
@@ -272,9 +308,12 @@ def _carry(cast: _Cast, rng: random.Random) -> _Draft:
     obj_en = _en_np("the", thing, cast.plural, None)
     en = [cast.companion, "carried", *obj_en, "in", "a", box_en]
     es = [cast.companion, "llevó", *_es_np("the", thing.noun, cast.plural, None), "en", *_words(box_es)]
+    friend, friend_subj, be = cast.companion, PRONOUNS[cast.companion_gender][0], "were" if cast.plural else "was"
+    carried = [friend, "carried", *obj_en]
     questions = [
-        QA(_ask("who carried", *obj_en), cast.companion),
-        QA(_ask("what did", cast.companion, "carry", *obj_en, "in"), f"a {box_en}"),
+        _qa(_ask("who carried", *obj_en), friend, carried, ["it", "was", friend], [friend, "did"]),
+        _qa(_ask("what did", friend, "carry", *obj_en, "in"), f"a {box_en}", [*carried, "in", "a", box_en],
+            [friend_subj, "carried", _it(cast.plural), "in", "a", box_en], [*obj_en, be, "in", "a", box_en]),
     ]
     return _Draft(en, es, [cast.companion, obj_en[-1]], questions, "carry")
 
@@ -294,7 +333,8 @@ def _describe(cast: _Cast, rng: random.Random) -> _Draft:
     en = [*obj_en, be_en, "very", adjective]
     es = [*_es_np("the", thing.noun, cast.plural, None), be_es, "muy",
           ADJECTIVES[adjective].es_form(thing.noun.gender, cast.plural)]
-    questions = [QA(_ask("what", be_en, *obj_en, "like"), f"very {adjective}")]
+    questions = [_qa(_ask("what", be_en, *obj_en, "like"), f"very {adjective}", en,
+                     ["they" if cast.plural else "it", be_en, "very", adjective])]
     return _Draft(en, es, [obj_en[-1]], questions, "describe")
 
 
@@ -305,7 +345,9 @@ def _like(cast: _Cast, rng: random.Random) -> _Draft:
     en = [cast.companion, "liked", *obj_en, "very", "much"]
     es = ["a", cast.companion, "le", "gustaron" if cast.plural else "gustó", "mucho",
           *_es_np("the", thing.noun, cast.plural, None)]
-    questions = [QA(_ask("what did", cast.companion, "like"), " ".join(obj_en))]
+    liked = [cast.companion, "liked", *obj_en]
+    questions = [_qa(_ask("what did", cast.companion, "like"), " ".join(obj_en), liked, en,
+                     [PRONOUNS[cast.companion_gender][0], "liked", *obj_en])]
     return _Draft(en, es, [cast.companion, obj_en[-1]], questions, "like")
 
 
@@ -326,7 +368,10 @@ def _feel(cast: _Cast, rng: random.Random) -> _Draft:
     else:
         es = [subj_es, "estaban" if plural else "estaba", "muy", complement.es_form(gender, plural)]
     keywords = [cast.companion] if who == 1 else []
-    return _Draft(en, es, keywords, [QA(_ask("how did", subj_en, "feel"), f"very {feeling}")], "feel")
+    # the other way to name the one who felt it: the name for a pronoun, a pronoun for the name
+    other = ([cast.name], [PRONOUNS[cast.companion_gender][0]], [cast.name, "and", cast.companion])[who]
+    qa = _qa(_ask("how did", subj_en, "feel"), f"very {feeling}", en, [*other, *en[1:]])
+    return _Draft(en, es, keywords, [qa], "feel")
 
 
 def _go_home(cast: _Cast, rng: random.Random) -> _Draft:
@@ -335,7 +380,9 @@ def _go_home(cast: _Cast, rng: random.Random) -> _Draft:
     together = "juntas" if cast.group_gender == "f" else "juntos"
     en = ["they", verb_en, "home", "together"]
     es = [_they(cast), verb_es, together, "a", "casa"]
-    return _Draft(en, es, [], [QA(_ask("where did they", base, "together"), "home")], "home")
+    qa = _qa(_ask("where did they", base, "together"), "home", en, ["they", verb_en, "home"],
+             [cast.name, "and", cast.companion, verb_en, "home", "together"])
+    return _Draft(en, es, [], [qa], "home")
 
 
 # optional sentences between the meeting and the ending, in story order
@@ -359,16 +406,19 @@ def _plan_ending(cast: _Cast, rng: random.Random) -> _EndingPlan:
 
 def _ending(cast: _Cast, plan: _EndingPlan) -> _Draft:
     """The coherent ending: it names the protagonist, the companion and the object or the place."""
-    name, friend = cast.name, cast.companion
+    name, friend, she, when = cast.name, cast.companion, PRONOUNS[cast.gender][0], _words(plan.time)
     if plan.action == RETURN:
         place_en, place_es = _the_place(cast.place)
         when_es = RETURN_TIMES[plan.time]
-        en = [*_words(plan.time), ",", name, "went", "back", "to", *place_en, "with", friend]
+        en = [*when, ",", name, "went", "back", "to", *place_en, "with", friend]
         es = [*_words(when_es), ",", name, "volvió", "a", *place_es, "con", friend]
+        back_to = ["went", "back", "to", *place_en]
         questions = [
-            QA(_ask("where did", name, "go back to"), " ".join(place_en)),
-            QA(_ask("who did", name, "go back with"), friend),
-            QA(_ask("when did", name, "go back to", *place_en), plan.time),
+            _qa(_ask("where did", name, "go back to"), " ".join(place_en), [name, *back_to], [she, *back_to]),
+            _qa(_ask("who did", name, "go back with"), friend, [name, "went", "back", "with", friend],
+                [she, "went", "back", "with", friend]),
+            _qa(_ask("when did", name, "go back to", *place_en), plan.time, [name, *back_to, *when],
+                [*when, ",", name, *back_to], [she, *back_to, *when]),
         ]
         return _Draft(en, es, [name, place_en[-1], friend], questions, "ending")
 
@@ -379,22 +429,30 @@ def _ending(cast: _Cast, plan: _EndingPlan) -> _Draft:
     obj_es = _es_np("the", thing.noun, cast.plural, adjective)
     head_en = [*_words(plan.time), ",", name, *_words(verb.en_past), *obj_en]
     head_es = [*_words(END_TIMES[plan.time]), ",", name, *_words(verb.es), *obj_es]
-    obj = " ".join(obj_en)
-    questions = [QA(_ask("what did", name, verb.en_base), obj)]
+    obj, did, it = " ".join(obj_en), _words(verb.en_past), _it(cast.plural)
+    questions = [_qa(_ask("what did", name, verb.en_base), obj, [name, *did, *obj_en], [she, *did, *obj_en])]
     if action.frame == "vase":
         en, es = [*head_en, "in", "a", "vase"], [*head_es, "en", "un", "jarrón"]
-        questions = [QA(_ask("where did", name, "put", obj), "in a vase")]
+        in_vase = ["in", "a", "vase"]
+        questions = [_qa(_ask("where did", name, "put", obj), "in a vase", [name, *did, *obj_en, *in_vase],
+                         [she, *did, *obj_en, *in_vase], [name, *did, it, *in_vase])]
     elif action.frame == "to":
         en, es = [*head_en, "to", friend], [*head_es, "a", friend]
-        questions = [QA(_ask("what did", name, verb.en_base, "to", friend), obj),
-                     QA(_ask("who did", name, verb.en_base, obj, "to"), friend)]
+        to = ["to", friend]
+        questions = [_qa(_ask("what did", name, verb.en_base, "to", friend), obj, [name, *did, *obj_en, *to],
+                         [she, *did, *obj_en, *to]),
+                     _qa(_ask("who did", name, verb.en_base, obj, "to"), friend, [name, *did, *obj_en, *to],
+                         [name, *did, it, *to], [she, *did, *obj_en, *to])]
     else:
         prep_en, prep_es = ("for", "para") if action.frame == "for" else ("with", "con")
         en, es = [*head_en, prep_en, friend], [*head_es, prep_es, friend]
         if action.frame == "with_home":
             en, es = [*en, "at", "home"], [*es, "en", "casa"]
-        questions.append(QA(_ask("who did", name, verb.en_base, obj, prep_en), friend))
-    questions.append(QA(_ask("when did", name, verb.en_base, obj), plan.time))
+        to = [prep_en, friend]
+        questions.append(_qa(_ask("who did", name, verb.en_base, obj, prep_en), friend, [name, *did, *obj_en, *to],
+                             [name, *did, it, *to], [she, *did, *obj_en, *to]))
+    questions.append(_qa(_ask("when did", name, verb.en_base, obj), plan.time, [name, *did, *obj_en, *when],
+                         [*when, ",", name, *did, *obj_en], [she, *did, *obj_en, *when]))
     keywords = [name, obj_en[-1]] + ([friend] if friend in en else [])
     return _Draft(en, es, keywords, questions, "ending")
 
