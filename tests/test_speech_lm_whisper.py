@@ -183,6 +183,8 @@ def test_encoder_outputs_cached_on_disk_through_the_speech_lm(encoder_dir, clips
         fresh, _ = fe(**fe.collate(list(feats.values())))
         reused, _ = fe(**fe.collate(list(cached_encodings(tmp_path, feats, policy).values())))
     torch.testing.assert_close(reused, fresh, atol=2e-2, rtol=1e-2)
+    only = cached_encodings(tmp_path, {"u0": feats["u0"]}, policy)  # a subset: read alone from the file
+    assert list(only) == ["u0"] and (only["u0"]["hidden"] == cached["u0"]["hidden"]).all()
     assert whisper_policy(encoder_dir, lora_rank=2).encoder_cache_key is None  # a training encoder: no cache
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
@@ -138,6 +139,17 @@ def features(corpus_dir: str | Path, rows: list[dict[str, Any]], kind: str, work
     return {uid: f for uid, f in out.items() if uid in wanted}
 
 
+def _read_wanted(path: Path, wanted: Any) -> dict[str, np.ndarray]:
+    """The arrays of ``path`` named in ``wanted`` — only those read when the file has them all (a process
+    that needs a few clips does not hold every clip's), else every array (to add the missing and save)."""
+    if not path.is_file():
+        return {}
+    with safe_open(str(path), framework="np") as f:
+        if set(wanted) <= set(f.keys()):
+            return {uid: f.get_tensor(uid) for uid in wanted}
+    return load_file(str(path))
+
+
 def cached_encodings(corpus_dir: str | Path, feats: dict[str, dict[str, np.ndarray]], policy: Any,
                      batch_size: int = 8) -> dict[str, dict[str, np.ndarray]]:
     """``feats`` with each utterance's frozen audio-encoder output added as ``hidden`` (float16), computed
@@ -153,7 +165,7 @@ def cached_encodings(corpus_dir: str | Path, feats: dict[str, dict[str, np.ndarr
         return feats
     path = Path(corpus_dir) / "features" / f"{key}.safetensors"
     with process_state().main_process_first():
-        cached = load_file(str(path)) if path.is_file() else {}
+        cached = _read_wanted(path, feats)
         todo = [uid for uid in feats if uid not in cached]
         if todo:
             import torch

@@ -164,10 +164,11 @@ def train_control(recipe: SpeechGRPORecipe, name: str, rl_stage: str, policy: An
 
 
 def _control_process(recipe: SpeechGRPORecipe, name: str, rl_stage: str, out: Path) -> None:
-    """A control trained in a process of its own, on one torch thread: the recipe's data and a fresh
-    policy from the caches, its result in ``out / name`` where the main process then finds it."""
+    """A control trained in a process of its own, on one torch thread: the recipe's training and dev data
+    (not the test clips: the main process tests it) and a fresh policy from the caches, its result in
+    ``out / name`` where the main process then finds it."""
     set_threads(1)
-    policy, feats, split, _, _ = prepare(recipe, out, record_rejects=False)
+    policy, feats, split, _, _ = prepare(recipe, out, record_rejects=False, splits=("train", "dev"))
     train_control(recipe, name, rl_stage, policy, split, feats, out, MetricsLogger(out, tensorboard=False,
                                                                                    wandb=False))
 
@@ -220,12 +221,15 @@ def stages(recipe: SpeechGRPORecipe) -> list[tuple[str, str, str | None]]:
     return trained + [(f"test {s}", "metrics_test.json", s) for s in systems]
 
 
-def prepare(recipe: SpeechGRPORecipe, out: Path, record_rejects: bool = True
+def prepare(recipe: SpeechGRPORecipe, out: Path, record_rejects: bool = True,
+            splits: tuple[str, ...] = ("train", "dev", "test")
             ) -> tuple[Any, dict, dict[str, list], list[dict], dict[str, Any]]:
     """The recipe's data and its untrained policy: (policy, features, train/dev/test examples, the rows
-    kept, the data report; skipped rows in ``<out>/rejected.jsonl`` when ``record_rejects``)."""
+    kept, the data report; skipped rows in ``<out>/rejected.jsonl`` when ``record_rejects``). Only the
+    rows of ``splits`` are kept and featurized (the others' examples are empty)."""
     rejects = out if record_rejects else None
     corpus_dir, rows, data_report = dataset_rows(recipe.data, recipe.corpus, recipe.task, rejects)
+    rows = [r for r in rows if r["split"] in splits]
     policy = new_policy(recipe.model, recipe.sft.seed)
     feats = policy_features(corpus_dir, rows, policy)
     rows = kept_with_features(rows, feats, corpus_dir, rejects, data_report)
