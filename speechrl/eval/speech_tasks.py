@@ -102,7 +102,7 @@ def task_metrics(task: str, hyps: list[str], refs: References, semantic: bool = 
     from speechrl.rewards import embedding_similarity, meteor, rouge_l
 
     languages = languages or [language] * len(hyps)
-    normalized = [[normalize_for_scoring(r, lang) for r in rs] for rs, lang in zip(ref_lists, languages, strict=True)]
+    normalized = [_normalized(rs, [lang] * len(rs)) for rs, lang in zip(ref_lists, languages, strict=True)]
     bleu = sacrebleu.corpus_bleu(_normalized(hyps, languages), reference_streams(normalized)).score
     metrics = {"bleu": round(bleu, 2),
                "bleu_sacre": round(sacrebleu.corpus_bleu(hyps, reference_streams(ref_lists)).score, 2),
@@ -125,7 +125,7 @@ def task_item_stats(task: str, hyps: list[str], refs: References,
         return {"wer": error_stats(firsts, hyps, language=language).tolist(),
                 "cer": error_stats(firsts, hyps, "char", language).tolist()}
     languages = languages or [LANGUAGE[task]] * len(hyps)
-    normalized = [[normalize_for_scoring(r, lang) for r in rs] for rs, lang in zip(ref_lists, languages, strict=True)]
+    normalized = [_normalized(rs, [lang] * len(rs)) for rs, lang in zip(ref_lists, languages, strict=True)]
     return {"bleu": bleu_stats(_normalized(hyps, languages), normalized).tolist()}
 
 
