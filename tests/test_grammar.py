@@ -335,3 +335,17 @@ def test_wuggy_substitutions_keep_the_syllable_shape() -> None:
     assert benchmark_pairs._substitutes(benchmark_pairs._graphemes("black"), 0) == ("g",)  # not "dlack"
     assert benchmark_pairs._substitutes(benchmark_pairs._graphemes("three"), 0) == ()  # digraph "th" is kept
     assert benchmark_pairs._substitutes(benchmark_pairs._graphemes("vase"), 3) == ()  # silent final e
+
+
+def test_fresh_stories_tell_no_excluded_story_and_no_story_twice() -> None:
+    from speechrl.corpus.grammar import fresh_stories
+
+    held_out = generate_stories(30, 0)
+    exclude = {tuple(s.text for s in st.sentences[:-1]) for st in held_out}
+    stories = fresh_stories(200, 0, exclude)
+    contexts = [tuple(s.text for s in st.sentences[:-1]) for st in stories]
+    assert len(stories) == 200 and len(set(contexts)) == 200 and not set(contexts) & exclude
+    assert [st.id for st in stories[:2]] == ["l00001", "l00002"]
+    assert all(len(st.sentences) >= 4 for st in stories)
+    assert [st.sentences[0].text for st in fresh_stories(5, 0, exclude)] == [st.sentences[0].text for st in stories[:5]]
+    assert fresh_stories(5, 1, set())[0].sentences != stories[0].sentences  # another seed, other stories

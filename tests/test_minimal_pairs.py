@@ -269,3 +269,19 @@ def test_load_spoken_storycloze_errors(tmp_path, names, message):
     _touch_wavs(tmp_path / "sc", names)
     with pytest.raises(ValueError, match=message):
         load_spoken_storycloze(tmp_path / "sc")
+
+
+def test_long_form_stories_are_joined_like_story_cloze_members(built, monkeypatch):
+    """A story told by one voice has the units of the story-cloze member with the same sentences (the
+    cached sentences are reused: nothing is synthesized again)."""
+    from speechrl.align.long_form import story_units
+    from speechrl.corpus import grammar
+
+    out, sets = built
+    pair = sets["tsc"][0]
+    story = grammar.generate_stories(1, 0)[0]  # the tsc pair's story (benchmark seed 0)
+    assert " ".join(s.text for s in story.sentences) == pair.positive_text
+    monkeypatch.setattr(mp, "_unit_job", lambda job: (_ for _ in ()).throw(AssertionError(f"recomputed {job}")))
+    assert story_units([story], [VOICE], [1.0], seed=0, folder=out) == [pair.positive_units]
+    with pytest.raises(ValueError, match="voice"):
+        story_units([story], [], [1.0], seed=0, folder=out)

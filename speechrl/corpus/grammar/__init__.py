@@ -41,7 +41,7 @@ The grammar lives in three modules: :mod:`~speechrl.corpus.grammar.lexicon` (wor
 from speechrl.corpus.grammar.benchmark_pairs import (BLIMP_PHENOMENA, BlimpPair, ClozePair, WuggyPair, blimp_pairs,
                                                      story_cloze_pairs, wuggy_pairs)
 from speechrl.corpus.grammar.stories import (QA, Sentence, Story, english_content_words, fresh_sentences,
-                                             generate_stories, vocabulary)
+                                             fresh_stories, generate_stories, vocabulary)
 
 __all__ = [
     "QA",
@@ -52,6 +52,7 @@ __all__ = [
     "WuggyPair",
     "generate_stories",
     "fresh_sentences",
+    "fresh_stories",
     "story_cloze_pairs",
     "blimp_pairs",
     "wuggy_pairs",

@@ -544,6 +544,23 @@ def fresh_sentences(n: int, seed: int, exclude: set[str]) -> list[str]:
     raise ValueError(f"the grammar gave only {len(out)} new sentences, not {n}")
 
 
+def fresh_stories(n: int, seed: int, exclude: set[tuple[str, ...]]) -> list[Story]:
+    """``n`` new stories ``l00001`` … (drawn with ``seed``, a stream of its own), none of whose context
+    (every sentence but the ending) is in ``exclude``, and no two alike: long-form pretraining text that
+    tells no held-out story (pass the contexts of every evaluation story)."""
+    rng = random.Random(f"long-form-{seed}")
+    seen, out = set(exclude), []
+    for i in range(50 * n + 100):
+        story = _generate_story(f"l{len(out) + 1:05d}", rng)
+        context = tuple(s.text for s in story.sentences[:-1])
+        if context not in seen:
+            seen.add(context)
+            out.append(story)
+        if len(out) == n:
+            return out
+    raise ValueError(f"the grammar gave only {len(out)} new stories, not {n}")
+
+
 # ------------------------------------------------------------------------------------ vocabulary
 
 
