@@ -22,7 +22,8 @@ def tiny_run_args(tmp_path, out, *sets):
             "curriculum.prompts_per_round=4",  # quantile thresholds, round 1's lowered so that it finds pairs:
             "curriculum.chosen_min=[0.6,0.8]",  # with the recipe's 0.7 whether it does hangs on the installed stack
             "sampling.n=3", "sampling.max_new_units=12", "dpo.epochs=1", "dpo.batch_size=2",
-            "benchmarks.pairs=3", "test_prompts=3", "eval_continuations=1", "samples=2", *sets]
+            "benchmarks.pairs=3", "test_prompts=3", "eval_continuations=1", "samples=2",
+            "long_form.stories=2", "long_form.dev_stories=1", *sets]
     return ["run", "recipes/align_slm.yaml", "--out", str(out)] + [a for kv in tiny for a in ("--set", kv)]
 
 
@@ -36,8 +37,10 @@ def test_align_slm_recipe_end_to_end(tmp_path, monkeypatch, recipe_cache):
     assert set(summary["metrics"]) == {"base", "round1", "round2", "continued_ntp"}
     assert summary["training"]["round1"].get("steps", 0) > 0, summary["training"]["round1"]  # DPO ran
     for metrics in summary["metrics"].values():
-        assert {"judge_score", "auto_bleu", "genppl", "swuggy", "sblimp", "ssc", "tsc", "pairs"} <= set(metrics)
+        assert {"judge_score", "auto_bleu", "genppl", "swuggy", "sblimp", "ssc", "tsc", "pairs",
+                "tsc_ending_given_story", "tsc_ending_alone"} <= set(metrics)
         assert 1.0 <= metrics["judge_score"] <= 5.0 and 0 <= metrics["tsc"] <= 100
+    assert "long_form" in summary["fingerprints"]  # whole stories joined the pretraining
     # each system's difference to the base with its paired bootstrap interval: judge score over the test
     # prompts, accuracies over the minimal pairs
     assert summary["baseline"] == "base" and set(summary["intervals"]) == {"round1", "round2", "continued_ntp"}

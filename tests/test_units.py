@@ -194,3 +194,27 @@ def test_factory_unknown_name():
         make_unit_tokenizer("wavlm")
     assert isinstance(make_unit_tokenizer(), PhonemeUnitTokenizer)
     assert make_unit_tokenizer("mfcc-kmeans", k=50).vocab_size == 50
+
+
+def test_unit_bpe_merges_words_never_across_a_boundary(tmp_path):
+    from speechrl.speech.units.bpe import UnitBPE
+
+    b = WORD_BOUNDARY_ID
+    word_a, word_b = [5, 7, 9], [11, 12]  # two "words" said again and again, and a rare one
+    seqs = [[b, *word_a, b, *word_b], [b, *word_b, b, *word_a, b, *word_a], [b, 3, 4]] * 5
+    bpe = UnitBPE.train(seqs, vocab_size=BLANK_ID + 6)
+    assert bpe.vocab_size <= BLANK_ID + 6
+    assert len(bpe.encode([b, *word_a])) == 1 and len(bpe.encode([b, *word_b])) == 1  # whole words, boundary first
+    assert bpe.encode([b, *word_a, b, *word_a]) == bpe.encode([b, *word_a]) * 2
+    tokens = bpe.encode([*word_a, b, *word_b, b, 3, 4, 100])
+    for t in tokens:  # no token holds a boundary anywhere but at its start
+        assert b not in bpe.decode([t])[1:]
+    for seq in [*seqs, [100, 3, b, b, 7], [], [b]]:  # any unit sequence round-trips, unseen units included
+        assert bpe.decode(bpe.encode(seq)) == seq
+    assert UnitBPE.train(seqs, vocab_size=BLANK_ID + 6).encode(seqs[1]) == bpe.encode(seqs[1])  # deterministic
+    again = UnitBPE.load(bpe.save(tmp_path / "bpe.json"))
+    assert again.vocab_size == bpe.vocab_size and again.encode(seqs[1]) == bpe.encode(seqs[1])
+    with pytest.raises(ValueError, match="unit ids"):
+        bpe.encode([BLANK_ID])
+    with pytest.raises(ValueError, match="smaller than"):
+        UnitBPE.train(seqs, vocab_size=10)

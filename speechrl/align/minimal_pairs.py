@@ -210,10 +210,16 @@ def benchmark_segments(name: str, n: int, seed: int = 0) -> list[tuple[tuple[str
         return [((p.word,), (p.nonword,), "") for p in grammar.wuggy_pairs(n, seed)]
     if name == "sblimp":
         return [((p.good,), (p.bad,), p.phenomenon) for p in grammar.blimp_pairs(n, seed)]
-    # a tsc item needs an unrelated story, so a few more stories than pairs
-    stories = grammar.generate_stories(n + max(4, n // 10), seed)
-    items = grammar.story_cloze_pairs(stories, seed, kinds=(name,))[:n]
+    items = grammar.story_cloze_pairs(benchmark_stories(n, seed), seed, kinds=(name,))[:n]
     return [((*c.context, c.correct), (*c.context, c.wrong), c.perturbation) for c in items]
+
+
+def benchmark_stories(n: int, seed: int = 0) -> list:
+    """The stories the story-cloze sets of ``n`` pairs are made of (a tsc item needs an unrelated story,
+    so a few more stories than pairs): what long-form pretraining must not tell."""
+    from speechrl.corpus import grammar
+
+    return grammar.generate_stories(n + max(4, n // 10), seed)
 
 
 def _text_key(text: str, voice: str, speed: float) -> str:

@@ -1,6 +1,7 @@
 """Align-SLM recipe (arXiv 2411.01834), end to end:
 
-    corpus (or ``data:``) → phoneme units → unit LM (TWIST-style warm start, next-unit pretraining) = "base"
+    corpus (or ``data:``) [+ long-form stories] → phoneme units → unit LM (TWIST-style warm start,
+        next-unit pretraining) = "base"
     for round k = 1..K (curriculum):
         train prompts (≈3 s, cut at a word end) → N continuations from the current model
         → vocoder → ASR → AI feedback (judge 1–5, auto-BLEU) → pairs with (s_c, s_r)[k]
@@ -25,7 +26,13 @@ benchmarks stay as they are: built from the corpus grammar and synthesized (``be
 {"diff", "low", "high", "significant"}}}``: each system's difference to the base with its paired bootstrap
 95% interval (:mod:`speechrl.eval.bootstrap`) for ``judge_score`` (resampling the evaluation prompts, the
 mean over their continuations' scores) and the minimal-pair accuracies (resampling the pairs), from the
-per-item statistics kept in ``items_<eval_split>.json``.
+per-item statistics kept in ``items_<eval_split>.json``. Each system's metrics also hold the story-context
+diagnostic (:func:`~speechrl.align.minimal_pairs.story_context_use` on the T-StoryCloze-like pairs):
+``tsc_ending_given_story`` / ``tsc_ending_alone``, the share of pairs whose true ending has the lower NLL
+given the story / with no story; equal values mean the model does not read the story.
+
+``long_form.stories`` adds whole grammar stories to the pretraining (:func:`long_form_sequences`): the
+corpus's utterances are single sentences, which never reward reading the sentences before.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -47,12 +54,14 @@ from speechrl.align.continuations import (Prompt, corpus_prompts, sample_continu
                                           transcribe_units)
 from speechrl.align.feedback import auto_bleu, continuation_nll
 from speechrl.align.judge import JudgeConfig, make_judge
-from speechrl.align.minimal_pairs import build_benchmark, evaluate_minimal_pairs
+from speechrl.align.long_form import story_units
+from speechrl.align.minimal_pairs import benchmark_stories, build_benchmark, evaluate_minimal_pairs, story_context_use
 from speechrl.align.pairs import (Candidate, PromptCandidates, build_judge_pairs, load_candidates, save_candidates,
                                   save_pairs, score_quantiles)
 from speechrl.audio import save_audio
 from speechrl.config import ConfigError, check, doc
 from speechrl.corpus.build import CorpusConfig
+from speechrl.corpus.grammar import Story
 from speechrl.data.features import features
 from speechrl.data.sources import DataConfig
 from speechrl.eval.bootstrap import intervals, mean_stats
@@ -114,6 +123,16 @@ class CurriculumConfig:
                     raise ConfigError(f"{key}: quantile thresholds must be in [0, 1], got {getattr(self, key)}")
 
 @dataclass
+class LongFormConfig:
+    stories: int = doc("whole grammar stories added to the unit LM's pretraining, each told by one of the corpus's "
+                       "training voices, none of them a story the evaluation tells: the corpus's utterances are "
+                       "single sentences, and only a sequence that holds a story teaches the LM to read one (0: off)",
+                       0, ge=0)
+    dev_stories: int = doc("more such stories in the pretraining's dev set, which picks the base checkpoint", 50, ge=0)
+    seed: int = doc("seed of the stories and of their voices and speeds", 0)
+
+
+@dataclass
 class BenchmarkConfig:
     pairs: int = doc("pairs per minimal-pair benchmark (sWUGGY/sBLIMP/S-SC/T-SC-like)", 200, ge=1)
     seed: int = doc("seed of the benchmark items", 0)
@@ -125,6 +144,7 @@ class AlignSLMRecipe:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: UnitModelConfig = field(default_factory=UnitModelConfig)
+    long_form: LongFormConfig = field(default_factory=LongFormConfig)
     pretrain: SFTConfig = field(default_factory=lambda: pretrain_config(
         batch_size=16, max_steps=300, max_tokens=128, eval_every=50, checkpoint_every=50))
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -196,6 +216,24 @@ def benchmark_sets(cfg: BenchmarkConfig) -> dict[str, list]:
     return {name: build_benchmark(name, root, cfg.pairs, cfg.seed, cfg.voices) for name in BENCHMARKS}
 
 
+def long_form_sequences(recipe: AlignSLMRecipe, held_out: Sequence[Story] = (), workers: int = 2
+                        ) -> tuple[list[list[int]], list[list[int]]]:
+    """(train, dev) unit sequences of ``recipe.long_form``'s stories (:mod:`speechrl.align.long_form`; cached in
+    the shared cache): new stories, none with the context of a corpus story, of a story-cloze item or of
+    ``held_out``."""
+    from speechrl.corpus.build import plan
+    from speechrl.corpus.grammar import fresh_stories
+
+    lf = recipe.long_form
+    if not lf.stories:
+        return [], []
+    held_out = [*plan(recipe.corpus)[0], *benchmark_stories(recipe.benchmarks.pairs, recipe.benchmarks.seed), *held_out]
+    stories = fresh_stories(lf.dev_stories + lf.stories, lf.seed,
+                            {tuple(x.text for x in st.sentences[:-1]) for st in held_out})
+    seqs = story_units(stories, recipe.corpus.voices, recipe.corpus.speeds, lf.seed, cache_dir() / "long_form", workers)
+    return seqs[lf.dev_stories:], seqs[:lf.dev_stories]
+
+
 def stages(recipe: AlignSLMRecipe) -> list[tuple[str, str, str | None]]:
     """The stages :func:`run` caches in its folder, in order: (name, the file that marks it done, the key
     that file must hold or None) — for ``speechrl run --dry-run``."""
@@ -259,6 +297,8 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
             scored = evaluate_minimal_pairs(pairs, model.nll)
             metrics[bench] = 100 * scored["accuracy"]
             per_item[bench] = mean_stats([100 * x for x in scored["scores"]]).tolist()
+        use = story_context_use(benches["tsc"], model.nll)  # does the model read the story at all?
+        metrics.update(tsc_ending_given_story=use["ending|context"], tsc_ending_alone=use["ending alone"])
         items[name] = per_item
         write_json(items_path, items)  # before the metrics: a cached result always has its items
         results[name] = {**metrics, **(extra or {})}
@@ -269,6 +309,10 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
     # base: the unit LM warm-started from the text LM, pretrained on next-unit prediction
     num_units = BLANK_ID  # phoneme unit ids 0..189 (word boundary included)
     seqs = {k: corpus_sequences(feats, [r["id"] for r in v]) for k, v in split.items()}
+    long_train, long_dev = long_form_sequences(recipe)
+    if long_train or long_dev:  # the dev stories first: the dev set is cut at pretrain.dev_examples
+        seqs["train"], seqs["dev"] = seqs["train"] + long_train, long_dev + seqs["dev"]
+        fingerprints["long_form"] = fingerprint.of_json([long_train, long_dev])
     model = UnitLM.create(recipe.model.lm, num_units, recipe.model.layers, seed=recipe.seed)
     pretrain = train_unit_lm(model, seqs["train"], seqs["dev"], recipe.pretrain, out / "unit_lm", logger)
     base_weights = out / "unit_lm" / "best" / "model.safetensors"

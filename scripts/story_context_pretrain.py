@@ -1,0 +1,94 @@
+"""Which base unit LM reads a story? Pretrain one on whole stories and score the story-context diagnostic
+(issue 24, item 1).
+
+The unit LM of ``recipes/align_slm.yaml`` (SmolLM2-135M warm start, ``--layers`` decoder layers) is
+pretrained on ``--stories`` long-form grammar stories (:func:`speechrl.pipelines.align_slm.long_form_sequences`:
+each told by one corpus voice, synthesized, encoded, cached), optionally over acoustic words
+(``--bpe V``: :class:`speechrl.speech.units.bpe.UnitBPE` with V tokens, learnt on the training stories).
+Every ``--eval-every`` steps it prints the dev NLL (held-out stories; it picks the checkpoint) and
+:func:`~speechrl.align.minimal_pairs.story_context_use` on a *dev* T-StoryCloze-like set (stories of
+benchmark seed + 1, which no training story tells): the share of pairs whose true ending has the lower
+NLL given the story (``ending|context``) and with no story (``ending alone``). At the end, the same on
+the recipe's own T-StoryCloze-like benchmark (the issue's bar: ≥ 65 % given the story).
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/story_context_pretrain.py --out /tmp/sc --stories 1000 \\
+        --layers 4 --steps 1200 --batch 4 --max-tokens 384
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/story_context_pretrain.py --out /tmp/sc_bpe --stories 1000 \\
+        --layers 19 --bpe 2000 --steps 400 --batch 8 --max-tokens 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from speechrl.align.minimal_pairs import benchmark_stories, build_benchmark, story_context_use
+from speechrl.eval.metrics import selection_score
+from speechrl.models.hub import cache_dir
+from speechrl.models.unit_lm import UnitLM
+from speechrl.pipelines.align_slm import AlignSLMRecipe, LongFormConfig, long_form_sequences
+from speechrl.runlog import MetricsLogger
+from speechrl.speech.units import BLANK_ID
+from speechrl.speech.units.bpe import UnitBPE
+from speechrl.trainers.sft import train_supervised
+from speechrl.trainers.unit_lm import chunk_sequences, mean_nll, pretrain_config, unit_lm_loss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="training folder (resumable)")
+    parser.add_argument("--stories", type=int, default=1000, help="long-form training stories")
+    parser.add_argument("--dev-stories", type=int, default=100, help="held-out stories for the dev NLL")
+    parser.add_argument("--layers", type=int, default=4, help="SmolLM2 decoder layers kept")
+    parser.add_argument("--bpe", type=int, default=0, help="acoustic-word vocabulary size (0: phoneme units)")
+    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--batch", type=int, default=4, help="stories per step")
+    parser.add_argument("--max-tokens", type=int, default=384, help="tokens per training sequence")
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--eval-every", type=int, default=200)
+    parser.add_argument("--dev-pairs", type=int, default=100, help="pairs of the dev story-cloze set")
+    args = parser.parse_args()
+    start = time.time()
+    recipe = AlignSLMRecipe(long_form=LongFormConfig(stories=args.stories, dev_stories=args.dev_stories))
+    bench = recipe.benchmarks
+    dev_seed = bench.seed + 1
+    test_pairs = build_benchmark("tsc", cache_dir() / "benchmarks", bench.pairs, bench.seed, bench.voices)
+    dev_pairs = build_benchmark("tsc", cache_dir() / "benchmarks_dev", args.dev_pairs, dev_seed, bench.voices)
+    train, dev = long_form_sequences(recipe, held_out=benchmark_stories(args.dev_pairs, dev_seed))
+    num_units = BLANK_ID
+    if args.bpe:
+        codec = UnitBPE.train(train, args.bpe)
+        train, dev = codec.encode_batch(train), codec.encode_batch(dev)
+        test_pairs, dev_pairs = ([dataclasses.replace(p, positive_units=codec.encode(p.positive_units),
+                                                      negative_units=codec.encode(p.negative_units)) for p in pairs]
+                                 for pairs in (test_pairs, dev_pairs))
+        num_units = codec.vocab_size
+    print(json.dumps({"train_stories": len(train), "tokens_per_story": round(sum(map(len, train)) / len(train), 1),
+                      "vocabulary": num_units, "data_s": round(time.time() - start)}), flush=True)
+    model = UnitLM.create(recipe.model.lm, num_units, args.layers, seed=recipe.seed)
+
+    def loss(wrapped, batch):
+        return unit_lm_loss(wrapped, model, batch)
+
+    def dev_score(_wrapped, seqs):
+        model.eval()
+        metrics = {"nll": mean_nll(model, seqs),
+                   **{f"dev_tsc {k}": v for k, v in story_context_use(dev_pairs, model.nll).items()}}
+        model.train()
+        print(json.dumps({**metrics, "s": round(time.time() - start)}), flush=True)
+        return selection_score("nll", metrics), metrics
+
+    cfg = pretrain_config(batch_size=args.batch, max_steps=args.steps, max_tokens=args.max_tokens, lr=args.lr,
+                          eval_every=args.eval_every, checkpoint_every=args.eval_every)
+    result = train_supervised(model, chunk_sequences(train, args.max_tokens - 1), dev, loss, [], cfg, args.out,
+                              MetricsLogger(args.out), "unit_lm", dev_score)
+    model.eval()
+    print(json.dumps({"best_step": result["best_step"], "step_s": result["step_s"],
+                      "test_tsc": story_context_use(test_pairs, model.nll), "s": round(time.time() - start)}))
+
+
+if __name__ == "__main__":
+    main()
