@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 from typing import Sequence
 
-from speechrl.align.minimal_pairs import _compute_units, _member_units, _text_key
+from speechrl.align.minimal_pairs import compute_units, joined_units, sentence_key
 from speechrl.corpus.grammar import Story
 
 
@@ -32,8 +32,8 @@ def story_units(stories: Sequence[Story], voices: Sequence[str], speeds: Sequenc
     plan, jobs = [], []
     for story in stories:
         voice, speed = rng.choice(list(voices)), float(rng.choice(list(speeds)))
-        keys = [_text_key(s.text, voice, speed) for s in story.sentences]
+        keys = [sentence_key(s.text, voice, speed) for s in story.sentences]
         jobs += [(k, str(folder / "audio" / f"{k}.wav"), s.text, voice, speed) for k, s in zip(keys, story.sentences)]
         plan.append(keys)
-    units, _ = _compute_units(folder, jobs, workers, "story units")
-    return [_member_units(units, keys) for keys in plan if all(k in units for k in keys)]
+    units, _ = compute_units(folder, jobs, workers, "story units")
+    return [joined_units(units, keys) for keys in plan if all(k in units for k in keys)]

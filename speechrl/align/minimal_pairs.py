@@ -44,7 +44,7 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 from safetensors.numpy import load_file, save
@@ -53,6 +53,9 @@ from tqdm import tqdm
 from speechrl.audio import AudioError, RejectLog, load_audio, save_audio
 from speechrl.parallel import pool_map
 from speechrl.runlog import atomic_write_bytes, write_json
+
+if TYPE_CHECKING:
+    from speechrl.corpus.grammar import Story
 
 __all__ = [
     "MinimalPair",
@@ -214,7 +217,7 @@ def benchmark_segments(name: str, n: int, seed: int = 0) -> list[tuple[tuple[str
     return [((*c.context, c.correct), (*c.context, c.wrong), c.perturbation) for c in items]
 
 
-def benchmark_stories(n: int, seed: int = 0) -> list:
+def benchmark_stories(n: int, seed: int = 0) -> list[Story]:
     """The stories the story-cloze sets of ``n`` pairs are made of (a tsc item needs an unrelated story,
     so a few more stories than pairs): what long-form pretraining must not tell."""
     from speechrl.corpus import grammar
@@ -222,7 +225,8 @@ def benchmark_stories(n: int, seed: int = 0) -> list:
     return grammar.generate_stories(n + max(4, n // 10), seed)
 
 
-def _text_key(text: str, voice: str, speed: float) -> str:
+def sentence_key(text: str, voice: str, speed: float) -> str:
+    """The cache key of a sentence spoken by ``voice`` at ``speed`` (its WAV's name, its units' key)."""
     return hashlib.sha1(f"{voice}|{speed:g}|{text}".encode()).hexdigest()[:20]
 
 
@@ -275,8 +279,8 @@ def _save_units(folder: Path, units: dict[str, np.ndarray]) -> None:
     atomic_write_bytes(folder / UNITS_FILE, save(arrays))
 
 
-def _compute_units(folder: Path, jobs: list[tuple[str, str, str | None, str | None, float]], workers: int,
-                   desc: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def compute_units(folder: Path, jobs: list[tuple[str, str, str | None, str | None, float]], workers: int,
+                  desc: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Units for every job key (cached ones reused); returns (units by key, error by key)."""
     folder.mkdir(parents=True, exist_ok=True)
     units = _load_units(folder)
@@ -322,25 +326,25 @@ def build_benchmark(name: str, out_dir: str | Path, n: int = 200, seed: int = 0,
         voice = voices[i % len(voices)]
         members = []
         for segments in (pos, neg):
-            keys = [_text_key(text, voice, speed) for text in segments]
+            keys = [sentence_key(text, voice, speed) for text in segments]
             jobs += [(key, str(out / "audio" / f"{key}.wav"), text, voice, float(speed))
                      for key, text in zip(keys, segments)]
             members.append(keys)
         plan.append((f"{name}-{i:04d}", pos, neg, group, voice, members))
-    units, _ = _compute_units(out, jobs, workers, f"{name} units")
+    units, _ = compute_units(out, jobs, workers, f"{name} units")
     pairs = []
     for pair_id, pos, neg, group, voice, (kp, kn) in plan:
         if all(k in units for k in kp + kn):
             pairs.append(MinimalPair(pair_id, name, _member_audio(out, kp), _member_audio(out, kn), " ".join(pos),
-                                     " ".join(neg), group, voice, _member_units(units, kp),
-                                     _member_units(units, kn)))
+                                     " ".join(neg), group, voice, joined_units(units, kp),
+                                     joined_units(units, kn)))
     record = [{k: v for k, v in p.to_dict().items() if k not in ("positive_units", "negative_units")} for p in pairs]
     write_json(out / f"{name}.json", {"benchmark": name, "seed": seed, "requested": n, "built": len(pairs),
                                       "voices": list(voices), "speed": speed, "pairs": record})
     return pairs
 
 
-def _member_units(units: dict[str, np.ndarray], keys: list[str]) -> list[int]:
+def joined_units(units: dict[str, np.ndarray], keys: list[str]) -> list[int]:
     """A member spoken as several sentences: their unit sequences joined at a word boundary."""
     from speechrl.speech.units import WORD_BOUNDARY_ID
 
@@ -382,6 +386,6 @@ def encode_pairs(pairs: Sequence[MinimalPair], cache_dir: str | Path, workers: i
             keys.append(key)
             jobs.append((key, str(path), None, None, 1.0))
         keyed.append((p, keys))
-    units, _ = _compute_units(folder, jobs, workers, "units")
+    units, _ = compute_units(folder, jobs, workers, "units")
     return [dataclasses.replace(p, positive_units=units[kp].tolist(), negative_units=units[kn].tolist())
             for p, (kp, kn) in keyed if kp in units and kn in units]

@@ -60,8 +60,8 @@ from speechrl.align.pairs import (Candidate, PromptCandidates, build_judge_pairs
                                   save_pairs, score_quantiles)
 from speechrl.audio import save_audio
 from speechrl.config import ConfigError, check, doc
-from speechrl.corpus.build import CorpusConfig
-from speechrl.corpus.grammar import Story
+from speechrl.corpus.build import CorpusConfig, plan
+from speechrl.corpus.grammar import Story, fresh_stories
 from speechrl.data.features import features
 from speechrl.data.sources import DataConfig
 from speechrl.eval.bootstrap import intervals, mean_stats
@@ -121,6 +121,7 @@ class CurriculumConfig:
             for key in ("chosen_min", "rejected_max"):
                 if not all(0 <= q <= 1 for q in getattr(self, key)):
                     raise ConfigError(f"{key}: quantile thresholds must be in [0, 1], got {getattr(self, key)}")
+
 
 @dataclass
 class LongFormConfig:
@@ -221,9 +222,6 @@ def long_form_sequences(recipe: AlignSLMRecipe, held_out: Sequence[Story] = (), 
     """(train, dev) unit sequences of ``recipe.long_form``'s stories (:mod:`speechrl.align.long_form`; cached in
     the shared cache): new stories, none with the context of a corpus story, of a story-cloze item or of
     ``held_out``."""
-    from speechrl.corpus.build import plan
-    from speechrl.corpus.grammar import fresh_stories
-
     lf = recipe.long_form
     if not lf.stories:
         return [], []
