@@ -15,6 +15,9 @@ the recipe's own T-StoryCloze-like benchmark (the issue's bar: ≥ 65 % given th
         --layers 4 --steps 1200 --batch 4 --max-tokens 384
     OMP_NUM_THREADS=1 .venv/bin/python scripts/story_context_pretrain.py --out /tmp/sc_bpe --stories 1000 \\
         --layers 19 --bpe 2000 --steps 400 --batch 8 --max-tokens 128
+    # the control without recognition that reads the story (99 % at step 500)
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/story_context_pretrain.py --out /tmp/sc_g2p --source g2p \
+        --bpe 2000 --word-init --steps 700 --batch 16 --max-tokens 128 --eval-every 100
 """
 
 from __future__ import annotations
@@ -25,16 +28,44 @@ import json
 import time
 from pathlib import Path
 
-from speechrl.align.minimal_pairs import benchmark_stories, build_benchmark, story_context_use
+import torch
+
+from speechrl.align.minimal_pairs import benchmark_segments, benchmark_stories, build_benchmark, story_context_use
+from speechrl.corpus.build import plan
+from speechrl.corpus.grammar import fresh_stories, generate_stories, vocabulary
 from speechrl.eval.metrics import selection_score
-from speechrl.models.hub import cache_dir
+from speechrl.models.hub import cache_dir, load_tokenizer
 from speechrl.models.unit_lm import UnitLM
 from speechrl.pipelines.align_slm import AlignSLMRecipe, LongFormConfig, long_form_sequences
 from speechrl.runlog import MetricsLogger
-from speechrl.speech.units import BLANK_ID
+from speechrl.speech.units import BLANK_ID, WORD_BOUNDARY_ID, text_phonemes
 from speechrl.speech.units.bpe import UnitBPE
+from speechrl.speech.units.g2p import word_phoneme_ids
 from speechrl.trainers.sft import train_supervised
 from speechrl.trainers.unit_lm import chunk_sequences, mean_nll, pretrain_config, unit_lm_loss
+
+
+def g2p_units(sentences: list[str]) -> list[int]:
+    """A story's sentences as hama G2P phonemes, a word boundary before each (as a recognized story starts)."""
+    return [u for text in sentences for u in (WORD_BOUNDARY_ID, *text_phonemes(text).ids)]
+
+
+def word_init(model: UnitLM, codec: UnitBPE, lm: str) -> int:
+    """Give each token that spells a grammar word the text LM's embedding of " word" (capitalised where the
+    grammar writes it so, e.g. names); returns how many words got one."""
+    words = sorted(vocabulary())
+    text = " ".join(x.text for st in generate_stories(500, 0) for x in st.sentences)
+    tokenizer, vocab = load_tokenizer(lm), codec.tokenizer.get_vocab()
+    emb = model.lm.get_input_embeddings().weight
+    done = 0
+    with torch.no_grad():
+        for w in words:
+            piece = "".join(chr(0xE000 + u) for u in (WORD_BOUNDARY_ID, *word_phoneme_ids(w)))
+            if piece in vocab:
+                form = w.capitalize() if f" {w.capitalize()}" in text and f" {w} " not in text else w
+                emb[model.offset + vocab[piece]] = emb[tokenizer(" " + form, add_special_tokens=False).input_ids].mean(0)
+                done += 1
+    return done
 
 
 def main() -> None:
@@ -44,6 +75,12 @@ def main() -> None:
     parser.add_argument("--dev-stories", type=int, default=100, help="held-out stories for the dev NLL")
     parser.add_argument("--layers", type=int, default=4, help="SmolLM2 decoder layers kept")
     parser.add_argument("--bpe", type=int, default=0, help="acoustic-word vocabulary size (0: phoneme units)")
+    parser.add_argument("--source", choices=("audio", "g2p"), default="audio",
+                        help="g2p: a control without recognition — every story (and pair) as the hama G2P phonemes "
+                             "of its text, each word spelt the same way every time")
+    parser.add_argument("--word-init", action="store_true",
+                        help="with --bpe: a token that spells a grammar word (its G2P phonemes, boundary first) "
+                             "starts from the text LM's embedding of that word")
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--batch", type=int, default=4, help="stories per step")
     parser.add_argument("--max-tokens", type=int, default=384, help="tokens per training sequence")
@@ -59,7 +96,20 @@ def main() -> None:
     dev_seed = args.dev_seed
     test_pairs = build_benchmark("tsc", cache_dir() / "benchmarks", bench.pairs, bench.seed, bench.voices)
     dev_pairs = build_benchmark("tsc", cache_dir() / "benchmarks_dev", args.dev_pairs, dev_seed, bench.voices)
-    train, dev = long_form_sequences(recipe, held_out=benchmark_stories(args.dev_pairs, dev_seed))
+    if args.source == "g2p":
+        stories = fresh_stories(args.dev_stories + args.stories, recipe.long_form.seed, {
+            tuple(x.text for x in st.sentences[:-1]) for st in
+            [*plan(recipe.corpus)[0], *benchmark_stories(bench.pairs, bench.seed), *benchmark_stories(args.dev_pairs, dev_seed)]})
+        seqs = [g2p_units([x.text for x in st.sentences]) for st in stories]
+        train, dev = seqs[args.dev_stories:], seqs[:args.dev_stories]
+        def as_g2p(pairs, n, seed):  # the same pairs (pair i = item i of the set), spelt by G2P
+            items = benchmark_segments("tsc", n, seed)
+            return [dataclasses.replace(p, positive_units=g2p_units(items[i][0]), negative_units=g2p_units(items[i][1]))
+                    for p in pairs for i in [int(p.id.rsplit("-", 1)[1])]]
+
+        test_pairs, dev_pairs = as_g2p(test_pairs, bench.pairs, bench.seed), as_g2p(dev_pairs, args.dev_pairs, dev_seed)
+    else:
+        train, dev = long_form_sequences(recipe, held_out=benchmark_stories(args.dev_pairs, dev_seed))
     num_units = BLANK_ID
     if args.bpe:
         codec = UnitBPE.train(train, args.bpe)
@@ -71,6 +121,8 @@ def main() -> None:
     print(json.dumps({"train_stories": len(train), "tokens_per_story": round(sum(map(len, train)) / len(train), 1),
                       "vocabulary": num_units, "data_s": round(time.time() - start)}), flush=True)
     model = UnitLM.create(recipe.model.lm, num_units, args.layers, seed=recipe.seed)
+    if args.bpe and args.word_init:
+        print(json.dumps({"word_init": word_init(model, codec, recipe.model.lm)}), flush=True)
 
     def loss(wrapped, batch):
         return unit_lm_loss(wrapped, model, batch)
