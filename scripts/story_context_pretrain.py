@@ -33,7 +33,6 @@ import torch
 from speechrl.align.minimal_pairs import benchmark_segments, benchmark_stories, build_benchmark, story_context_use
 from speechrl.corpus.build import plan
 from speechrl.corpus.grammar import fresh_stories, generate_stories, vocabulary
-from speechrl.eval.metrics import selection_score
 from speechrl.models.hub import cache_dir, load_tokenizer
 from speechrl.models.unit_lm import UnitLM
 from speechrl.pipelines.align_slm import AlignSLMRecipe, LongFormConfig, long_form_sequences
@@ -41,8 +40,7 @@ from speechrl.runlog import MetricsLogger
 from speechrl.speech.units import BLANK_ID, WORD_BOUNDARY_ID, text_phonemes
 from speechrl.speech.units.bpe import UnitBPE
 from speechrl.speech.units.g2p import word_phoneme_ids
-from speechrl.trainers.sft import train_supervised
-from speechrl.trainers.unit_lm import chunk_sequences, mean_nll, pretrain_config, unit_lm_loss
+from speechrl.trainers.unit_lm import pretrain_config, train_unit_lm
 
 
 def g2p_units(sentences: list[str]) -> list[int]:
@@ -124,21 +122,14 @@ def main() -> None:
     if args.bpe and args.word_init:
         print(json.dumps({"word_init": word_init(model, codec, recipe.model.lm)}), flush=True)
 
-    def loss(wrapped, batch):
-        return unit_lm_loss(wrapped, model, batch)
-
-    def dev_score(_wrapped, seqs):
-        model.eval()
-        metrics = {"nll": mean_nll(model, seqs),
-                   **{f"dev_tsc {k}": v for k, v in story_context_use(dev_pairs, model.nll).items()}}
-        model.train()
+    def dev_metrics(unit_lm: UnitLM) -> dict[str, float]:
+        metrics = {f"dev_tsc {k}": v for k, v in story_context_use(dev_pairs, unit_lm.nll).items()}
         print(json.dumps({**metrics, "s": round(time.time() - start)}), flush=True)
-        return selection_score("nll", metrics), metrics
+        return metrics
 
     cfg = pretrain_config(batch_size=args.batch, max_steps=args.steps, max_tokens=args.max_tokens, lr=args.lr,
                           eval_every=args.eval_every, checkpoint_every=args.eval_every)
-    result = train_supervised(model, chunk_sequences(train, args.max_tokens - 1), dev, loss, [], cfg, args.out,
-                              MetricsLogger(args.out), "unit_lm", dev_score)
+    result = train_unit_lm(model, train, dev, cfg, args.out, MetricsLogger(args.out), dev_metrics=dev_metrics)
     model.eval()
     print(json.dumps({"best_step": result["best_step"], "step_s": result["step_s"],
                       "test_tsc": story_context_use(test_pairs, model.nll), "s": round(time.time() - start)}))

@@ -13,7 +13,7 @@ Sequences longer than ``max_tokens`` tokens are cut into consecutive chunks, eac
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
@@ -66,9 +66,11 @@ def unit_lm_loss(model: torch.nn.Module, unit_lm: UnitLM, batch: Sequence[Sequen
 
 def train_unit_lm(unit_lm: UnitLM, train_seqs: Sequence[Sequence[int]], dev_seqs: Sequence[Sequence[int]],
                   cfg: SFTConfig, out_dir: str | Path, logger: MetricsLogger | None = None,
-                  stage: str = "unit_lm") -> dict[str, Any]:
+                  stage: str = "unit_lm",
+                  dev_metrics: Callable[[UnitLM], dict[str, float]] | None = None) -> dict[str, Any]:
     """Train ``unit_lm`` in place (all its trainable parameters at ``cfg.lr``); returns
-    :func:`~speechrl.trainers.sft.train_supervised`'s result (scores are −dev NLL per unit)."""
+    :func:`~speechrl.trainers.sft.train_supervised`'s result (scores are −dev NLL per unit).
+    ``dev_metrics(unit_lm)``: more metrics logged at each dev evaluation (selection stays on the NLL)."""
     train = chunk_sequences(train_seqs, cfg.max_tokens - int(unit_lm.bos_id is not None))
     if not train:
         raise ValueError("no training sequences")
@@ -77,7 +79,7 @@ def train_unit_lm(unit_lm: UnitLM, train_seqs: Sequence[Sequence[int]], dev_seqs
         return unit_lm_loss(model, unit_lm, batch)
 
     def dev_score(_model: torch.nn.Module, dev: Sequence[Sequence[int]]) -> tuple[float, dict[str, float]]:
-        metrics = {"nll": mean_nll(unit_lm, dev)}
+        metrics = {"nll": mean_nll(unit_lm, dev), **(dev_metrics(unit_lm) if dev_metrics else {})}
         return selection_score("nll", metrics), metrics
 
     return train_supervised(unit_lm, train, list(dev_seqs), loss, [], cfg, out_dir, logger, stage, dev_score)
