@@ -28,7 +28,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
 
 from speechrl.align.minimal_pairs import benchmark_segments, benchmark_stories, build_benchmark, story_context_use
 from speechrl.corpus.build import plan
@@ -39,7 +38,7 @@ from speechrl.pipelines.align_slm import AlignSLMRecipe, LongFormConfig, long_fo
 from speechrl.runlog import MetricsLogger
 from speechrl.speech.units import BLANK_ID, WORD_BOUNDARY_ID, text_phonemes
 from speechrl.speech.units.bpe import UnitBPE
-from speechrl.speech.units.g2p import word_phoneme_ids
+from speechrl.speech.units.lexicon import LexiconWords
 from speechrl.trainers.unit_lm import pretrain_config, train_unit_lm
 
 
@@ -48,22 +47,16 @@ def g2p_units(sentences: list[str]) -> list[int]:
     return [u for text in sentences for u in (WORD_BOUNDARY_ID, *text_phonemes(text).ids)]
 
 
-def word_init(model: UnitLM, codec: UnitBPE, lm: str) -> int:
-    """Give each token that spells a grammar word the text LM's embedding of " word" (capitalised where the
-    grammar writes it so, e.g. names); returns how many words got one."""
-    words = sorted(vocabulary())
-    text = " ".join(x.text for st in generate_stories(500, 0) for x in st.sentences)
-    tokenizer, vocab = load_tokenizer(lm), codec.tokenizer.get_vocab()
-    emb = model.lm.get_input_embeddings().weight
-    done = 0
-    with torch.no_grad():
-        for w in words:
-            piece = "".join(chr(0xE000 + u) for u in (WORD_BOUNDARY_ID, *word_phoneme_ids(w)))
-            if piece in vocab:
-                form = w.capitalize() if f" {w.capitalize()}" in text and f" {w} " not in text else w
-                emb[model.offset + vocab[piece]] = emb[tokenizer(" " + form, add_special_tokens=False).input_ids].mean(0)
-                done += 1
-    return done
+def grammar_lexicon() -> LexiconWords:
+    """The grammar's words, each with the spelling its stories write (names capitalised)."""
+    return LexiconWords.from_texts((x.text for st in generate_stories(500, 0) for x in st.sentences), vocabulary())
+
+
+def bpe_words(codec: UnitBPE, lexicon: LexiconWords) -> dict[int, str]:
+    """The BPE tokens that spell a whole grammar word (its G2P phonemes, boundary first), as written."""
+    vocab = codec.tokenizer.get_vocab()
+    pieces = {f: "".join(chr(0xE000 + u) for u in (WORD_BOUNDARY_ID, *p)) for f, p in zip(lexicon.forms, lexicon.pronunciations)}
+    return {vocab[p]: f for f, p in pieces.items() if p in vocab}
 
 
 def main() -> None:
@@ -73,12 +66,13 @@ def main() -> None:
     parser.add_argument("--dev-stories", type=int, default=100, help="held-out stories for the dev NLL")
     parser.add_argument("--layers", type=int, default=4, help="SmolLM2 decoder layers kept")
     parser.add_argument("--bpe", type=int, default=0, help="acoustic-word vocabulary size (0: phoneme units)")
-    parser.add_argument("--source", choices=("audio", "g2p"), default="audio",
+    parser.add_argument("--source", choices=("audio", "g2p", "lexicon"), default="audio",
                         help="g2p: a control without recognition — every story (and pair) as the hama G2P phonemes "
-                             "of its text, each word spelt the same way every time")
+                             "of its text, each word spelt the same way every time; lexicon: the recognized units "
+                             "read as the grammar's words (speechrl.speech.units.lexicon)")
     parser.add_argument("--word-init", action="store_true",
-                        help="with --bpe: a token that spells a grammar word (its G2P phonemes, boundary first) "
-                             "starts from the text LM's embedding of that word")
+                        help="a token that stands for a grammar word (with --bpe: spells its G2P phonemes, boundary "
+                             "first) starts from the text LM's embedding of that word")
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--batch", type=int, default=4, help="stories per step")
     parser.add_argument("--max-tokens", type=int, default=384, help="tokens per training sequence")
@@ -108,19 +102,23 @@ def main() -> None:
         test_pairs, dev_pairs = as_g2p(test_pairs, bench.pairs, bench.seed), as_g2p(dev_pairs, args.dev_pairs, dev_seed)
     else:
         train, dev = long_form_sequences(recipe, held_out=benchmark_stories(args.dev_pairs, dev_seed))
-    num_units = BLANK_ID
-    if args.bpe:
-        codec = UnitBPE.train(train, args.bpe)
+    num_units, token_words = BLANK_ID, {}
+    lexicon = grammar_lexicon()
+    codec = (lexicon if args.source == "lexicon"
+             else UnitBPE.train(train, args.bpe) if args.bpe else None)
+    if codec is not None:
         train, dev = codec.encode_batch(train), codec.encode_batch(dev)
         test_pairs, dev_pairs = ([dataclasses.replace(p, positive_units=codec.encode(p.positive_units),
                                                       negative_units=codec.encode(p.negative_units)) for p in pairs]
                                  for pairs in (test_pairs, dev_pairs))
         num_units = codec.vocab_size
+        token_words = dict(enumerate(codec.forms)) if codec is lexicon else bpe_words(codec, lexicon)
     print(json.dumps({"train_stories": len(train), "tokens_per_story": round(sum(map(len, train)) / len(train), 1),
                       "vocabulary": num_units, "data_s": round(time.time() - start)}), flush=True)
     model = UnitLM.create(recipe.model.lm, num_units, args.layers, seed=recipe.seed)
-    if args.bpe and args.word_init:
-        print(json.dumps({"word_init": word_init(model, codec, recipe.model.lm)}), flush=True)
+    if args.word_init:
+        model.init_from_text(token_words, load_tokenizer(recipe.model.lm))
+        print(json.dumps({"word_init": len(token_words)}), flush=True)
 
     def dev_metrics(unit_lm: UnitLM) -> dict[str, float]:
         metrics = {f"dev_tsc {k}": v for k, v in story_context_use(dev_pairs, unit_lm.nll).items()}

@@ -125,3 +125,40 @@ def test_align_slm_recipe_on_a_users_audio_only_manifest(tiny_corpus, tmp_path, 
     evaluated = [json.loads(x) for x in (out / "eval_samples" / "base.jsonl").read_text().splitlines()]
     assert evaluated and {e["id"] for e in evaluated} <= ids["test"]
     assert "corpus" not in summary["fingerprints"] and "units" in summary["fingerprints"]
+
+
+def test_align_slm_recipe_reads_words(tmp_path, monkeypatch, recipe_cache):
+    """`model.tokens: words`: the LM reads the recognized units as the transcripts' lexicon words — pretraining
+    sequences, prompts, continuations, DPO pairs and benchmark members alike — each word token starting from
+    the text LM's embedding of the word; continuations are spoken by the words' pronunciations. A tiny random
+    Llama with the real SmolLM2 tokenizer (a word embedding needs one)."""
+    from safetensors import safe_open
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from speechrl.models.hub import load_tokenizer
+
+    monkeypatch.setenv("SPEECHRL_CACHE", str(recipe_cache))
+    lm_dir = tmp_path / "tiny-text-lm"
+    tok = load_tokenizer("smollm2-135m")
+    torch.manual_seed(1)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True)
+                     ).save_pretrained(lm_dir)
+    tok.save_pretrained(lm_dir)
+    out = tmp_path / "run"
+    args = tiny_run_args(tmp_path, out, f"model.lm={lm_dir}", "model.tokens=words", "long_form.text=true",
+                         "curriculum.rounds=1", "control=false")
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["metrics"]) == {"base", "round1"} and "lexicon" in summary["fingerprints"]
+    with safe_open(out / "unit_lm" / "best" / "model.safetensors", "pt") as f:
+        rows = next(f.get_slice(k).get_shape()[0] for k in f.keys() if "embed_tokens" in k)
+    lexicon_size = rows - len(tok) - 1  # text rows, one row a word, the speech BOS
+    assert 20 < lexicon_size < 400 and lexicon_size != 190  # the corpus's words, not the phoneme units
+    groups = [json.loads(x) for x in (out / "round1" / "candidates.jsonl").read_text().splitlines()]
+    for g in groups:  # prompts and continuations are word tokens; the transcripts are of their spoken words
+        assert all(0 <= t < lexicon_size for t in g["prompt_units"])
+        assert all(0 <= t < lexicon_size for c in g["candidates"] for t in c["units"])
+    assert any(c["transcript"].strip() for g in groups for c in g["candidates"])
+    for metrics in summary["metrics"].values():
+        assert 0 <= metrics["tsc_ending_given_story"] <= 100 and 0 <= metrics["swuggy"] <= 100

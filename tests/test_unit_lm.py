@@ -41,6 +41,17 @@ def test_units_are_offset_into_the_text_vocabulary():
     assert units.std(0).mean() > 0.5 * text.std(0).mean()  # distinct rows, text-embedding scale
 
 
+@pytest.mark.parametrize("tie", [True, False])
+def test_word_tokens_start_from_the_text_embedding_of_their_word(tie):
+    m = tiny_unit_lm(5, tie=tie)
+    tokenizer = lambda text, add_special_tokens: type("E", (), {"input_ids": {" cat": [7], " sat": [3, 9]}[text]})
+    m.init_from_text({0: "cat", 4: "sat"}, tokenizer)
+    for layer in (m.lm.get_input_embeddings(), m.lm.get_output_embeddings()):
+        w = layer.weight.detach()
+        assert torch.equal(w[TEXT_VOCAB], w[7]) and torch.allclose(w[TEXT_VOCAB + 4], (w[3] + w[9]) / 2)
+        assert not torch.equal(w[TEXT_VOCAB + 1], w[7])  # other units keep their own rows
+
+
 def test_save_load_round_trip_merges_lora(tmp_path):
     m = tiny_unit_lm()
     add_lora(m, LoRAConfig(r=4, alpha=8))

@@ -218,3 +218,19 @@ def test_unit_bpe_merges_words_never_across_a_boundary(tmp_path):
         bpe.encode([BLANK_ID])
     with pytest.raises(ValueError, match="smaller than"):
         UnitBPE.train(seqs, vocab_size=10)
+
+
+def test_lexicon_words_mend_spurious_and_missed_boundaries():
+    """Recognized units → lexicon words, worked by hand (merge cost μ = 1): [1 2] is "a" (0); [3 4] + [5]
+    is "b" through a spurious boundary (0 + μ, against 1 + dropping [5] at 2); [6 7 1 2] is "c a" through
+    a missed boundary (0 + 0 + μ, against "c" alone at 2); [6 8] is "c" with one substitution (1)."""
+    from speechrl.speech.units.lexicon import LexiconWords
+
+    lex = LexiconWords(["a", "b", "c"], [(1, 2), (3, 4, 5), (6, 7)])
+    wb = WORD_BOUNDARY_ID
+    stream = [wb, 1, 2, wb, 3, 4, wb, 5, wb, 6, 7, 1, 2, wb, 6, 8]
+    assert lex.decode(lex.encode(stream)) == ["a", "b", "c", "a", "c"]
+    assert lex.units([0, 2]) == [wb, 1, 2, wb, 6, 7]
+    assert lex.encode(lex.units([2, 1, 0, 0])) == [2, 1, 0, 0] and lex.encode([]) == []
+    with pytest.raises(ValueError, match="twice"):
+        LexiconWords(["a", "a"], [(1,), (2,)])

@@ -93,6 +93,17 @@ class UnitLM(nn.Module):
         lm.config.vocab_size = new
         return cls(lm, num_units, offset, offset + num_units if add_bos else None, lm_name)
 
+    def init_from_text(self, texts: dict[int, str], tokenizer: Any) -> None:
+        """Unit ``u`` (a word token, e.g. :class:`~speechrl.speech.units.lexicon.LexiconWords`) starts from the
+        text LM's own embedding of ``" " + texts[u]`` (the mean over its text tokens), input and output rows
+        alike: a token that stands for a word the text LM knows reads as that word from the first step."""
+        rows = [e.weight for e in (self.hf.get_input_embeddings(), self.hf.get_output_embeddings()) if e is not None]
+        with torch.no_grad():
+            for weight in {id(w): w for w in rows}.values():
+                for unit, text in texts.items():
+                    ids = tokenizer(" " + text, add_special_tokens=False).input_ids
+                    weight[self.offset + unit] = weight[ids].float().mean(0).to(weight.dtype)
+
     @classmethod
     def create(cls, lm: str = "smollm2-135m", num_units: int = 190, layers: int | None = None,
                seed: int | None = 0) -> "UnitLM":

@@ -33,6 +33,12 @@ given the story / with no story; equal values mean the model does not read the s
 
 ``long_form.stories`` adds whole grammar stories to the pretraining (:func:`long_form_sequences`): the
 corpus's utterances are single sentences, which never reward reading the sentences before.
+``model.tokens: words`` puts a lexicon between the units and the LM (:mod:`speechrl.speech.units.lexicon`):
+every unit sequence it reads — pretraining, prompts, benchmark members — becomes the transcripts' words
+that its units spell, each word one token warm-started from the text LM's embedding of the word, and what
+it samples is spoken by those words' G2P pronunciations (``sampling.max_new_units`` is then converted
+at the training data's units per word). ``long_form.text`` adds the training stories' own text, read
+into the same tokens, beside their speech.
 """
 
 from __future__ import annotations
@@ -42,9 +48,9 @@ import logging
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -61,7 +67,7 @@ from speechrl.align.pairs import (Candidate, PromptCandidates, build_judge_pairs
 from speechrl.audio import save_audio
 from speechrl.config import ConfigError, check, doc
 from speechrl.corpus.build import CorpusConfig, plan
-from speechrl.corpus.grammar import Story, fresh_stories
+from speechrl.corpus.grammar import Story, fresh_stories, vocabulary
 from speechrl.data.features import features
 from speechrl.data.sources import DataConfig
 from speechrl.eval.bootstrap import intervals, mean_stats
@@ -70,7 +76,8 @@ from speechrl.models.unit_lm import UnitLM
 from speechrl.parallel import fixed_threads
 from speechrl.pipelines.common import dataset_rows, kept_with_features
 from speechrl.runlog import MetricsLogger, atomic_write_text, read_json, write_json
-from speechrl.speech.units import BLANK_ID, Units
+from speechrl.speech.units import BLANK_ID, Units, text_phonemes
+from speechrl.speech.units.lexicon import LexiconWords
 from speechrl.trainers.dpo import DPOConfig, train_dpo
 from speechrl.trainers.lora import LoRAConfig
 from speechrl.trainers.sft import SFTConfig
@@ -85,6 +92,11 @@ class UnitModelConfig:
     lm: str = doc("text LM the unit LM is warm-started from ('smollm2-135m' offline; a hub id or folder)",
                   "smollm2-135m", path="model")
     layers: int | None = doc("keep only the first N decoder layers (CPU speed; None: all)", 4, ge=1)
+    tokens: Literal["units", "words"] = doc(
+        "what the LM reads: 'units' (deduplicated phoneme units) or 'words' (the units read as the words of the "
+        "transcripts' lexicon, speechrl.speech.units.lexicon; each word one token that starts from the text LM's "
+        "embedding of the word, spoken by its G2P pronunciation) — recognized units spell a word many ways, and a "
+        "unit LM never learns to read a story from them (docs/results.md, issue 24)", "units")
 
 
 @dataclass
@@ -131,6 +143,8 @@ class LongFormConfig:
                        0, ge=0)
     dev_stories: int = doc("more such stories in the pretraining's dev set, which picks the base checkpoint", 50, ge=0)
     seed: int = doc("seed of the stories and of their voices and speeds", 0)
+    text: bool = doc("also pretrain on each training story's text, read by G2P into the LM's tokens: the clean "
+                     "twin of the recognized story", False)
 
 
 @dataclass
@@ -170,17 +184,18 @@ class AlignSLMRecipe:
 class Feedback:
     """Continuation unit lists → transcripts → judge scores and auto-BLEU (vocoder, ASR and judge loaded once)."""
 
-    def __init__(self, cfg: JudgeConfig):
+    def __init__(self, cfg: JudgeConfig, speech: Callable[[Sequence[int]], list[int]] = list):
         from speechrl.speech.transcribe import make_transcriber
         from speechrl.speech.vocoder import PiperPhonemeVocoder
 
+        self.speech = speech  # the LM's tokens → the units the vocoder speaks
         self.vocoder, self.transcriber = PiperPhonemeVocoder(), make_transcriber()
         self.lm, self.tokenizer = load_causal_lm(cfg.model), load_tokenizer(cfg.model)  # judge and GenPPL
         self.judge = make_judge(cfg, self.lm, self.tokenizer) if cfg.kind == "local" else make_judge(cfg)
 
     def __call__(self, prompts: list[Prompt], continuations: list[list[list[int]]]) -> list[PromptCandidates]:
         flat = [(i, c) for i, cs in enumerate(continuations) for c in cs]
-        texts = transcribe_units(self.vocoder, self.transcriber, [c for _, c in flat])
+        texts = transcribe_units(self.vocoder, self.transcriber, [self.speech(c) for _, c in flat])
         spoken = [k for k, t in enumerate(texts) if t.strip()]
         scores: list[float | None] = [1.0] * len(flat)  # nothing intelligible: the rubric's lowest rating
         with fixed_threads(1):  # the scores must not depend on --threads (speechrl.parallel.fixed_threads)
@@ -221,7 +236,7 @@ def long_form_sequences(recipe: AlignSLMRecipe, held_out: Sequence[Story] = (), 
                         ) -> tuple[list[list[int]], list[list[int]]]:
     """(train, dev) unit sequences of ``recipe.long_form``'s stories (:mod:`speechrl.align.long_form`; cached in
     the shared cache): new stories, none with the context of a corpus story, of a story-cloze item or of
-    ``held_out``."""
+    ``held_out``; with ``long_form.text`` the training stories' G2P phonemes follow their speech."""
     lf = recipe.long_form
     if not lf.stories:
         return [], []
@@ -229,7 +244,18 @@ def long_form_sequences(recipe: AlignSLMRecipe, held_out: Sequence[Story] = (), 
     stories = fresh_stories(lf.dev_stories + lf.stories, lf.seed,
                             {tuple(x.text for x in st.sentences[:-1]) for st in held_out})
     seqs = story_units(stories, recipe.corpus.voices, recipe.corpus.speeds, lf.seed, cache_dir() / "long_form", workers)
-    return seqs[lf.dev_stories:], seqs[:lf.dev_stories]
+    twins = [text_phonemes(" ".join(x.text for x in st.sentences)).ids for st in stories[lf.dev_stories:]] if lf.text else []
+    return seqs[lf.dev_stories:] + twins, seqs[:lf.dev_stories]
+
+
+def word_lexicon(recipe: AlignSLMRecipe, split: dict[str, list[dict[str, Any]]]) -> LexiconWords:
+    """``model.tokens: words``' lexicon: the words of the train and dev transcripts (+ the story grammar's
+    words when ``long_form`` adds its stories)."""
+    texts = [r["text"] for k in ("train", "dev") for r in split[k] if r.get("text", "").strip()]
+    if not texts:
+        raise ValueError("model.tokens: words reads speech as the words of its transcripts' lexicon, and the data "
+                         "has no transcripts (a `text` column): use model.tokens: units")
+    return LexiconWords.from_texts(texts, vocabulary() if recipe.long_form.stories else ())
 
 
 def stages(recipe: AlignSLMRecipe) -> list[tuple[str, str, str | None]]:
@@ -260,17 +286,26 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
         raise ValueError(f"data: no {' or '.join(empty)} utterances to pretrain, select or evaluate on "
                          f"(splits of {data_report['path']}: {dict(Counter(r['split'] for r in rows))})")
     benches = benchmark_sets(recipe.benchmarks)
+    # what the LM reads (model.tokens): the units, or the lexicon's words they spell
+    seqs = {k: corpus_sequences(feats, [r["id"] for r in v]) for k, v in split.items()}
+    lexicon = word_lexicon(recipe, split) if recipe.model.tokens == "words" else None
+    tokens = lexicon.encode if lexicon else list
+    lm_benches = {k: [replace(p, positive_units=tokens(p.positive_units), negative_units=tokens(p.negative_units))
+                      for p in v] for k, v in benches.items()}
     train_prompts = corpus_prompts(split["train"], feats, recipe.sampling.prompt_seconds)
     test_prompts = corpus_prompts(split[recipe.eval_split], feats, recipe.sampling.prompt_seconds)
     test_prompts = [test_prompts[i] for i in sorted(np.random.default_rng(recipe.seed).permutation(len(test_prompts))[:recipe.test_prompts])]
-    feedback = Feedback(recipe.judge)
+    train_prompts, test_prompts = ([replace(p, units=tokens(p.units)) for p in ps] for ps in (train_prompts, test_prompts))
+    s = recipe.sampling  # a continuation of max_new_units units ≈ that many units' worth of words
+    units_per_token = sum(map(len, seqs["train"])) / max(1, sum(len(tokens(x)) for x in seqs["train"]))
+    max_new = max(1, round(s.max_new_units / units_per_token))
+    feedback = Feedback(recipe.judge, lexicon.units if lexicon else list)
     test_prompts = transcribe_prompts(test_prompts, by_id, feedback.transcriber)  # audio-only rows: their words
     results_path = out / f"metrics_{recipe.eval_split}.json"  # cached per system
     samples_dir = out / ("eval_samples" if recipe.eval_split == "test" else f"eval_samples_{recipe.eval_split}")
     results: dict[str, Any] = read_json(results_path) if results_path.is_file() else {}
     items_path = out / f"items_{recipe.eval_split}.json"  # per-item statistics of the metrics, for intervals
     items: dict[str, Any] = read_json(items_path) if items_path.is_file() else {}
-    s = recipe.sampling
     fp_path = out / "fingerprints.json"  # the evaluations' entries are computed once, when they run
     fingerprints: dict[str, str] = read_json(fp_path) if fp_path.is_file() else {}
     # the synthetic corpus's audio is hashed; a user source is fingerprinted in run.json
@@ -278,7 +313,7 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
                         benchmarks=fingerprint.of_json({k: [_pair_units(p) for p in v] for k, v in benches.items()}))
 
     def continuations(model: UnitLM, prompts: list[Prompt], n: int, seed: int) -> list[list[list[int]]]:
-        return sample_continuations(model, prompts, n, s.temperature, s.top_k, s.top_p, s.max_new_units, seed)
+        return sample_continuations(model, prompts, n, s.temperature, s.top_k, s.top_p, max_new, seed)
 
     def evaluate(name: str, model: UnitLM, extra: dict[str, Any] | None = None) -> None:
         if name in results:
@@ -291,11 +326,11 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
         metrics = generative_metrics(groups, feedback)
         per_item = {"judge_score": mean_stats([[c.score for c in g.candidates if c.score is not None]
                                                for g in groups]).tolist()}
-        for bench, pairs in tqdm(benches.items(), desc=f"minimal pairs {name}"):
+        for bench, pairs in tqdm(lm_benches.items(), desc=f"minimal pairs {name}"):
             scored = evaluate_minimal_pairs(pairs, model.nll)
             metrics[bench] = 100 * scored["accuracy"]
             per_item[bench] = mean_stats([100 * x for x in scored["scores"]]).tolist()
-        use = story_context_use(benches["tsc"], model.nll)  # does the model read the story at all?
+        use = story_context_use(lm_benches["tsc"], model.nll)  # does the model read the story at all?
         metrics.update(tsc_ending_given_story=use["ending|context"], tsc_ending_alone=use["ending alone"])
         items[name] = per_item
         write_json(items_path, items)  # before the metrics: a cached result always has its items
@@ -305,13 +340,16 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
         logger.log({f"{recipe.eval_split}_{k}": v for k, v in results[name].items()}, stage=name)
 
     # base: the unit LM warm-started from the text LM, pretrained on next-unit prediction
-    num_units = BLANK_ID  # phoneme unit ids 0..189 (word boundary included)
-    seqs = {k: corpus_sequences(feats, [r["id"] for r in v]) for k, v in split.items()}
+    num_units = lexicon.vocab_size if lexicon else BLANK_ID  # words, or phoneme units 0..189 (word boundary included)
     long_train, long_dev = long_form_sequences(recipe)
     if long_train or long_dev:  # the dev stories first: the dev set is cut at pretrain.dev_examples
         seqs["train"], seqs["dev"] = seqs["train"] + long_train, long_dev + seqs["dev"]
         fingerprints["long_form"] = fingerprint.of_json([long_train, long_dev])
+    seqs = {k: [tokens(x) for x in v] for k, v in seqs.items()}
     model = UnitLM.create(recipe.model.lm, num_units, recipe.model.layers, seed=recipe.seed)
+    if lexicon:
+        fingerprints["lexicon"] = fingerprint.of_json([lexicon.words, lexicon.forms, lexicon.pronunciations])
+        model.init_from_text(dict(enumerate(lexicon.forms)), load_tokenizer(recipe.model.lm))
     pretrain = train_unit_lm(model, seqs["train"], seqs["dev"], recipe.pretrain, out / "unit_lm", logger)
     base_weights = out / "unit_lm" / "best" / "model.safetensors"
     fingerprints["unit_lm"] = fingerprint.of_weights(base_weights)
@@ -417,7 +455,7 @@ def write_samples(path: Path, system: str, groups: list[PromptCandidates], feedb
         prompt_wav, cont_wav = audio / f"{g.prompt_id}-prompt.wav", audio / f"{g.prompt_id}-{system}.wav"
         for wav_path, units in ((prompt_wav, g.prompt_units), (cont_wav, g.prompt_units + c.units)):
             if not wav_path.is_file():
-                save_audio(wav_path, feedback.vocoder.render(Units(list(units), None, "phoneme")))
+                save_audio(wav_path, feedback.vocoder.render(Units(feedback.speech(units), None, "phoneme")))
         lines.append(json.dumps({"id": g.prompt_id, "prompt_audio": str(prompt_wav), "prompt_text": g.prompt_text,
                                  "score_name": "judge", "systems": {system: {
                                      "audio": str(cont_wav), "text": c.transcript, "score": c.score}}},
