@@ -15,8 +15,11 @@ the recipe's own T-StoryCloze-like benchmark (the issue's bar: ≥ 65 % given th
         --layers 4 --steps 1200 --batch 4 --max-tokens 384
     OMP_NUM_THREADS=1 .venv/bin/python scripts/story_context_pretrain.py --out /tmp/sc_bpe --stories 1000 \\
         --layers 19 --bpe 2000 --steps 400 --batch 8 --max-tokens 128
+    # recognized speech read as lexicon words, beside the stories' text
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/story_context_pretrain.py --out /tmp/sc_words --source lexicon \\
+        --text --word-init --steps 700 --batch 16 --max-tokens 128 --eval-every 100
     # the control without recognition that reads the story (99 % at step 500)
-    OMP_NUM_THREADS=2 .venv/bin/python scripts/story_context_pretrain.py --out /tmp/sc_g2p --source g2p \
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/story_context_pretrain.py --out /tmp/sc_g2p --source g2p \\
         --bpe 2000 --word-init --steps 700 --batch 16 --max-tokens 128 --eval-every 100
 """
 
@@ -73,6 +76,9 @@ def main() -> None:
     parser.add_argument("--word-init", action="store_true",
                         help="a token that stands for a grammar word (with --bpe: spells its G2P phonemes, boundary "
                              "first) starts from the text LM's embedding of that word")
+    parser.add_argument("--text", action="store_true",
+                        help="with --source audio/lexicon: each training story's text (G2P) beside its speech "
+                             "(the recipe's long_form.text)")
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--batch", type=int, default=4, help="stories per step")
     parser.add_argument("--max-tokens", type=int, default=384, help="tokens per training sequence")
@@ -83,7 +89,7 @@ def main() -> None:
                         help="grammar seed of the dev story-cloze set (not the benchmark's 0 or the corpus's 1)")
     args = parser.parse_args()
     start = time.time()
-    recipe = AlignSLMRecipe(long_form=LongFormConfig(stories=args.stories, dev_stories=args.dev_stories))
+    recipe = AlignSLMRecipe(long_form=LongFormConfig(stories=args.stories, dev_stories=args.dev_stories, text=args.text))
     bench = recipe.benchmarks
     dev_seed = args.dev_seed
     test_pairs = build_benchmark("tsc", cache_dir() / "benchmarks", bench.pairs, bench.seed, bench.voices)
