@@ -162,3 +162,18 @@ def test_align_slm_recipe_reads_words(tmp_path, monkeypatch, recipe_cache):
     assert any(c["transcript"].strip() for g in groups for c in g["candidates"])
     for metrics in summary["metrics"].values():
         assert 0 <= metrics["tsc_ending_given_story"] <= 100 and 0 <= metrics["swuggy"] <= 100
+
+
+def test_long_form_text_puts_each_training_storys_text_beside_its_speech(monkeypatch):
+    """`long_form.text`: the training stories' G2P phonemes follow their (recognized) speech; the dev stories
+    stay speech only, so the dev NLL that picks the base is measured on speech."""
+    from speechrl.pipelines import align_slm
+    from speechrl.speech.units import text_phonemes
+
+    told = []
+    monkeypatch.setattr(align_slm, "story_units", lambda stories, *a, **k: told.extend(stories) or
+                        [[7, i] for i in range(len(stories))])  # stands for the synthesized, recognized stories
+    recipe = align_slm.AlignSLMRecipe(long_form=align_slm.LongFormConfig(stories=3, dev_stories=1, text=True))
+    train, dev = align_slm.long_form_sequences(recipe)
+    assert dev == [[7, 0]] and train[:3] == [[7, 1], [7, 2], [7, 3]]
+    assert train[3:] == [text_phonemes(" ".join(x.text for x in st.sentences)).ids for st in told[1:]]
