@@ -282,6 +282,6 @@ def test_long_form_stories_are_joined_like_story_cloze_members(built, monkeypatc
     story = grammar.generate_stories(1, 0)[0]  # the tsc pair's story (benchmark seed 0)
     assert " ".join(s.text for s in story.sentences) == pair.positive_text
     monkeypatch.setattr(mp, "_unit_job", lambda job: (_ for _ in ()).throw(AssertionError(f"recomputed {job}")))
-    assert story_units([story], [VOICE], [1.0], seed=0, folder=out) == [pair.positive_units]
+    assert story_units([story], [VOICE], [1.0], seed=0, folder=out) == {story.id: pair.positive_units}
     with pytest.raises(ValueError, match="voice"):
         story_units([story], [], [1.0], seed=0, folder=out)

@@ -127,11 +127,12 @@ def test_align_slm_recipe_on_a_users_audio_only_manifest(tiny_corpus, tmp_path, 
     assert "corpus" not in summary["fingerprints"] and "units" in summary["fingerprints"]
 
 
-def test_align_slm_recipe_reads_words(tmp_path, monkeypatch, recipe_cache):
+def test_align_slm_recipe_reads_words(tmp_path, monkeypatch, recipe_cache, capsys):
     """`model.tokens: words`: the LM reads the recognized units as the transcripts' lexicon words — pretraining
     sequences, prompts, continuations, DPO pairs and benchmark members alike — each word token starting from
-    the text LM's embedding of the word; continuations are spoken by the words' pronunciations. A tiny random
-    Llama with the real SmolLM2 tokenizer (a word embedding needs one)."""
+    the text LM's embedding of the word; continuations are spoken by the words' pronunciations. The round's
+    prompts are long-form training stories told up to their last sentence (`curriculum.prompts: stories`).
+    A tiny random Llama with the real SmolLM2 tokenizer (a word embedding needs one)."""
     from safetensors import safe_open
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -147,7 +148,10 @@ def test_align_slm_recipe_reads_words(tmp_path, monkeypatch, recipe_cache):
     tok.save_pretrained(lm_dir)
     out = tmp_path / "run"
     args = tiny_run_args(tmp_path, out, f"model.lm={lm_dir}", "model.tokens=words", "long_form.text=true",
-                         "curriculum.rounds=1", "control=false")
+                         "curriculum.rounds=1", "curriculum.prompts=stories", "control=false")
+    assert main(tiny_run_args(tmp_path, tmp_path / "no-stories", f"model.lm={lm_dir}", "curriculum.prompts=stories",
+                              "long_form.stories=0")) == 2  # nothing to prompt with: a config error, said first
+    assert "needs long-form stories" in capsys.readouterr().err
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["metrics"]) == {"base", "round1"} and "lexicon" in summary["fingerprints"]
@@ -156,6 +160,8 @@ def test_align_slm_recipe_reads_words(tmp_path, monkeypatch, recipe_cache):
     lexicon_size = rows - len(tok) - 1  # text rows, one row a word, the speech BOS
     assert 20 < lexicon_size < 400 and lexicon_size != 190  # the corpus's words, not the phoneme units
     groups = [json.loads(x) for x in (out / "round1" / "candidates.jsonl").read_text().splitlines()]
+    assert [g["prompt_id"][0] for g in groups] == ["l", "l"]  # the 2 training stories, told up to their last sentence
+    assert all(g["prompt_text"].count(".") >= 2 for g in groups)
     for g in groups:  # prompts and continuations are word tokens; the transcripts are of their spoken words
         assert all(0 <= t < lexicon_size for t in g["prompt_units"])
         assert all(0 <= t < lexicon_size for c in g["candidates"] for t in c["units"])
@@ -172,7 +178,7 @@ def test_long_form_text_puts_each_training_storys_text_beside_its_speech(monkeyp
 
     told = []
     monkeypatch.setattr(align_slm, "story_units", lambda stories, *a, **k: told.extend(stories) or
-                        [[7, i] for i in range(len(stories))])  # stands for the synthesized, recognized stories
+                        {st.id: [7, i] for i, st in enumerate(stories)})  # stands for the synthesized, recognized stories
     recipe = align_slm.AlignSLMRecipe(long_form=align_slm.LongFormConfig(stories=3, dev_stories=1, text=True))
     train, dev = align_slm.long_form_sequences(recipe)
     assert dev == [[7, 0]] and train[:3] == [[7, 1], [7, 2], [7, 3]]

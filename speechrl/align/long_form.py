@@ -21,9 +21,11 @@ from speechrl.corpus.grammar import Story
 
 
 def story_units(stories: Sequence[Story], voices: Sequence[str], speeds: Sequence[float], seed: int,
-                folder: str | Path, workers: int = 2) -> list[list[int]]:
-    """Each story's deduplicated unit sequence (its sentences' units joined), in order; a story whose
-    sentence failed to synthesize or encode is left out (listed in ``<folder>/rejected.jsonl``)."""
+                folder: str | Path, workers: int = 2) -> dict[str, list[int]]:
+    """Each story's deduplicated unit sequence (its sentences' units joined), by story id; a story whose
+    sentence failed to synthesize or encode is left out (listed in ``<folder>/rejected.jsonl``). A story's
+    voice and speed depend only on its place in ``stories``: its first sentences alone, in the same place,
+    are told by the same voice (their units come from the cache)."""
     if not voices or not speeds:
         raise ValueError("need at least one voice and one speed")
     folder = Path(folder)
@@ -36,4 +38,4 @@ def story_units(stories: Sequence[Story], voices: Sequence[str], speeds: Sequenc
         jobs += [(k, str(folder / "audio" / f"{k}.wav"), s.text, voice, speed) for k, s in zip(keys, story.sentences)]
         plan.append(keys)
     units, _ = compute_units(folder, jobs, workers, "story units")
-    return [joined_units(units, keys) for keys in plan if all(k in units for k in keys)]
+    return {st.id: joined_units(units, keys) for st, keys in zip(stories, plan) if all(k in units for k in keys)}

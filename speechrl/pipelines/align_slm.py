@@ -76,7 +76,7 @@ from speechrl.models.unit_lm import UnitLM
 from speechrl.parallel import fixed_threads
 from speechrl.pipelines.common import dataset_rows, kept_with_features
 from speechrl.runlog import MetricsLogger, atomic_write_text, read_json, write_json
-from speechrl.speech.units import BLANK_ID, Units, text_phonemes
+from speechrl.speech.units import BLANK_ID, WORD_BOUNDARY_ID, Units, text_phonemes
 from speechrl.speech.units.lexicon import LexiconWords
 from speechrl.trainers.dpo import DPOConfig, train_dpo
 from speechrl.trainers.lora import LoRAConfig
@@ -122,6 +122,10 @@ class CurriculumConfig:
     max_auto_bleu: float = doc("δ: a transcript with bigram auto-BLEU above this is rejected outright", 0.1,
                                ge=0, le=1)
     prompts_per_round: int = doc("train prompts sampled per round", 150, ge=1)
+    prompts: Literal["corpus", "stories"] = doc(
+        "where the rounds' prompts come from: 'corpus' (≈ prompt_seconds of a training utterance, cut at a word "
+        "end) or 'stories' (a long-form training story told up to its last sentence, the judge reading the "
+        "story: a continuation that keeps to the story is preferred; needs long_form.stories)", "corpus")
     dev_fraction: float = doc("share of a round's pairs held out to pick the DPO checkpoint", 0.15, ge=0, le=1)
 
 
@@ -232,20 +236,41 @@ def benchmark_sets(cfg: BenchmarkConfig) -> dict[str, list]:
     return {name: build_benchmark(name, root, cfg.pairs, cfg.seed, cfg.voices) for name in BENCHMARKS}
 
 
+def long_form_stories(recipe: AlignSLMRecipe, held_out: Sequence[Story] = ()) -> list[Story]:
+    """``recipe.long_form``'s stories, dev first: new grammar stories, none with the context of a corpus
+    story, of a story-cloze item or of ``held_out``."""
+    lf = recipe.long_form
+    held_out = [*plan(recipe.corpus)[0], *benchmark_stories(recipe.benchmarks.pairs, recipe.benchmarks.seed), *held_out]
+    return fresh_stories(lf.dev_stories + lf.stories, lf.seed, {tuple(x.text for x in st.sentences[:-1]) for st in held_out})
+
+
 def long_form_sequences(recipe: AlignSLMRecipe, held_out: Sequence[Story] = (), workers: int = 2
                         ) -> tuple[list[list[int]], list[list[int]]]:
-    """(train, dev) unit sequences of ``recipe.long_form``'s stories (:mod:`speechrl.align.long_form`; cached in
-    the shared cache): new stories, none with the context of a corpus story, of a story-cloze item or of
-    ``held_out``; with ``long_form.text`` the training stories' G2P phonemes follow their speech."""
+    """(train, dev) unit sequences of :func:`long_form_stories` (:mod:`speechrl.align.long_form`; cached in the
+    shared cache); with ``long_form.text`` the training stories' G2P phonemes follow their speech."""
     lf = recipe.long_form
     if not lf.stories:
         return [], []
-    held_out = [*plan(recipe.corpus)[0], *benchmark_stories(recipe.benchmarks.pairs, recipe.benchmarks.seed), *held_out]
-    stories = fresh_stories(lf.dev_stories + lf.stories, lf.seed,
-                            {tuple(x.text for x in st.sentences[:-1]) for st in held_out})
-    seqs = story_units(stories, recipe.corpus.voices, recipe.corpus.speeds, lf.seed, cache_dir() / "long_form", workers)
-    twins = [text_phonemes(" ".join(x.text for x in st.sentences)).ids for st in stories[lf.dev_stories:]] if lf.text else []
-    return seqs[lf.dev_stories:] + twins, seqs[:lf.dev_stories]
+    stories = long_form_stories(recipe, held_out)
+    units = story_units(stories, recipe.corpus.voices, recipe.corpus.speeds, lf.seed, cache_dir() / "long_form", workers)
+    dev, train = stories[:lf.dev_stories], stories[lf.dev_stories:]
+    twins = [text_phonemes(" ".join(x.text for x in st.sentences)).ids for st in train] if lf.text else []
+    return [units[st.id] for st in train if st.id in units] + twins, [units[st.id] for st in dev if st.id in units]
+
+
+def story_prompts(recipe: AlignSLMRecipe, workers: int = 2) -> list[Prompt]:
+    """``curriculum.prompts: stories``: each long-form training story told up to its last sentence, by the
+    voice that tells it in pretraining (its sentences' units from the cache), its text for the judge."""
+    lf = recipe.long_form
+    stories = long_form_stories(recipe)
+    told = [replace(st, sentences=st.sentences[:-1]) for st in stories]
+    units = story_units(told, recipe.corpus.voices, recipe.corpus.speeds, lf.seed, cache_dir() / "long_form", workers)
+    out = []
+    for st in told[lf.dev_stories:]:
+        if st.id in units:
+            ids, text = units[st.id] + [WORD_BOUNDARY_ID], " ".join(x.text for x in st.sentences)
+            out.append(Prompt(ids, [1] * len(ids), text, 0.0, len(text.split()), True, st.id))
+    return out
 
 
 def word_lexicon(recipe: AlignSLMRecipe, split: dict[str, list[dict[str, Any]]]) -> LexiconWords:
@@ -276,6 +301,8 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
     cur = recipe.curriculum
     check(cur, "curriculum.")  # a recipe built in code, not loaded, is checked here
     check(recipe.data, "data.")
+    if cur.prompts == "stories" and not recipe.long_form.stories:
+        raise ConfigError("curriculum.prompts: stories needs long-form stories to prompt with: set long_form.stories")
     corpus_dir, rows, data_report = dataset_rows(recipe.data, recipe.corpus, "audio", out)
     feats = features(corpus_dir, rows, "units")
     corpus_fingerprint = {"corpus": fingerprint.of_corpus(rows)} if recipe.data.source == "corpus" else {}
@@ -357,6 +384,7 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
     training: dict[str, Any] = {"unit_lm": pretrain}
 
     # curriculum rounds: sample with the current model, judge, pair, DPO (the adapter keeps training)
+    round_prompts = [replace(p, units=tokens(p.units)) for p in story_prompts(recipe)] if cur.prompts == "stories" else []
     dpo_train_s = 0.0
     evaluated = list(range(1, cur.rounds + 1)) if recipe.eval_all_rounds else [cur.rounds]
     for k in range(1, cur.rounds + 1):
@@ -364,9 +392,10 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
         candidates_path = round_dir / "candidates.jsonl"
         if not candidates_path.is_file():  # sample and judge once; pairs are rebuilt from these
             model.eval()
-            order = np.random.default_rng([recipe.seed, k]).permutation(len(train_prompts))
+            pool = round_prompts if cur.prompts == "stories" else train_prompts
+            order = np.random.default_rng([recipe.seed, k]).permutation(len(pool))
             chosen = order[: cur.prompts_per_round]
-            prompts = transcribe_prompts([train_prompts[i] for i in sorted(chosen)], by_id, feedback.transcriber)
+            prompts = transcribe_prompts([pool[i] for i in sorted(chosen)], by_id, feedback.transcriber)
             save_candidates(feedback(prompts, continuations(model, prompts, s.n, recipe.seed + k)), candidates_path)
         groups = load_candidates(candidates_path)
         s_c, s_r = cur.chosen_min[k - 1], cur.rejected_max[k - 1]
