@@ -40,7 +40,7 @@ from speechrl.models.unit_lm import UnitLM
 from speechrl.pipelines.align_slm import AlignSLMRecipe, LongFormConfig, long_form_sequences
 from speechrl.runlog import MetricsLogger
 from speechrl.speech.units import BLANK_ID, WORD_BOUNDARY_ID, text_phonemes
-from speechrl.speech.units.bpe import UnitBPE
+from speechrl.speech.units.bpe import UnitBPE, unit_chars
 from speechrl.speech.units.lexicon import LexiconWords
 from speechrl.trainers.unit_lm import pretrain_config, train_unit_lm
 
@@ -58,7 +58,7 @@ def grammar_lexicon() -> LexiconWords:
 def bpe_words(codec: UnitBPE, lexicon: LexiconWords) -> dict[int, str]:
     """The BPE tokens that spell a whole grammar word (its G2P phonemes, boundary first), as written."""
     vocab = codec.tokenizer.get_vocab()
-    pieces = {f: "".join(chr(0xE000 + u) for u in (WORD_BOUNDARY_ID, *p)) for f, p in zip(lexicon.forms, lexicon.pronunciations)}
+    pieces = {f: unit_chars((WORD_BOUNDARY_ID, *p)) for f, p in zip(lexicon.forms, lexicon.pronunciations)}
     return {vocab[p]: f for f, p in pieces.items() if p in vocab}
 
 

@@ -25,7 +25,9 @@ from speechrl.speech.units.phoneme import BLANK_ID, WORD_BOUNDARY_ID
 _BASE = 0xE000
 
 
-def _chars(units: Sequence[int]) -> str:
+def unit_chars(units: Iterable[int]) -> str:
+    """Units as a string, unit ``u`` the private-use character ``chr(0xE000 + u)``: what string tools
+    (``tokenizers``, ``rapidfuzz``) work on."""
     return "".join(chr(_BASE + int(u)) for u in units)
 
 
@@ -54,7 +56,7 @@ class UnitBPE:
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
                                       initial_alphabet=[chr(_BASE + u) for u in range(num_units)],
                                       limit_alphabet=num_units)
-        tokenizer.train_from_iterator((_chars(s) for s in sequences), trainer)
+        tokenizer.train_from_iterator((unit_chars(s) for s in sequences), trainer)
         return cls(tokenizer, num_units)
 
     @property
@@ -64,7 +66,7 @@ class UnitBPE:
     def encode(self, units: Sequence[int]) -> list[int]:
         if any(not 0 <= int(u) < self.num_units for u in units):
             raise ValueError(f"unit ids must be in 0..{self.num_units - 1}")
-        return self.tokenizer.encode(_chars(units)).ids if len(units) else []
+        return self.tokenizer.encode(unit_chars(units)).ids if len(units) else []
 
     def encode_batch(self, sequences: Sequence[Sequence[int]]) -> list[list[int]]:
         return [self.encode(s) for s in sequences]

@@ -29,14 +29,8 @@ from typing import Iterable, Sequence
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
+from speechrl.speech.units.bpe import unit_chars
 from speechrl.speech.units.phoneme import WORD_BOUNDARY_ID
-
-_BASE = 0xE000
-
-
-def _chars(units: Iterable[int]) -> str:
-    return "".join(chr(_BASE + int(u)) for u in units)
-
 
 def segments(units: Sequence[int], boundary: int = WORD_BOUNDARY_ID) -> list[list[int]]:
     """The unit stream cut at word boundaries, empty pieces dropped."""
@@ -62,7 +56,7 @@ class LexiconWords:
         self.forms = list(forms or words)  # how each word is written (case kept): what a text LM reads
         self.pronunciations = [tuple(int(u) for u in p) for p in pronunciations]
         self.merge_cost = float(merge_cost)
-        self._prons = [_chars(p) for p in self.pronunciations]
+        self._prons = [unit_chars(p) for p in self.pronunciations]
         self._nearest: dict[str, tuple[float, int]] = {}
 
     @classmethod
@@ -99,7 +93,7 @@ class LexiconWords:
 
     def encode(self, units: Sequence[int]) -> list[int]:
         """The cheapest word-id sequence for a recognized unit stream (see the module docstring)."""
-        segs = [_chars(s) for s in segments(units)]
+        segs = [unit_chars(s) for s in segments(units)]
         k, mu = len(segs), self.merge_cost
         pieces = set(segs) | {segs[i] + segs[i + 1] for i in range(k - 1)}
         pieces |= {part for g in segs for p in range(1, len(g)) for part in (g[:p], g[p:])}
