@@ -384,7 +384,7 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
     training: dict[str, Any] = {"unit_lm": pretrain}
 
     # curriculum rounds: sample with the current model, judge, pair, DPO (the adapter keeps training)
-    round_prompts = [replace(p, units=tokens(p.units)) for p in story_prompts(recipe)] if cur.prompts == "stories" else []
+    pool = [replace(p, units=tokens(p.units)) for p in story_prompts(recipe)] if cur.prompts == "stories" else train_prompts
     dpo_train_s = 0.0
     evaluated = list(range(1, cur.rounds + 1)) if recipe.eval_all_rounds else [cur.rounds]
     for k in range(1, cur.rounds + 1):
@@ -392,7 +392,6 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
         candidates_path = round_dir / "candidates.jsonl"
         if not candidates_path.is_file():  # sample and judge once; pairs are rebuilt from these
             model.eval()
-            pool = round_prompts if cur.prompts == "stories" else train_prompts
             order = np.random.default_rng([recipe.seed, k]).permutation(len(pool))
             chosen = order[: cur.prompts_per_round]
             prompts = transcribe_prompts([pool[i] for i in sorted(chosen)], by_id, feedback.transcriber)
