@@ -33,11 +33,10 @@ from pathlib import Path
 
 
 from speechrl.align.minimal_pairs import benchmark_segments, benchmark_stories, build_benchmark, story_context_use
-from speechrl.corpus.build import plan
-from speechrl.corpus.grammar import fresh_stories, generate_stories, vocabulary
+from speechrl.corpus.grammar import generate_stories, vocabulary
 from speechrl.models.hub import cache_dir, load_tokenizer
 from speechrl.models.unit_lm import UnitLM
-from speechrl.pipelines.align_slm import AlignSLMRecipe, LongFormConfig, long_form_sequences
+from speechrl.pipelines.align_slm import AlignSLMRecipe, LongFormConfig, long_form_sequences, long_form_stories
 from speechrl.runlog import MetricsLogger
 from speechrl.speech.units import BLANK_ID, WORD_BOUNDARY_ID, text_phonemes
 from speechrl.speech.units.bpe import UnitBPE, unit_chars
@@ -95,9 +94,7 @@ def main() -> None:
     test_pairs = build_benchmark("tsc", cache_dir() / "benchmarks", bench.pairs, bench.seed, bench.voices)
     dev_pairs = build_benchmark("tsc", cache_dir() / "benchmarks_dev", args.dev_pairs, dev_seed, bench.voices)
     if args.source == "g2p":
-        stories = fresh_stories(args.dev_stories + args.stories, recipe.long_form.seed, {
-            tuple(x.text for x in st.sentences[:-1]) for st in
-            [*plan(recipe.corpus)[0], *benchmark_stories(bench.pairs, bench.seed), *benchmark_stories(args.dev_pairs, dev_seed)]})
+        stories = long_form_stories(recipe, benchmark_stories(args.dev_pairs, dev_seed))
         seqs = [g2p_units([x.text for x in st.sentences]) for st in stories]
         train, dev = seqs[args.dev_stories:], seqs[:args.dev_stories]
         def as_g2p(pairs, n, seed):  # the same pairs (pair i = item i of the set), spelt by G2P

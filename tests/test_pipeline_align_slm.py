@@ -170,16 +170,22 @@ def test_align_slm_recipe_reads_words(tmp_path, monkeypatch, recipe_cache, capsy
         assert 0 <= metrics["tsc_ending_given_story"] <= 100 and 0 <= metrics["swuggy"] <= 100
 
 
-def test_long_form_text_puts_each_training_storys_text_beside_its_speech(monkeypatch):
+def test_long_form_text_puts_each_training_storys_text_beside_its_speech(monkeypatch, recipe_cache):
     """`long_form.text`: the training stories' G2P phonemes follow their (recognized) speech; the dev stories
-    stay speech only, so the dev NLL that picks the base is measured on speech."""
+    stay speech only, so the dev NLL that picks the base is measured on speech. The stories of the recipe
+    runs above (same corpus plan): their speech comes from the shared cache."""
+    from speechrl.align.long_form import story_units
+    from speechrl.corpus.build import CorpusConfig
+    from speechrl.models.hub import cache_dir
     from speechrl.pipelines import align_slm
     from speechrl.speech.units import text_phonemes
 
-    told = []
-    monkeypatch.setattr(align_slm, "story_units", lambda stories, *a, **k: told.extend(stories) or
-                        {st.id: [7, i] for i, st in enumerate(stories)})  # stands for the synthesized, recognized stories
-    recipe = align_slm.AlignSLMRecipe(long_form=align_slm.LongFormConfig(stories=3, dev_stories=1, text=True))
+    monkeypatch.setenv("SPEECHRL_CACHE", str(recipe_cache))
+    recipe = align_slm.AlignSLMRecipe(corpus=CorpusConfig(size=30, evaluate=False),
+                                      long_form=align_slm.LongFormConfig(stories=2, dev_stories=1, text=True))
+    stories = align_slm.long_form_stories(recipe)
+    speech = story_units(stories, recipe.corpus.voices, recipe.corpus.speeds, 0, cache_dir() / "long_form")
     train, dev = align_slm.long_form_sequences(recipe)
-    assert dev == [[7, 0]] and train[:3] == [[7, 1], [7, 2], [7, 3]]
-    assert train[3:] == [text_phonemes(" ".join(x.text for x in st.sentences)).ids for st in told[1:]]
+    assert dev == [speech[stories[0].id]] and train[:2] == [speech[st.id] for st in stories[1:]]
+    assert train[2:] == [text_phonemes(" ".join(x.text for x in st.sentences)).ids for st in stories[1:]]
+    assert train[2:] != train[:2]  # the text is not what the recognizer heard

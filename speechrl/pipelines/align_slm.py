@@ -314,9 +314,10 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
                          f"(splits of {data_report['path']}: {dict(Counter(r['split'] for r in rows))})")
     benches = benchmark_sets(recipe.benchmarks)
     # what the LM reads (model.tokens): the units, or the lexicon's words they spell
-    seqs = {k: corpus_sequences(feats, [r["id"] for r in v]) for k, v in split.items()}
+    raw = {k: corpus_sequences(feats, [r["id"] for r in v]) for k, v in split.items()}
     lexicon = word_lexicon(recipe, split) if recipe.model.tokens == "words" else None
     tokens = lexicon.encode if lexicon else list
+    seqs = {k: [tokens(x) for x in v] for k, v in raw.items()}
     lm_benches = {k: [replace(p, positive_units=tokens(p.positive_units), negative_units=tokens(p.negative_units))
                       for p in v] for k, v in benches.items()}
     train_prompts = corpus_prompts(split["train"], feats, recipe.sampling.prompt_seconds)
@@ -324,7 +325,7 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
     test_prompts = [test_prompts[i] for i in sorted(np.random.default_rng(recipe.seed).permutation(len(test_prompts))[:recipe.test_prompts])]
     train_prompts, test_prompts = ([replace(p, units=tokens(p.units)) for p in ps] for ps in (train_prompts, test_prompts))
     s = recipe.sampling  # a continuation of max_new_units units ≈ that many units' worth of words
-    units_per_token = sum(map(len, seqs["train"])) / max(1, sum(len(tokens(x)) for x in seqs["train"]))
+    units_per_token = sum(map(len, raw["train"])) / max(1, sum(map(len, seqs["train"])))
     max_new = max(1, round(s.max_new_units / units_per_token))
     feedback = Feedback(recipe.judge, lexicon.units if lexicon else list)
     test_prompts = transcribe_prompts(test_prompts, by_id, feedback.transcriber)  # audio-only rows: their words
@@ -370,9 +371,9 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
     num_units = lexicon.vocab_size if lexicon else BLANK_ID  # words, or phoneme units 0..189 (word boundary included)
     long_train, long_dev = long_form_sequences(recipe)
     if long_train or long_dev:  # the dev stories first: the dev set is cut at pretrain.dev_examples
-        seqs["train"], seqs["dev"] = seqs["train"] + long_train, long_dev + seqs["dev"]
+        seqs["train"] += [tokens(x) for x in long_train]
+        seqs["dev"] = [tokens(x) for x in long_dev] + seqs["dev"]
         fingerprints["long_form"] = fingerprint.of_json([long_train, long_dev])
-    seqs = {k: [tokens(x) for x in v] for k, v in seqs.items()}
     model = UnitLM.create(recipe.model.lm, num_units, recipe.model.layers, seed=recipe.seed)
     if lexicon:
         fingerprints["lexicon"] = fingerprint.of_json([lexicon.words, lexicon.forms, lexicon.pronunciations])
