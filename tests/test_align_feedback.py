@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from speechrl.align.feedback import auto_bleu, continuation_nll, continuation_perplexity
-from speechrl.align.pairs import (Candidate, PromptCandidates, build_judge_pairs, build_ppl_pairs, load_candidates,
-                                  load_pairs, save_candidates, save_pairs, score_quantiles)
+from speechrl.align.pairs import (Candidate, PromptCandidates, build_judge_pairs, build_ppl_pairs, context_pairs,
+                                  load_candidates, load_pairs, save_candidates, save_pairs, score_quantiles)
 
 
 # -- auto-BLEU ------------------------------------------------------------------------------------
@@ -122,6 +122,24 @@ def test_judge_pairs_best_vs_worst_with_repetition_rule():
     assert pairs[0].prompt_units == [7, 8] and pairs[0].prompt_text == "prompt a"
     assert stats["pairs"] == 5 and stats["prompts"] == 5 and sum(stats["dropped"].values()) == 0
     assert stats["repetitive_candidates"] == 3 and stats["unscored_candidates"] == 1
+
+
+def test_context_pairs_prefer_a_prompts_own_chosen_over_another_prompts():
+    groups = [_group(pid, _c(4.0 + i / 10), _c(1.0)) for i, pid in enumerate("abcd")]
+    for g in groups:
+        g.prompt_units = [ord(g.prompt_id)]
+    pairs, _ = build_judge_pairs(groups)
+    contrast = context_pairs(pairs, seed=[0, 1])
+    assert len(contrast) == 4 and contrast == context_pairs(pairs, seed=[0, 1])  # seeded
+    own = {p.prompt_id: p.chosen for p in pairs}
+    for pair, source in zip(contrast, pairs):
+        assert pair.prompt_id == source.prompt_id and pair.prompt_units == [ord(pair.prompt_id)]
+        assert pair.chosen is own[pair.prompt_id]               # its own chosen continuation …
+        assert pair.rejected is not own[pair.prompt_id]          # … over another prompt's chosen one
+        assert pair.feedback == "context" and pair.rejected_index == -1 and pair.chosen_index == 0
+    rejected_from = [next(k for k, c in own.items() if c is pair.rejected) for pair in contrast]
+    assert sorted(rejected_from) == list("abcd")                # every chosen is used once: one cycle
+    assert context_pairs(pairs[:1]) == [] and context_pairs([]) == []
 
 
 def test_judge_pairs_thresholds_and_drop_reasons():

@@ -80,3 +80,4 @@ def test_units_to_audio_to_text_round_trip_on_real_utterances(unit_features, spe
     assert wer([r["text"] for r in picked] + [picked[1]["text"]], texts[:3]) < 0.4
     assert wer([prompt.text], [texts[3]]) < 0.5
     assert texts[4] == ""  # nothing speakable
+    assert transcribe_units(*speech_stack, [units[1], [WB, WB]], progress="feedback") == [texts[1], ""]  # with bars

@@ -17,7 +17,8 @@ TINY = ["corpus.size=30", "corpus.evaluate=false", "model.layers=1",  # SmolLM2'
         "pretrain.max_steps=6", "pretrain.eval_every=3", "pretrain.batch_size=4", "pretrain.dev_examples=8",
         "curriculum.prompts_per_round=4", "curriculum.chosen_min=[0.6,0.8]", "sampling.n=3",
         "sampling.max_new_units=12", "dpo.epochs=1", "dpo.batch_size=2", "benchmarks.pairs=3", "test_prompts=3",
-        "eval_continuations=1", "samples=2", "control=false"]
+        "eval_continuations=1", "samples=2", "control=false",
+        "long_form.stories=2", "long_form.dev_stories=1"]  # the recipe's words, lexicon and story text included
 
 
 def run_fresh(tmp: Path, name: str, threads: int) -> dict:

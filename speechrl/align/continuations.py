@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from speechrl.speech.units import WORD_BOUNDARY_ID, Units, dedup
 
@@ -143,11 +144,13 @@ def sample_continuations(unit_lm: Any, prompts: Sequence[Prompt | Sequence[int]]
                             max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size)
 
 
-def transcribe_units(vocoder: Any, transcriber: Any, unit_lists: Sequence[Units | Sequence[int]]) -> list[str]:
+def transcribe_units(vocoder: Any, transcriber: Any, unit_lists: Sequence[Units | Sequence[int]],
+                     progress: str = "") -> list[str]:
     """Render each unit list (ids, or :class:`Units` with durations) and transcribe the batch; one
-    string per list, in order. Nothing speakable (e.g. only word boundaries) gives ``""``."""
+    string per list, in order. Nothing speakable (e.g. only word boundaries) gives ``""``.
+    ``progress``: label of the rendering and transcription progress bars (none when empty)."""
     units = [u if isinstance(u, Units) else Units(list(u), None, vocoder.unit_kind) for u in unit_lists]
-    wavs = vocoder.render_batch(units)
+    wavs = vocoder.render_batch(tqdm(units, desc=f"{progress}: vocode", unit="clip", disable=not progress))
     silent = np.zeros(0, dtype=np.float32)  # the transcriber maps empty clips to "" (no hallucination)
     wavs = [w if w.size and np.abs(w).max() > 0 else silent for w in wavs]
-    return transcriber.transcribe(wavs)
+    return transcriber.transcribe(wavs, progress=f"{progress}: transcribe") if progress else transcriber.transcribe(wavs)

@@ -26,6 +26,14 @@ repetitive), ``no_chosen``, ``no_rejected`` (and ``tie`` for PPL). Every builder
 ``(pairs, stats)``; ``stats`` counts prompts, pairs, candidates, unscored and repetitive candidates,
 and the drops by reason.
 
+**Context-contrast pairs** (:func:`context_pairs`, optional, not in the paper): for judge pairs
+``0 … n−1`` and a seeded random cycle ``σ`` over them (``σ(i) ≠ i``), pair ``i``'s prompt with its own
+chosen continuation as *chosen* and prompt ``σ(i)``'s chosen continuation as *rejected* (index −1:
+not one of this prompt's candidates). Both sides were judged good for their own prompt; they differ
+in whether they continue *this* prompt, so DPO raises ``log π(c_i | p_i) − log π(c_σ(i) | p_i)`` — a
+preference for continuations that use the context (with long-form story prompts: that keep to the
+story). With fewer than two pairs there is nothing to contrast: ``[]``.
+
 **Quantile thresholds** (:func:`score_quantiles`): ``s_c``/``s_r`` read off the distribution of a
 round's scored, non-repetitive candidates (e.g. chosen ≥ its 75th percentile, rejected ≤ its 25th), for
 a judge whose absolute scale does not suit the policy (a weak model rarely earns the rubric's 3).
@@ -40,9 +48,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
+
+import numpy as np
 
 from speechrl.runlog import atomic_write_text
 
@@ -53,6 +63,7 @@ __all__ = [
     "DROP_REASONS",
     "build_judge_pairs",
     "build_ppl_pairs",
+    "context_pairs",
     "save_pairs",
     "load_pairs",
     "save_candidates",
@@ -100,7 +111,7 @@ class PreferencePair:
     rejected: Candidate
     chosen_index: int
     rejected_index: int
-    feedback: str  # "judge" or "ppl"
+    feedback: str  # "judge", "ppl" or "context"
     prompt_text: str = ""
 
 
@@ -201,6 +212,17 @@ def build_ppl_pairs(groups: Sequence[PromptCandidates], max_auto_bleu: float | N
         pairs.append(_pair(group, best, worst, "ppl"))
     stats["pairs"] = len(pairs)
     return pairs, stats
+
+
+def context_pairs(pairs: Sequence[PreferencePair], seed: int | Sequence[int] = 0) -> list[PreferencePair]:
+    """Context-contrast pairs: pair ``i``'s chosen vs pair ``σ(i)``'s chosen, on pair ``i``'s prompt
+    (module docstring); ``σ`` = one cycle through a ``numpy`` permutation seeded by ``seed``."""
+    if len(pairs) < 2:
+        return []
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    other = {int(order[k]): int(order[(k + 1) % len(order)]) for k in range(len(order))}
+    return [replace(pair, rejected=pairs[other[i]].chosen, rejected_index=-1, feedback="context")
+            for i, pair in enumerate(pairs)]
 
 
 # ---------------------------------------------------------------------------------------- storage

@@ -62,8 +62,8 @@ from speechrl.align.feedback import auto_bleu, continuation_nll
 from speechrl.align.judge import JudgeConfig, make_judge
 from speechrl.align.long_form import story_units
 from speechrl.align.minimal_pairs import benchmark_stories, build_benchmark, evaluate_minimal_pairs, story_context_use
-from speechrl.align.pairs import (Candidate, PromptCandidates, build_judge_pairs, load_candidates, save_candidates,
-                                  save_pairs, score_quantiles)
+from speechrl.align.pairs import (Candidate, PromptCandidates, build_judge_pairs, context_pairs, load_candidates,
+                                  save_candidates, save_pairs, score_quantiles)
 from speechrl.audio import save_audio
 from speechrl.config import ConfigError, check, doc
 from speechrl.corpus.build import CorpusConfig, plan
@@ -126,6 +126,11 @@ class CurriculumConfig:
         "where the rounds' prompts come from: 'corpus' (≈ prompt_seconds of a training utterance, cut at a word "
         "end) or 'stories' (a long-form training story told up to its last sentence, the judge reading the "
         "story: a continuation that keeps to the story is preferred; needs long_form.stories)", "corpus")
+    context_pairs: bool = doc(
+        "also train on context-contrast pairs (not in the paper): each judge pair's chosen continuation "
+        "preferred over another prompt's chosen continuation on its prompt — both judged good, only one "
+        "continues this prompt (speechrl.align.pairs.context_pairs); with story prompts it rewards keeping "
+        "to the story", False)
     dev_fraction: float = doc("share of a round's pairs held out to pick the DPO checkpoint", 0.15, ge=0, le=1)
 
 
@@ -199,7 +204,7 @@ class Feedback:
 
     def __call__(self, prompts: list[Prompt], continuations: list[list[list[int]]]) -> list[PromptCandidates]:
         flat = [(i, c) for i, cs in enumerate(continuations) for c in cs]
-        texts = transcribe_units(self.vocoder, self.transcriber, [self.speech(c) for _, c in flat])
+        texts = transcribe_units(self.vocoder, self.transcriber, [self.speech(c) for _, c in flat], "feedback")
         spoken = [k for k, t in enumerate(texts) if t.strip()]
         scores: list[float | None] = [1.0] * len(flat)  # nothing intelligible: the rubric's lowest rating
         with fixed_threads(1):  # the scores must not depend on --threads (speechrl.parallel.fixed_threads)
@@ -221,12 +226,15 @@ class Feedback:
         return math.exp(sum(t for t, _ in nll) / sum(n for _, n in nll))
 
 
-def generative_metrics(groups: list[PromptCandidates], feedback: Feedback) -> dict[str, float]:
+def generative_metrics(groups: list[PromptCandidates], feedback: Feedback | None = None) -> dict[str, float]:
+    """Judge score, auto-BLEU and intelligible share of the candidates; GenPPL too when ``feedback`` is
+    given (its LM reads every transcript again: as long as judging them)."""
     cands = [c for g in groups for c in g.candidates]
     spoken = [c for c in cands if c.transcript.strip()]
     return {"judge_score": float(np.mean([c.score for c in cands if c.score is not None])),
             "auto_bleu": float(np.mean([c.auto_bleu for c in spoken])) if spoken else math.nan,
-            "genppl": feedback.genppl(groups), "intelligible": len(spoken) / max(1, len(cands))}
+            "intelligible": len(spoken) / max(1, len(cands)),
+            **({"genppl": feedback.genppl(groups)} if feedback else {})}
 
 
 def benchmark_sets(cfg: BenchmarkConfig) -> dict[str, list]:
@@ -402,10 +410,14 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
         if cur.thresholds == "quantile":
             s_c, s_r = score_quantiles(groups, s_c, s_r, cur.max_auto_bleu)
         pairs, stats = build_judge_pairs(groups, s_c, s_r, cur.max_auto_bleu)
+        if cur.context_pairs:  # interleaved with the judge pairs: the DPO dev pairs hold both kinds
+            contrast = context_pairs(pairs, [recipe.seed, k])
+            pairs, stats["context_pairs"] = [p for two in zip(pairs, contrast) for p in two], len(contrast)
         fingerprints[f"{name} candidates"] = fingerprint.of_jsonl(candidates_path)  # units, transcripts, scores
-        stats = {**stats, "chosen_min": s_c, "rejected_max": s_r, **generative_metrics(groups, feedback)}
+        stats = {**stats, "chosen_min": s_c, "rejected_max": s_r, **generative_metrics(groups)}
         _check_round_settings(round_dir, {"thresholds": cur.thresholds, "chosen_min": cur.chosen_min[k - 1],
-                                          "rejected_max": cur.rejected_max[k - 1], "max_auto_bleu": cur.max_auto_bleu})
+                                          "rejected_max": cur.rejected_max[k - 1], "max_auto_bleu": cur.max_auto_bleu,
+                                          **({"context_pairs": True} if cur.context_pairs else {})})
         save_pairs(pairs, round_dir / "pairs.jsonl")
         fingerprints[f"{name} pairs"] = fingerprint.of_jsonl(round_dir / "pairs.jsonl")
         write_json(round_dir / "pair_stats.json", stats)

@@ -128,14 +128,18 @@ class Transcriber(ABC):
     name: str = "transcriber"
     batch_size: int = 1
 
-    def transcribe(self, wavs: Sequence[np.ndarray]) -> list[str]:
-        """Transcribe 16 kHz mono clips; one string per clip, in order (``""`` for empty clips)."""
+    def transcribe(self, wavs: Sequence[np.ndarray], progress: str = "") -> list[str]:
+        """Transcribe 16 kHz mono clips; one string per clip, in order (``""`` for empty clips).
+        ``progress``: a progress bar's label (none when empty)."""
+        from tqdm import tqdm
+
         if isinstance(wavs, np.ndarray) and wavs.ndim == 1:
             raise TypeError("transcribe() takes a list of arrays; use transcribe_one() for one")
         clips = [_as_wav(w, i) for i, w in enumerate(wavs)]
         out = [""] * len(clips)
         todo = [i for i, w in enumerate(clips) if w.size]
         step = max(1, int(self.batch_size))
+        bar = tqdm(total=len(todo), desc=progress, unit="clip", disable=not progress)
         for start in range(0, len(todo), step):
             idx = todo[start:start + step]
             texts = self._transcribe_batch([clips[i] for i in idx])
@@ -143,6 +147,8 @@ class Transcriber(ABC):
                 raise RuntimeError(f"{self.name}: {len(idx)} clips in, {len(texts)} texts out")
             for i, t in zip(idx, texts):
                 out[i] = " ".join(t.split())
+            bar.update(len(idx))
+        bar.close()
         return out
 
     def transcribe_one(self, wav: np.ndarray) -> str:
