@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from speechrl.audio import SAMPLE_RATE, AudioError, load_audio
 from speechrl.text import normalize
@@ -131,8 +132,6 @@ class Transcriber(ABC):
     def transcribe(self, wavs: Sequence[np.ndarray], progress: str = "") -> list[str]:
         """Transcribe 16 kHz mono clips; one string per clip, in order (``""`` for empty clips).
         ``progress``: a progress bar's label (none when empty)."""
-        from tqdm import tqdm
-
         if isinstance(wavs, np.ndarray) and wavs.ndim == 1:
             raise TypeError("transcribe() takes a list of arrays; use transcribe_one() for one")
         clips = [_as_wav(w, i) for i, w in enumerate(wavs)]
