@@ -13,6 +13,7 @@ import re
 from collections import Counter
 
 import numpy as np
+import torch
 import pytest
 
 from conftest import speak
@@ -156,6 +157,19 @@ def test_piper_render_shape_duration_determinism(piper_voc, units, speech):
     np.testing.assert_array_equal(a, b)
     batch = piper_voc.render_batch(units[:2])
     assert len(batch) == 2 and np.array_equal(batch[0], a)
+    threads = torch.get_num_threads()
+    try:  # the batch renders as many clips at a time as torch has threads: the same audio at 1 and at 3
+        silent = Units([WORD_BOUNDARY_ID], [25], "phoneme", 50.0)
+        torch.set_num_threads(1)
+        one = piper_voc.render_batch([*units, silent, *units])
+        torch.set_num_threads(3)
+        three = piper_voc.render_batch([*units, silent, *units])
+    finally:
+        torch.set_num_threads(threads)
+    assert len(one) == 2 * len(units) + 1 and not one[len(units)].any()
+    for x, y, u in zip(one, three, [*units, silent, *units]):
+        np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(x, piper_voc.render(u))
 
 
 def test_piper_render_durations_change_rate(piper_voc, units):

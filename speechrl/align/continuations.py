@@ -150,7 +150,11 @@ def transcribe_units(vocoder: Any, transcriber: Any, unit_lists: Sequence[Units 
     string per list, in order. Nothing speakable (e.g. only word boundaries) gives ``""``.
     ``progress``: label of the rendering and transcription progress bars (none when empty)."""
     units = [u if isinstance(u, Units) else Units(list(u), None, vocoder.unit_kind) for u in unit_lists]
-    wavs = vocoder.render_batch(tqdm(units, desc=f"{progress}: vocode", unit="clip", disable=not progress))
+    wavs: list[np.ndarray] = []
+    with tqdm(total=len(units), desc=f"{progress}: vocode", unit="clip", disable=not progress) as bar:
+        for start in range(0, len(units), 16):  # in chunks, for the bar (a vocoder may batch within one)
+            wavs += vocoder.render_batch(units[start:start + 16])
+            bar.update(min(16, len(units) - start))
     silent = np.zeros(0, dtype=np.float32)  # the transcriber maps empty clips to "" (no hallucination)
     wavs = [w if w.size and np.abs(w).max() > 0 else silent for w in wavs]
     return transcriber.transcribe(wavs, progress=f"{progress}: transcribe") if progress else transcriber.transcribe(wavs)

@@ -33,6 +33,7 @@ import json
 import unicodedata
 from abc import ABC, abstractmethod
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -387,17 +388,36 @@ class PiperPhonemeVocoder(Vocoder):
         return float(np.clip(secs / (n * self.SECONDS_PER_PHONE), lo, hi))
 
     def render(self, units: Units) -> np.ndarray:
+        return self.render_batch([units])[0]
+
+    def render_batch(self, batch: Iterable[Units]) -> list[np.ndarray]:
+        """The clips in order, as many at a time as torch has threads: onnxruntime lets go of the GIL
+        while a one-thread session runs, so a clip's audio does not depend on how many run beside it."""
+        import torch
+
+        jobs = [self._job(u) for u in batch]  # symbols and ids in order (the symbol counters are not locked)
+        workers = min(len(jobs), torch.get_num_threads())
+        if workers <= 1:
+            return [self._speak(job) for job in jobs]
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(self._speak, jobs))
+
+    def _job(self, units: Units) -> tuple[list[int], Any] | float:
+        """(phoneme ids, synthesis config), or the seconds of silence for units with nothing speakable."""
         from piper.config import SynthesisConfig
 
         self._check(units)
         syms = self.symbols(units)
         if not any(s not in _NON_PHONES for s in syms):
-            # nothing speakable: silence as long as the units
-            secs = units.seconds if units.seconds is not None else 0.1
-            return np.zeros(max(1, int(round(secs * SAMPLE_RATE))), dtype=np.float32)
-        ids = self.phoneme_ids(syms)
+            return float(units.seconds) if units.seconds is not None else 0.1
         cfg = SynthesisConfig(noise_scale=self.noise_scale, noise_w_scale=self.noise_w,
                               length_scale=self.length_for(units, syms))
+        return self.phoneme_ids(syms), cfg
+
+    def _speak(self, job: tuple[list[int], Any] | float) -> np.ndarray:
+        if isinstance(job, float):  # nothing speakable: silence as long as the units
+            return np.zeros(max(1, int(round(job * SAMPLE_RATE))), dtype=np.float32)
+        ids, cfg = job
         voice = self.voice
         audio = voice.phoneme_ids_to_audio(ids, cfg)  # onnxruntime sessions are thread-safe
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
