@@ -101,7 +101,7 @@ def test_another_pipeline_into_an_old_folder_without_a_pipeline_key(tmp_path):
     del old["pipeline"]  # config.yaml as written before this record existed
     (out / "config.yaml").write_text(yaml.safe_dump(old))
     assert runfolder.check_reuse(out, "speech_grpo", recipe) == []
-    with pytest.raises(C.ConfigError, match=r"\(model\.tokens: \(absent\) → 'words', .*\(and \d+ more\)\)"):
+    with pytest.raises(C.ConfigError, match=r"\(corpus\.evaluate: True → False, model\.tokens: \(absent\) → 'words', .*\(and \d+ more\)\)"):
         runfolder.check_reuse(out, "align_slm", read_recipe("recipes/align_slm.yaml")[1])
     finished = tmp_path / "new"
     finished_asr_run(finished)  # with the pipeline recorded, the first difference named is the pipeline
