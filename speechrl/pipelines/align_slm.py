@@ -126,11 +126,12 @@ class CurriculumConfig:
         "where the rounds' prompts come from: 'corpus' (≈ prompt_seconds of a training utterance, cut at a word "
         "end) or 'stories' (a long-form training story told up to its last sentence, the judge reading the "
         "story: a continuation that keeps to the story is preferred; needs long_form.stories)", "corpus")
-    context_pairs: bool = doc(
-        "also train on context-contrast pairs (not in the paper): each judge pair's chosen continuation "
-        "preferred over another prompt's chosen continuation on its prompt — both judged good, only one "
-        "continues this prompt (speechrl.align.pairs.context_pairs); with story prompts it rewards keeping "
-        "to the story", False)
+    pairs: Literal["judge", "judge+context", "context"] = doc(
+        "the DPO pairs of a round: 'judge' (the paper's: each prompt's best vs worst candidate), 'context' "
+        "(not in the paper: each judge pair's chosen continuation preferred over another prompt's chosen "
+        "one on its prompt — both judged good, only one continues this prompt, "
+        "speechrl.align.pairs.context_pairs; with story prompts it rewards keeping to the story) or both, "
+        "interleaved", "judge")
     dev_fraction: float = doc("share of a round's pairs held out to pick the DPO checkpoint", 0.15, ge=0, le=1)
 
 
@@ -410,14 +411,16 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
         if cur.thresholds == "quantile":
             s_c, s_r = score_quantiles(groups, s_c, s_r, cur.max_auto_bleu)
         pairs, stats = build_judge_pairs(groups, s_c, s_r, cur.max_auto_bleu)
-        if cur.context_pairs:  # interleaved with the judge pairs: the DPO dev pairs hold both kinds
+        if cur.pairs != "judge":
             contrast = context_pairs(pairs, [recipe.seed, k])
-            pairs, stats["context_pairs"] = [p for two in zip(pairs, contrast) for p in two], len(contrast)
+            stats["context_pairs"] = len(contrast)  # both kinds interleaved: the DPO dev pairs hold both
+            mixed = [p for two in zip(pairs, contrast) for p in two]  # none with fewer than 2 judge pairs
+            pairs = contrast if cur.pairs == "context" else (mixed or pairs)
         fingerprints[f"{name} candidates"] = fingerprint.of_jsonl(candidates_path)  # units, transcripts, scores
         stats = {**stats, "chosen_min": s_c, "rejected_max": s_r, **generative_metrics(groups)}
         _check_round_settings(round_dir, {"thresholds": cur.thresholds, "chosen_min": cur.chosen_min[k - 1],
                                           "rejected_max": cur.rejected_max[k - 1], "max_auto_bleu": cur.max_auto_bleu,
-                                          **({"context_pairs": True} if cur.context_pairs else {})})
+                                          **({"pairs": cur.pairs} if cur.pairs != "judge" else {})})
         save_pairs(pairs, round_dir / "pairs.jsonl")
         fingerprints[f"{name} pairs"] = fingerprint.of_jsonl(round_dir / "pairs.jsonl")
         write_json(round_dir / "pair_stats.json", stats)
