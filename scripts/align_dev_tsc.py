@@ -53,15 +53,13 @@ def main() -> None:
     for run in args.runs:
         model = UnitLM.create(recipe.model.lm, num_units, recipe.model.layers, seed=recipe.seed)
         checkpoint.load_weights(run / "unit_lm" / "best" / "model.safetensors", model)
-        model.eval()
+        rounds = sorted(run.glob("round*/best/model.safetensors"), key=lambda p: int(p.parts[-3][5:]))
+        prepare_policy(model, recipe.dpo.lora)  # the adapter starts at zero: the base's scores are unchanged
         metrics, items = {}, {}
-        rounds = sorted(run.glob("round*/best/model.safetensors"), key=lambda p: int(p.parent.parent.name[5:]))
-        for name, weights in [("base", None), *((w.parent.parent.name, w) for w in rounds)]:
+        for name, weights in [("base", None), *((w.parts[-3], w) for w in rounds)]:
             if weights is not None:
-                if name == rounds[0].parent.parent.name:
-                    prepare_policy(model, recipe.dpo.lora)
                 checkpoint.load_weights(weights, model)
-                model.eval()
+            model.eval()
             scored = evaluate_minimal_pairs(pairs, model.nll)
             use = story_context_use(pairs, model.nll)
             metrics[name] = {"tsc": 100 * scored["accuracy"], "given_story": use["ending|context"],

@@ -220,7 +220,7 @@ def context_pairs(pairs: Sequence[PreferencePair], seed: int | Sequence[int] = 0
     if len(pairs) < 2:
         return []
     order = np.random.default_rng(seed).permutation(len(pairs))
-    other = {int(order[k]): int(order[(k + 1) % len(order)]) for k in range(len(order))}
+    other = dict(zip(order.tolist(), np.roll(order, -1).tolist()))  # each pair → the next in the cycle
     return [replace(pair, rejected=pairs[other[i]].chosen, rejected_index=-1, feedback="context")
             for i, pair in enumerate(pairs)]
 
