@@ -124,22 +124,23 @@ def test_judge_pairs_best_vs_worst_with_repetition_rule():
     assert stats["repetitive_candidates"] == 3 and stats["unscored_candidates"] == 1
 
 
-def test_context_pairs_prefer_a_prompts_own_chosen_over_another_prompts():
-    groups = [_group(pid, _c(4.0 + i / 10), _c(1.0)) for i, pid in enumerate("abcd")]
+def test_context_pairs_prefer_a_prompts_own_continuation_over_another_prompts():
+    groups = [_group(pid, _c(None, text=f"{pid}0"), _c(None, text=f"{pid}1")) for pid in "abc"]
     for g in groups:
         g.prompt_units = [ord(g.prompt_id)]
-    pairs, _ = build_judge_pairs(groups)
-    contrast = context_pairs(pairs, seed=[0, 1])
-    assert len(contrast) == 4 and contrast == context_pairs(pairs, seed=[0, 1])  # seeded
-    own = {p.prompt_id: p.chosen for p in pairs}
-    for pair, source in zip(contrast, pairs):
-        assert pair.prompt_id == source.prompt_id and pair.prompt_units == [ord(pair.prompt_id)]
-        assert pair.chosen is own[pair.prompt_id]               # its own chosen continuation …
-        assert pair.rejected is not own[pair.prompt_id]          # … over another prompt's chosen one
-        assert pair.feedback == "context" and pair.rejected_index == -1 and pair.chosen_index == 0
-    rejected_from = [next(k for k, c in own.items() if c is pair.rejected) for pair in contrast]
-    assert sorted(rejected_from) == list("abcd")                # every chosen is used once: one cycle
-    assert context_pairs(pairs[:1]) == [] and context_pairs([]) == []
+    groups[2].candidates.pop()  # c: one continuation
+    contrast = context_pairs(groups, seed=[0, 1])
+    assert contrast == context_pairs(groups, seed=[0, 1])  # seeded
+    for pair in contrast:  # j-th own continuation over the j-th of another prompt, on its own prompt
+        assert pair.prompt_units == [ord(pair.prompt_id)] and pair.chosen.transcript[0] == pair.prompt_id
+        assert pair.rejected.transcript[0] != pair.prompt_id
+        assert pair.chosen.transcript[1] == pair.rejected.transcript[1] == str(pair.chosen_index)
+        assert pair.feedback == "context" and pair.rejected_index == -1
+    rejected_from = {p.prompt_id: p.rejected.transcript[0] for p in contrast}
+    assert sorted(rejected_from) == sorted(rejected_from.values()) == list("abc")  # one cycle over the prompts
+    # a prompt whose other has one continuation contrasts one; c has one: 2 + 1 + 1, or 1 + 2 + 1
+    assert len(contrast) == 4 and sum(p.chosen_index == 1 for p in contrast) == 1
+    assert context_pairs(groups[:1]) == [] and context_pairs([]) == []
 
 
 def test_judge_pairs_thresholds_and_drop_reasons():

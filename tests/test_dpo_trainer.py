@@ -150,3 +150,18 @@ def test_next_round_continues_the_adapter_against_the_frozen_base(tmp_path):
     assert start["dev_reward_accuracy"] == pytest.approx(first["best_reward_accuracy"])
     assert set(lora_after_round1) == {n for n, _ in model.named_parameters() if "lora_" in n}
     assert second["best_reward_accuracy"] >= first["best_reward_accuracy"]
+
+
+def test_select_loss_keeps_the_lowest_dev_loss_checkpoint(tmp_path):
+    """`select: loss`: the checkpoint of the lowest dev loss wins, whatever its reward accuracy (which
+    ranks first under the default `select: reward_accuracy`)."""
+    for select in ("loss", "reward_accuracy"):
+        out = tmp_path / select
+        _, result = run(out, max_steps=12, eval_every=3, lr=3e-2, select=select)
+        dev = [r for r in read_metrics(out / "metrics.jsonl") if "dev_reward_accuracy" in r]
+        if select == "loss":
+            best = min(dev, key=lambda r: r["dev_loss"])
+        else:
+            best = max(dev, key=lambda r: (r["dev_reward_accuracy"], -r["dev_loss"]))
+        assert result["best_step"] == best["step"] and result["best_dev_loss"] == best["dev_loss"]
+    assert (tmp_path / "loss" / "best" / "model.safetensors").is_file()

@@ -133,7 +133,8 @@ def test_align_slm_recipe_reads_words(tmp_path, monkeypatch, recipe_cache, capsy
     sequences, prompts, continuations, DPO pairs and benchmark members alike — each word token starting from
     the text LM's embedding of the word; continuations are spoken by the words' pronunciations. The round's
     prompts are long-form training stories told up to their last sentence (`curriculum.prompts: stories`), its
-    pairs the judge's and as many context-contrast pairs (`curriculum.pairs: judge+context`).
+    pairs the judge's and context-contrast pairs (`curriculum.context_samples`: every training story continued
+    twice, each continuation preferred over another story's on its story).
     A tiny random Llama with the real SmolLM2 tokenizer (a word embedding needs one)."""
     from safetensors import safe_open
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -150,7 +151,7 @@ def test_align_slm_recipe_reads_words(tmp_path, monkeypatch, recipe_cache, capsy
     tok.save_pretrained(lm_dir)
     out = tmp_path / "run"
     args = tiny_run_args(tmp_path, out, f"model.lm={lm_dir}", "model.tokens=words", "long_form.text=true",
-                         "curriculum.rounds=1", "curriculum.prompts=stories", "curriculum.pairs=judge+context",
+                         "curriculum.rounds=1", "curriculum.prompts=stories", "curriculum.context_samples=2",
                          "control=false")
     assert main(tiny_run_args(tmp_path, tmp_path / "no-stories", f"model.lm={lm_dir}", "curriculum.prompts=stories",
                               "long_form.stories=0")) == 2  # nothing to prompt with: a config error, said first
@@ -169,10 +170,17 @@ def test_align_slm_recipe_reads_words(tmp_path, monkeypatch, recipe_cache, capsy
         assert all(0 <= t < lexicon_size for t in g["prompt_units"])
         assert all(0 <= t < lexicon_size for c in g["candidates"] for t in c["units"])
     assert any(c["transcript"].strip() for g in groups for c in g["candidates"])
-    stats = json.loads((out / "round1" / "pair_stats.json").read_text())  # judge pairs, and as many context pairs
-    kinds = [json.loads(x)["feedback"] for x in (out / "round1" / "pairs.jsonl").read_text().splitlines()]
-    assert kinds.count("judge") == stats["pairs"]
-    assert kinds.count("context") == stats["context_pairs"] == (stats["pairs"] if stats["pairs"] >= 2 else 0)
+    stats = json.loads((out / "round1" / "pair_stats.json").read_text())  # judge pairs, and the context pairs
+    pairs = [json.loads(x) for x in (out / "round1" / "pairs.jsonl").read_text().splitlines()]
+    context = {g["prompt_id"]: [c["units"] for c in g["candidates"]]
+               for g in map(json.loads, (out / "round1" / "context.jsonl").read_text().splitlines())}
+    assert len(context) == 2 and all(len(c) == 2 for c in context.values())  # 2 stories × 2 continuations
+    assert [p["feedback"] for p in pairs].count("judge") == stats["pairs"]
+    contrast = [p for p in pairs if p["feedback"] == "context"]
+    assert len(contrast) == stats["context_pairs"] == 4
+    for p in contrast:  # its own story's continuation over the other story's, on its story
+        other = next(k for k in context if k != p["prompt_id"])
+        assert p["chosen_units"] in context[p["prompt_id"]] and p["rejected_units"] in context[other]
     for metrics in summary["metrics"].values():
         assert 0 <= metrics["tsc_ending_given_story"] <= 100 and 0 <= metrics["swuggy"] <= 100
 

@@ -26,13 +26,13 @@ repetitive), ``no_chosen``, ``no_rejected`` (and ``tie`` for PPL). Every builder
 ``(pairs, stats)``; ``stats`` counts prompts, pairs, candidates, unscored and repetitive candidates,
 and the drops by reason.
 
-**Context-contrast pairs** (:func:`context_pairs`, optional, not in the paper): for judge pairs
-``0 … n−1`` and a seeded random cycle ``σ`` over them (``σ(i) ≠ i``), pair ``i``'s prompt with its own
-chosen continuation as *chosen* and prompt ``σ(i)``'s chosen continuation as *rejected* (index −1:
-not one of this prompt's candidates). Both sides were judged good for their own prompt; they differ
-in whether they continue *this* prompt, so DPO raises ``log π(c_i | p_i) − log π(c_σ(i) | p_i)`` — a
-preference for continuations that use the context (with long-form story prompts: that keep to the
-story). With fewer than two pairs there is nothing to contrast: ``[]``.
+**Context-contrast pairs** (:func:`context_pairs`, optional, not in the paper): prompts ``0 … n−1``
+(long-form stories), each with the policy's continuations ``c_i^0 … c_i^(m−1)`` (no feedback), and a
+seeded random cycle ``σ`` over the prompts (``σ(i) ≠ i``): for every ``i`` and ``j``, prompt ``i`` with
+``c_i^j`` as *chosen* and ``c_σ(i)^j`` as *rejected* (index −1: not one of this prompt's candidates).
+The preference is known by construction: only the chosen side continues *this* prompt, so DPO raises
+``log π(c_i | p_i) − log π(c_σ(i) | p_i)`` — continuations that use the context (keep to the story).
+With fewer than two prompts there is nothing to contrast: ``[]``.
 
 **Quantile thresholds** (:func:`score_quantiles`): ``s_c``/``s_r`` read off the distribution of a
 round's scored, non-repetitive candidates (e.g. chosen ≥ its 75th percentile, rejected ≤ its 25th), for
@@ -214,15 +214,15 @@ def build_ppl_pairs(groups: Sequence[PromptCandidates], max_auto_bleu: float | N
     return pairs, stats
 
 
-def context_pairs(pairs: Sequence[PreferencePair], seed: int | Sequence[int] = 0) -> list[PreferencePair]:
-    """Context-contrast pairs: pair ``i``'s chosen vs pair ``σ(i)``'s chosen, on pair ``i``'s prompt
+def context_pairs(groups: Sequence[PromptCandidates], seed: int | Sequence[int] = 0) -> list[PreferencePair]:
+    """Context-contrast pairs: prompt ``i``'s ``j``-th continuation vs prompt ``σ(i)``'s, on prompt ``i``
     (module docstring); ``σ`` = one cycle through a ``numpy`` permutation seeded by ``seed``."""
-    if len(pairs) < 2:
+    if len(groups) < 2:
         return []
-    order = np.random.default_rng(seed).permutation(len(pairs))
-    other = dict(zip(order.tolist(), np.roll(order, -1).tolist()))  # each pair → the next in the cycle
-    return [replace(pair, rejected=pairs[other[i]].chosen, rejected_index=-1, feedback="context")
-            for i, pair in enumerate(pairs)]
+    order = np.random.default_rng(seed).permutation(len(groups))
+    other = dict(zip(order.tolist(), np.roll(order, -1).tolist()))  # each prompt → the next in the cycle
+    return [replace(_pair(g, j, j, "context"), rejected=groups[other[i]].candidates[j], rejected_index=-1)
+            for i, g in enumerate(groups) for j in range(min(len(g.candidates), len(groups[other[i]].candidates)))]
 
 
 # ---------------------------------------------------------------------------------------- storage

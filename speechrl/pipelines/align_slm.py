@@ -126,12 +126,13 @@ class CurriculumConfig:
         "where the rounds' prompts come from: 'corpus' (≈ prompt_seconds of a training utterance, cut at a word "
         "end) or 'stories' (a long-form training story told up to its last sentence, the judge reading the "
         "story: a continuation that keeps to the story is preferred; needs long_form.stories)", "corpus")
-    pairs: Literal["judge", "judge+context", "context"] = doc(
-        "the DPO pairs of a round: 'judge' (the paper's: each prompt's best vs worst candidate), 'context' "
-        "(not in the paper: each judge pair's chosen continuation preferred over another prompt's chosen "
-        "one on its prompt — both judged good, only one continues this prompt, "
-        "speechrl.align.pairs.context_pairs; with story prompts it rewards keeping to the story) or both, "
-        "interleaved", "judge")
+    context_samples: int = doc(
+        "context-contrast pairs (not in the paper; 0: off): the policy continues every long-form training story "
+        "(told up to its last sentence) this many times each round, and DPO prefers each story's own "
+        "continuation over another story's on that story (speechrl.align.pairs.context_pairs) — continuations "
+        "that keep to the story, which the offline likelihood judge barely rewards. Known by construction (no "
+        "vocoder, ASR or judge), so a thousand cost seconds; DPO sees each once and the judge pairs dpo.epochs "
+        "times. Needs long_form.stories", 0, ge=0)
     dev_fraction: float = doc("share of a round's pairs held out to pick the DPO checkpoint", 0.15, ge=0, le=1)
 
 
@@ -310,8 +311,10 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
     cur = recipe.curriculum
     check(cur, "curriculum.")  # a recipe built in code, not loaded, is checked here
     check(recipe.data, "data.")
-    if cur.prompts == "stories" and not recipe.long_form.stories:
-        raise ConfigError("curriculum.prompts: stories needs long-form stories to prompt with: set long_form.stories")
+    for key, value in (("prompts", cur.prompts == "stories"), ("context_samples", cur.context_samples)):
+        if value and not recipe.long_form.stories:
+            raise ConfigError(f"curriculum.{key}: {getattr(cur, key)} needs long-form stories to prompt with: "
+                              "set long_form.stories")
     corpus_dir, rows, data_report = dataset_rows(recipe.data, recipe.corpus, "audio", out)
     feats = features(corpus_dir, rows, "units")
     corpus_fingerprint = {"corpus": fingerprint.of_corpus(rows)} if recipe.data.source == "corpus" else {}
@@ -394,7 +397,9 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
     training: dict[str, Any] = {"unit_lm": pretrain}
 
     # curriculum rounds: sample with the current model, judge, pair, DPO (the adapter keeps training)
-    pool = [replace(p, units=tokens(p.units)) for p in story_prompts(recipe)] if cur.prompts == "stories" else train_prompts
+    stories = [replace(p, units=tokens(p.units)) for p in story_prompts(recipe)] if (
+        cur.prompts == "stories" or cur.context_samples) else []
+    pool = stories if cur.prompts == "stories" else train_prompts
     dpo_train_s = 0.0
     evaluated = list(range(1, cur.rounds + 1)) if recipe.eval_all_rounds else [cur.rounds]
     for k in range(1, cur.rounds + 1):
@@ -411,32 +416,45 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
         if cur.thresholds == "quantile":
             s_c, s_r = score_quantiles(groups, s_c, s_r, cur.max_auto_bleu)
         pairs, stats = build_judge_pairs(groups, s_c, s_r, cur.max_auto_bleu)
-        if cur.pairs != "judge":
-            contrast = context_pairs(pairs, [recipe.seed, k])
-            stats["context_pairs"] = len(contrast)  # both kinds interleaved: the DPO dev pairs hold both
-            mixed = [p for two in zip(pairs, contrast) for p in two]  # none with fewer than 2 judge pairs
-            pairs = contrast if cur.pairs == "context" else (mixed or pairs)
         fingerprints[f"{name} candidates"] = fingerprint.of_jsonl(candidates_path)  # units, transcripts, scores
+        contrast = []
+        if cur.context_samples:
+            context_path = round_dir / "context.jsonl"
+            if not context_path.is_file():  # every training story continued by the current policy
+                model.eval()
+                conts = continuations(model, stories, cur.context_samples, recipe.seed + 1000 * k)
+                save_candidates([PromptCandidates(p.id, p.units, [Candidate("", None, math.nan, None, c) for c in cs],
+                                                  p.text) for p, cs in zip(stories, conts)], context_path)
+            fingerprints[f"{name} context"] = fingerprint.of_jsonl(context_path)
+            contrast = context_pairs(load_candidates(context_path), [recipe.seed, k])
+            stats["context_pairs"] = len(contrast)
         stats = {**stats, "chosen_min": s_c, "rejected_max": s_r, **generative_metrics(groups)}
         _check_round_settings(round_dir, {"thresholds": cur.thresholds, "chosen_min": cur.chosen_min[k - 1],
                                           "rejected_max": cur.rejected_max[k - 1], "max_auto_bleu": cur.max_auto_bleu,
-                                          **({"pairs": cur.pairs} if cur.pairs != "judge" else {})})
-        save_pairs(pairs, round_dir / "pairs.jsonl")
+                                          **({"context_samples": cur.context_samples} if cur.context_samples else {})})
+        save_pairs(pairs + contrast, round_dir / "pairs.jsonl")
         fingerprints[f"{name} pairs"] = fingerprint.of_jsonl(round_dir / "pairs.jsonl")
         write_json(round_dir / "pair_stats.json", stats)
         logger.log({"pairs": len(pairs), "train_judge_score": stats["judge_score"], "chosen_min": s_c,
                     "rejected_max": s_r}, stage=name)
         triples = [(p.prompt_units, p.chosen.units, p.rejected.units) for p in pairs]
         n_dev = max(1, int(len(triples) * cur.dev_fraction))
-        if len(triples) - n_dev < 1:  # nothing to learn from: the round keeps the current model
+        dpo_cfg = recipe.dpo if k == 1 else DPOConfig(**{**recipe.dpo.__dict__, "warmup_steps": 0})
+        train, dev = triples[n_dev:], triples[:n_dev]
+        if contrast:  # the judge pairs dpo.epochs times, each context pair once, in one pass (DPO shuffles)
+            c_triples = [(p.prompt_units, p.chosen.units, p.rejected.units) for p in contrast]
+            c_dev = max(1, int(len(c_triples) * cur.dev_fraction))
+            train = train * max(1, round(dpo_cfg.epochs)) + c_triples[c_dev:]
+            dev = dev + c_triples[:c_dev]
+            dpo_cfg = DPOConfig(**{**dpo_cfg.__dict__, "epochs": 1.0})
+        if not train:  # nothing to learn from: the round keeps the current model
             log.warning("%s: only %d preference pairs (dropped: %s); the round trains nothing — lower "
                         "curriculum.chosen_min/rejected_max or sample more prompts", name, len(pairs), stats["dropped"])
             training[name] = {"skipped": f"{len(pairs)} pairs", "pair_stats": stats}
             if k in evaluated:
                 evaluate(name, model, {"pairs": len(pairs), "dpo_reward_accuracy": math.nan})
             continue
-        dpo_cfg = recipe.dpo if k == 1 else DPOConfig(**{**recipe.dpo.__dict__, "warmup_steps": 0})
-        dpo = train_dpo(model, triples[n_dev:], triples[:n_dev], dpo_cfg, round_dir, logger, name)
+        dpo = train_dpo(model, train, dev, dpo_cfg, round_dir, logger, name)
         dpo_train_s += dpo["train_s"]
         fingerprints[name] = fingerprint.of_weights(round_dir / "best" / "model.safetensors")
         training[name] = {**dpo, "pair_stats": stats}

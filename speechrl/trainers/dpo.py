@@ -10,7 +10,8 @@ A pair is ``(prompt units, chosen units, rejected units)``. One step:
    (:func:`~speechrl.losses.dpo.dpo_metrics`) logged every step.
 
 Dev reward accuracy every ``eval_every`` steps picks the checkpoint (as the paper does; ties go to
-the lower dev loss); the best adapter weights are kept in ``<out>/best``. Checkpoints every
+the lower dev loss), or with ``select: loss`` the dev loss alone; the best adapter weights are kept in
+``<out>/best``. Checkpoints every
 ``checkpoint_every`` steps make the run resumable, and a finished run (``result.json``) is reused.
 
 **Curriculum rounds keep training the same adapter.** Called on a model that already carries a
@@ -28,7 +29,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 from tqdm import tqdm
@@ -59,6 +60,10 @@ class DPOConfig:
     warmup_steps: int = doc("linear warm-up steps, then linear decay (paper: 500; later rounds: 0)", 0, ge=0)
     eval_every: int = doc("dev reward accuracy every N steps (and at the end)", 20, ge=1)
     dev_pairs: int = doc("dev pairs used for checkpoint selection (0: all)", 0, ge=0)
+    select: Literal["reward_accuracy", "loss"] = doc(
+        "what picks the checkpoint on the dev pairs: reward accuracy (the paper's; ties → lower loss), or the "
+        "loss alone — smoother, and not saturated in a later round whose start already ranks most pairs right",
+        "reward_accuracy")
     eval_batch_size: int = doc("pairs per forward in dev evaluation", 32, ge=1)
     checkpoint_every: int = doc("write a resumable checkpoint every N steps", 20, ge=1, affects_results=False)
     time_budget_s: float = doc("stop after this many seconds of training (0: no budget)", 0.0, ge=0)
@@ -158,8 +163,9 @@ def train_dpo(unit_lm: UnitLM, train_pairs: Sequence[Pair], dev_pairs: Sequence[
         if not dev:
             return
         m = evaluate_pairs(unit_lm, dev, cfg, ref)
-        best = state["best_reward_accuracy"]
-        if best is None or (m["reward_accuracy"], -m["loss"]) > (best, -state["best_dev_loss"]):
+        key = (lambda r: (-r["loss"],)) if cfg.select == "loss" else (lambda r: (r["reward_accuracy"], -r["loss"]))
+        best = {"reward_accuracy": state["best_reward_accuracy"], "loss": state["best_dev_loss"]}
+        if best["loss"] is None or key(m) > key(best):
             state.update(best_reward_accuracy=m["reward_accuracy"], best_dev_loss=m["loss"], best_step=step)
             checkpoint.save_weights(best_path, unit_lm)
         if logger:
