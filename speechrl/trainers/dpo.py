@@ -11,8 +11,8 @@ A pair is ``(prompt units, chosen units, rejected units)``. One step:
 
 Dev reward accuracy every ``eval_every`` steps picks the checkpoint (as the paper does; ties go to
 the lower dev loss), or with ``select: loss`` the dev loss alone; the best adapter weights are kept in
-``<out>/best``. Checkpoints every
-``checkpoint_every`` steps make the run resumable, and a finished run (``result.json``) is reused.
+``<out>/best``. Checkpoints every ``checkpoint_every`` steps make the run resumable, and a finished run
+(``result.json``) is reused.
 
 **Curriculum rounds keep training the same adapter.** Called on a model that already carries a
 LoRA adapter (the previous round's), ``train_dpo`` does not add a new one: it continues from the
