@@ -437,15 +437,11 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
         write_json(round_dir / "pair_stats.json", stats)
         logger.log({"pairs": len(pairs), "train_judge_score": stats["judge_score"], "chosen_min": s_c,
                     "rejected_max": s_r}, stage=name)
-        triples = [(p.prompt_units, p.chosen.units, p.rejected.units) for p in pairs]
-        n_dev = max(1, int(len(triples) * cur.dev_fraction))
         dpo_cfg = recipe.dpo if k == 1 else DPOConfig(**{**recipe.dpo.__dict__, "warmup_steps": 0})
-        train, dev = triples[n_dev:], triples[:n_dev]
+        train, dev = _dpo_split(pairs, cur.dev_fraction)
         if contrast:  # the judge pairs dpo.epochs times, each context pair once, in one pass (DPO shuffles)
-            c_triples = [(p.prompt_units, p.chosen.units, p.rejected.units) for p in contrast]
-            c_dev = max(1, int(len(c_triples) * cur.dev_fraction))
-            train = train * max(1, round(dpo_cfg.epochs)) + c_triples[c_dev:]
-            dev = dev + c_triples[:c_dev]
+            c_train, c_dev = _dpo_split(contrast, cur.dev_fraction)
+            train, dev = train * max(1, round(dpo_cfg.epochs)) + c_train, dev + c_dev
             dpo_cfg = DPOConfig(**{**dpo_cfg.__dict__, "epochs": 1.0})
         if not train:  # nothing to learn from: the round keeps the current model
             log.warning("%s: only %d preference pairs (dropped: %s); the round trains nothing — lower "
@@ -489,6 +485,14 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
     write_json(fp_path, fingerprints)
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _dpo_split(pairs: Sequence[Any], dev_fraction: float) -> tuple[list[tuple], list[tuple]]:
+    """DPO's (prompt, chosen, rejected) triples of ``pairs``: (train, dev), the first ``dev_fraction`` (≥ 1)
+    held out to pick the checkpoint."""
+    triples = [(p.prompt_units, p.chosen.units, p.rejected.units) for p in pairs]
+    n_dev = max(1, int(len(triples) * dev_fraction))
+    return triples[n_dev:], triples[:n_dev]
 
 
 def _pair_units(pair: Any) -> dict[str, Any]:
