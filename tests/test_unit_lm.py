@@ -100,6 +100,41 @@ def test_sequence_logps_scores_the_continuation_only():
         assert lp[i].item() == pytest.approx(-(full[i][0] - head[i][0]), abs=1e-4)
 
 
+@pytest.mark.parametrize("bos", [True, False])
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_rows_and_shared_prompts_give_each_sequence_its_own_log_probs(bos, attn):
+    """Both padding-free layouts change what is computed, never a log-prob: packed pretraining rows (the
+    loss of 11 sequences of 1–30 units in rows of 40 tokens) and DPO's chosen/rejected pairs sharing a
+    prompt (each continuation as if scored alone), gradients included, with or without a BOS (no BOS: a
+    sequence's first unit, or an empty prompt's first continuation unit, is context)."""
+    import random
+
+    m = tiny_unit_lm()
+    m.hf.config._attn_implementation = attn
+    if not bos:
+        m.bos_id = None
+    rng = random.Random(1)
+    seqs = [[rng.randrange(20) for _ in range(rng.randint(1, 30))] for _ in range(11)]
+    ids, pos, score = m.pack_rows(seqs, 40)
+    assert ids.shape[1] == 40 and ids.numel() < len(seqs) * max(map(len, seqs))  # fewer tokens than padded
+    assert score.sum() == sum(len(s) - (not bos) for s in seqs)
+    packed, mask = m.token_logps(ids, None, score, position_ids=pos)
+    padded, pmask = m.token_logps(*m.pack([[] for _ in seqs], seqs))
+    assert (packed * mask).sum().item() == pytest.approx((padded * pmask).sum().item(), abs=1e-3)
+
+    prompts = [[]] + [[rng.randrange(20) for _ in range(rng.randint(1, 9))] for _ in range(4)]
+    branches = [[[rng.randrange(20) for _ in range(rng.randint(1, 7))] for _ in range(2)] for _ in range(5)]
+    shared = m.branch_logps(prompts, branches)
+    alone = torch.stack([m.sequence_logps(prompts, [b[j] for b in branches]) for j in range(2)], 1)
+    assert torch.allclose(shared, alone, atol=1e-5)
+    grads = []
+    for value in (shared, alone):
+        m.zero_grad()
+        (value[:, 0] - 2 * value[:, 1]).sum().backward(inputs=[m.hf.model.layers[0].mlp.up_proj.weight])
+        grads.append(m.hf.model.layers[0].mlp.up_proj.weight.grad.clone())
+    assert torch.allclose(*grads, atol=1e-5)
+
+
 def test_generate_samples_units_only_seeded_and_matches_teacher_forcing():
     m = tiny_unit_lm(20)
     with torch.no_grad():  # make every text token far likelier than any unit under the full vocabulary

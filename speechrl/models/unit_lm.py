@@ -167,8 +167,10 @@ class UnitLM(nn.Module):
         bias = head.bias[rows] if getattr(head, "bias", None) is not None else None
         return nn.functional.linear(hidden, head.weight[rows], bias)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None) -> Tensor:
-        """Unit logits ``[N, T, num_units]`` for token ids ``[N, T]`` (position t predicts t + 1)."""
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None, position_ids: Tensor | None = None) -> Tensor:
+        """Unit logits ``[N, T, num_units]`` for token ids ``[N, T]`` (position t predicts t + 1). The mask is
+        2-D (padding), 4-D (custom, :meth:`branch_logps`) or None with restarting ``position_ids`` (packed
+        sequences, :meth:`pack_rows`)."""
         hidden = self.hf.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                     use_cache=False).last_hidden_state
         return self.unit_logits(hidden)
@@ -201,15 +203,46 @@ class UnitLM(nn.Module):
             score[i, len(r) - len(c):len(r)] = 1
         return ids.to(self.device), attn.to(self.device), score.to(self.device)
 
+    def pack_rows(self, sequences: Sequence[Sequence[int]], width: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+        """Padding-free layout of whole unit sequences for training: each ``[BOS] + units`` placed first-fit,
+        longest first, into rows of ``width`` tokens (or of the longest sequence, if longer), position ids
+        restarting at 0 for each. Given to the model with no attention mask and these position ids,
+        Hugging Face attends within each sequence only (packed sequences, ``find_packed_sequence_indices``),
+        so every log-prob is that of :meth:`pack`'s padded layout, computed over fewer tokens. Returns token
+        ids, position ids and the score mask (1 on every token a sequence predicts: all but its first)."""
+        rows_of = self.encode(sequences)
+        width = max([width] + [len(r) for r in rows_of])
+        rows: list[list[list[int]]] = []
+        for r in sorted(rows_of, key=len, reverse=True):
+            home = next((row for row in rows if sum(map(len, row)) + len(r) <= width), None)
+            if home is None:
+                rows.append([r])
+            else:
+                home.append(r)
+        pad = self.bos_id if self.bos_id is not None else self.offset
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        pos = torch.zeros((len(rows), width), dtype=torch.long)
+        score = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            start = 0
+            for r in row:
+                ids[i, start:start + len(r)] = torch.tensor(r, dtype=torch.long)
+                pos[i, start:start + len(r)] = torch.arange(len(r))
+                score[i, start + 1:start + len(r)] = 1
+                start += len(r)
+            pos[i, start:] = torch.arange(width - start)  # the padding: a sequence of its own, unscored
+        return ids.to(self.device), pos.to(self.device), score.to(self.device)
+
     def labels(self, input_ids: Tensor, score_mask: Tensor) -> Tensor:
         """Unit-space labels (token − offset) where scored, the ignore index elsewhere."""
         return (input_ids - self.offset).masked_fill(score_mask == 0, IGNORE_INDEX)
 
-    def token_logps(self, input_ids: Tensor, attention_mask: Tensor, score_mask: Tensor,
-                    model: nn.Module | None = None) -> tuple[Tensor, Tensor]:
-        """Per-token log-probs ``[N, T−1]`` and their (shifted) score mask. ``model``: this module
-        as wrapped by accelerate (its ``forward`` is the same)."""
-        logits = (model or self)(input_ids, attention_mask)
+    def token_logps(self, input_ids: Tensor, attention_mask: Tensor | None, score_mask: Tensor,
+                    model: nn.Module | None = None, position_ids: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Per-token log-probs ``[N, T−1]`` and their (shifted) score mask, of :meth:`pack`'s layout or of
+        :meth:`pack_rows`' (no attention mask, its position ids). ``model``: this module as wrapped by
+        accelerate (its ``forward`` is the same)."""
+        logits = (model or self)(input_ids, attention_mask, position_ids)
         logits, labels, mask = shift_for_causal_lm(logits, self.labels(input_ids, score_mask), score_mask)
         return token_logps(logits, labels), mask
 
@@ -219,6 +252,52 @@ class UnitLM(nn.Module):
         ids, attn, score = self.pack(prompts, completions)
         logits = (model or self)(ids, attn)
         return sequence_logps(*shift_for_causal_lm(logits, self.labels(ids, score), score))
+
+    def branch_logps(self, prompts: Sequence[Sequence[int]], branches: Sequence[Sequence[Sequence[int]]],
+                     model: nn.Module | None = None) -> Tensor:
+        """log π(branch | prompt) of each of a prompt's continuations ``[N, K]`` (differentiable), the prompt
+        computed once: one row ``[BOS] + prompt + branch 1 + … + branch K`` per prompt, where each branch is
+        positioned right after the prompt and attends to the prompt and to itself only (a custom 4-D attention
+        mask), so every value equals :meth:`sequence_logps` of the prompt and that branch alone. DPO's chosen
+        and rejected continuations share their prompt: the prompt's tokens are computed once, not twice."""
+        if len(prompts) != len(branches) or len({len(b) for b in branches}) > 1:
+            raise ValueError("need one list of K continuations per prompt, K the same for every prompt")
+        heads = self.encode(prompts)
+        bodies = self.encode([[u for b in bs for u in b] for bs in branches])
+        rows = [h + body[len(body) - sum(map(len, bs)):] for h, body, bs in zip(heads, bodies, branches)]
+        width, k = max(1, max(map(len, rows))), len(branches[0])
+        pad = self.bos_id if self.bos_id is not None else self.offset
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        pos = torch.zeros((len(rows), width), dtype=torch.long)
+        segment = torch.full((len(rows), width), -1, dtype=torch.long)  # 0 prompt, j + 1 branch j, -1 padding
+        pred = torch.zeros((len(rows), k, width), dtype=torch.long)  # the position whose logits score a token
+        score = torch.zeros((len(rows), k, width), dtype=torch.long)
+        for i, (head, bs) in enumerate(zip(heads, branches)):
+            ids[i, :len(rows[i])] = torch.tensor(rows[i], dtype=torch.long)
+            pos[i, :len(head)] = torch.arange(len(head))
+            segment[i, :len(head)] = 0
+            start = len(head)
+            for j, b in enumerate(bs):
+                span = slice(start, start + len(b))
+                pos[i, span] = torch.arange(len(head), len(head) + len(b))
+                segment[i, span] = j + 1
+                pred[i, j, span] = torch.arange(start - 1, start + len(b) - 1)
+                pred[i, j, start] = max(len(head) - 1, 0)  # the branch's first token: scored at the prompt's end
+                score[i, j, span] = 1 if head else torch.arange(len(b)) > 0  # no BOS, no prompt: first is context
+                start += len(b)
+        q, kv = segment[:, :, None], segment[:, None, :]
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        allowed = causal & (kv >= 0) & ((kv == 0) | (kv == q)) | torch.eye(width, dtype=torch.bool)  # padding: itself
+        dtype = self.hf.get_input_embeddings().weight.dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+        ids, pos, mask = ids.to(self.device), pos.to(self.device), mask.to(self.device)
+        logits = (model or self)(ids, mask, pos)
+        out = []
+        for j in range(k):
+            picked = logits.gather(1, pred[:, j, :, None].expand(-1, -1, logits.shape[-1]).to(self.device))
+            labels = self.labels(ids, score[:, j].to(self.device))
+            out.append(sequence_logps(picked, labels, score[:, j].to(self.device)))
+        return torch.stack(out, dim=1)
 
     @torch.no_grad()
     def nll(self, sequences: Sequence[Sequence[int]], batch_size: int = 32) -> list[tuple[float, int]]:

@@ -89,11 +89,10 @@ def prepare_policy(unit_lm: UnitLM, lora: LoRAConfig) -> None:
 
 
 def pair_logps(unit_lm: UnitLM, pairs: Sequence[Pair], model: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sequence log-probs of the chosen and rejected continuations (one forward over 2N rows)."""
-    prompts = [list(p) for p, _, _ in pairs]
-    logps = unit_lm.sequence_logps(prompts + prompts, [list(c) for _, c, _ in pairs] + [list(r) for _, _, r in pairs],
-                                   model)
-    return logps[: len(pairs)], logps[len(pairs):]
+    """Sequence log-probs of the chosen and rejected continuations: one forward over N rows, each prompt
+    computed once for both (:meth:`~speechrl.models.unit_lm.UnitLM.branch_logps`)."""
+    logps = unit_lm.branch_logps([p for p, _, _ in pairs], [(c, r) for _, c, r in pairs], model)
+    return logps[:, 0], logps[:, 1]
 
 
 def reference_logps(unit_lm: UnitLM, ref: UnitLM | None, pairs: Sequence[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
