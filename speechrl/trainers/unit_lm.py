@@ -55,12 +55,13 @@ def mean_nll(model: UnitLM, seqs: Sequence[Sequence[int]], batch_size: int = 32)
     return sum(t for t, _ in scored) / max(1, sum(n for _, n in scored))
 
 
-def unit_lm_loss(model: torch.nn.Module, unit_lm: UnitLM, batch: Sequence[Sequence[int]], width: int = 0
+def unit_lm_loss(model: torch.nn.Module, unit_lm: UnitLM, batch: Sequence[Sequence[int]]
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean NLL per unit of ``batch``, number of units scored); every unit is scored; ``model`` is
-    ``unit_lm`` as prepared by accelerate. The sequences are packed into rows of ``width`` tokens without
-    padding (:meth:`~speechrl.models.unit_lm.UnitLM.pack_rows`: the same loss over fewer tokens)."""
-    ids, positions, score = unit_lm.pack_rows(batch, width)
+    ``unit_lm`` as prepared by accelerate. The sequences are packed without padding into rows as wide as the
+    longest (:meth:`~speechrl.models.unit_lm.UnitLM.pack_rows`: the same loss over fewer tokens; wider rows
+    packed worse: benchmarks/unit_lm_packing.py)."""
+    ids, positions, score = unit_lm.pack_rows(batch)
     logps, mask = unit_lm.token_logps(ids, None, score, model, positions)
     return -(logps * mask).sum() / mask.sum().clamp(min=1), mask.sum()
 
@@ -77,7 +78,7 @@ def train_unit_lm(unit_lm: UnitLM, train_seqs: Sequence[Sequence[int]], dev_seqs
         raise ValueError("no training sequences")
 
     def loss(model: torch.nn.Module, batch: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        return unit_lm_loss(model, unit_lm, batch, cfg.max_tokens)
+        return unit_lm_loss(model, unit_lm, batch)
 
     def dev_score(_model: torch.nn.Module, dev: Sequence[Sequence[int]]) -> tuple[float, dict[str, float]]:
         metrics = {"nll": mean_nll(unit_lm, dev), **(dev_metrics(unit_lm) if dev_metrics else {})}
