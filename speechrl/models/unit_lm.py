@@ -262,9 +262,8 @@ class UnitLM(nn.Module):
         and rejected continuations share their prompt: the prompt's tokens are computed once, not twice."""
         if len(prompts) != len(branches) or len({len(b) for b in branches}) > 1:
             raise ValueError("need one list of K continuations per prompt, K the same for every prompt")
-        heads = self.encode(prompts)
-        bodies = self.encode([[u for b in bs for u in b] for bs in branches])
-        rows = [h + body[len(body) - sum(map(len, bs)):] for h, body, bs in zip(heads, bodies, branches)]
+        heads, bos = self.encode(prompts), int(self.bos_id is not None)
+        rows = [h + t[bos:] for h, t in zip(heads, self.encode([[u for b in bs for u in b] for bs in branches]))]
         width, k = max(1, max(map(len, rows))), len(branches[0])
         pad = self.bos_id if self.bos_id is not None else self.offset
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
