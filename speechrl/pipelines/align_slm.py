@@ -315,10 +315,11 @@ def run(recipe: AlignSLMRecipe, out: str | Path) -> dict[str, Any]:
     cur = recipe.curriculum
     check(cur, "curriculum.")  # a recipe built in code, not loaded, is checked here
     check(recipe.data, "data.")
-    for key, value in (("prompts", cur.prompts == "stories"), ("context_samples", cur.context_samples)):
+    for key, value, off in (("prompts", cur.prompts == "stories", "corpus"),
+                            ("context_samples", cur.context_samples, 0)):
         if value and not recipe.long_form.stories:
             raise ConfigError(f"curriculum.{key}: {getattr(cur, key)} needs long-form stories to prompt with: "
-                              "set long_form.stories")
+                              f"set long_form.stories, or curriculum.{key}={off}")
     corpus_dir, rows, data_report = dataset_rows(recipe.data, recipe.corpus, "audio", out)
     feats = features(corpus_dir, rows, "units")
     corpus_fingerprint = {"corpus": fingerprint.of_corpus(rows)} if recipe.data.source == "corpus" else {}
