@@ -289,13 +289,12 @@ class UnitLM(nn.Module):
         allowed = causal & (kv >= 0) & ((kv == 0) | (kv == q)) | torch.eye(width, dtype=torch.bool)  # padding: itself
         dtype = self.hf.get_input_embeddings().weight.dtype
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
-        ids, pos, mask = ids.to(self.device), pos.to(self.device), mask.to(self.device)
+        ids, pos, mask, pred, score = (t.to(self.device) for t in (ids, pos, mask, pred, score))
         logits = (model or self)(ids, mask, pos)
         out = []
         for j in range(k):
-            picked = logits.gather(1, pred[:, j, :, None].expand(-1, -1, logits.shape[-1]).to(self.device))
-            labels = self.labels(ids, score[:, j].to(self.device))
-            out.append(sequence_logps(picked, labels, score[:, j].to(self.device)))
+            picked = logits.gather(1, pred[:, j, :, None].expand(-1, -1, logits.shape[-1]))
+            out.append(sequence_logps(picked, self.labels(ids, score[:, j]), score[:, j]))
         return torch.stack(out, dim=1)
 
     @torch.no_grad()
