@@ -21,15 +21,21 @@ TINY = ["corpus.size=30", "corpus.evaluate=false", "model.layers=1",  # SmolLM2'
         "long_form.stories=2", "long_form.dev_stories=1"]  # the recipe's words, lexicon and story text included
 
 
-def run_fresh(tmp: Path, name: str, threads: int) -> dict:
-    """`speechrl run` in a new process with its own empty cache; its summary.json."""
+def start_fresh(tmp: Path, name: str, threads: int) -> tuple[subprocess.Popen, Path]:
+    """`speechrl run` in a new process with its own empty cache, its stderr in ``<out>.log``."""
     out = tmp / name
     env = {**os.environ, "SPEECHRL_CACHE": str(tmp / f"cache-{name}"), "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     args = [sys.executable, "-m", "speechrl.cli", "run", "recipes/align_slm.yaml", "--out", str(out),
             "--threads", str(threads)] + [a for kv in TINY for a in ("--set", kv)]
-    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp / f"{name}.log", "w") as log:
+        return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log), out
+
+
+def finished(proc: subprocess.Popen, out: Path, threads: int) -> dict:
+    """The run's summary.json, once its process has ended well."""
+    proc.wait(timeout=900)
+    assert proc.returncode == 0, out.with_suffix(".log").read_text()[-3000:]
     assert json.loads((out / "run.json").read_text())["threads"] == threads
     return json.loads((out / "summary.json").read_text())
 
@@ -39,7 +45,9 @@ def without_timings(metrics: dict) -> dict:
 
 
 def test_align_slm_same_numbers_at_1_and_2_threads(tmp_path):
-    one, two = run_fresh(tmp_path, "one", 1), run_fresh(tmp_path, "two", 2)
+    # side by side (their numbers must not depend on timing either): the pair takes ≈ 2/3 of running them in turn
+    started = start_fresh(tmp_path, "one", 1), start_fresh(tmp_path, "two", 2)
+    one, two = (finished(proc, out, threads) for (proc, out), threads in zip(started, (1, 2)))
     stages = {"corpus", "units", "benchmarks", "unit_lm", "round1 candidates", "round1 pairs", "round2 candidates",
               "round2 pairs", "test base", "test round2"}
     assert stages <= set(one["fingerprints"]), one["fingerprints"]

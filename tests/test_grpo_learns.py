@@ -45,8 +45,8 @@ token_share = TokenShare()
 
 def unit_share(prompts, completions, speech_tokens, **_):
     """A learnable TTS reward: the share of speech tokens that carry the codebook's third unit (7 of the
-    tiny vocabulary's 36 tokens, so a random policy's groups vary; the tiny Token2Text reads the first
-    and the fourth, so DiffRO neither helps nor hinders it)."""
+    tiny vocabulary's 36 tokens, so a random policy's groups vary). The tiny Token2Text reads other
+    units, so DiffRO, which moves probability towards those, pulls against this reward."""
     return [sum(14 <= t < 21 for t in toks) / max(1, len(toks)) for toks in speech_tokens]
 
 
@@ -117,19 +117,25 @@ def tts_gain(out, method, sign, key, seeds=(0,), **kw):
     return float(np.mean([g for g, _ in runs])), runs[0][1]
 
 
-# one run's gain depends on its draws: over seeds 0–4, 24 steps, +0.20 … +0.38 for GRPO and −0.08 … +0.61
-# for GRPO + filtered DiffRO (the noisier learner here, so it gets 40 steps: +0.04 … +0.54); each is
-# averaged over 2 seeds
-@pytest.mark.parametrize("method, steps", [("grpo", 24), ("combined", 40)])
-def test_tts_grpo_and_filtered_combination_learn_a_learnable_reward_and_not_its_negation(tmp_path, method, steps):
-    # λ = 0.2: the DiffRO term (this tiny Token2Text reads other units) is on beside GRPO without outweighing it
-    kw = dict(diffro_weight=0.2, max_steps=steps, seeds=(0, 1))
+# one run's gain depends on its draws, so each check averages runs with seeds 0, 1, …. GRPO alone, 24
+# steps: +0.20 … +0.38 a run over seeds 0–4. In the combination the DiffRO term pulls against this reward
+# (unit_share), so the result is a tug of war whose outcome moves with the draws of the installed stack:
+# at λ = 0.2 (Σ over the text's ~5 tokens, like the default per-token mean at λ = 1) single runs of 40
+# steps ranged −0.47 … +0.50 over seeds 0–5 (2026-12-05; +0.04 … +0.54 on an earlier stack), at λ = 0.1
+# −0.21 … +0.57, at λ = 0.05 +0.11 … +0.60 (flipped −0.13 … −0.04). λ = 0.05 keeps DiffRO on (its
+# samples are counted below) without letting it outweigh the reward under test.
+@pytest.mark.parametrize("method, steps, seeds", [("grpo", 24, (0, 1)), ("combined", 40, (0, 1, 2))])
+def test_tts_grpo_and_filtered_combination_learn_a_learnable_reward_and_not_its_negation(tmp_path, method, steps,
+                                                                                          seeds):
+    kw = dict(diffro_weight=0.05, max_steps=steps, seeds=seeds)
     up, curve = tts_gain(tmp_path / "up", method, 1.0, "rewards/unit_share_mean", **kw)
     down, _ = tts_gain(tmp_path / "down", method, -1.0, "rewards/unit_share_mean", **kw)
     print(f"{method}: gain {up:+.3f} (curve {curve[0]:.3f} → {curve[-1]:.3f}); flipped {down:+.3f}")
-    assert up > 0.15  # measured: +0.29 grpo, +0.49 combined (1 thread)
-    assert not down > 0.15  # measured: −0.05 grpo, −0.06 combined
+    assert up > 0.15  # measured: +0.29 grpo, +0.32 combined
+    assert not down > 0.15  # measured: −0.05 grpo, −0.07 combined
     assert down < up - 0.2
+    if method == "combined":  # DiffRO was applied, not filtered away
+        assert sum(m.get("diffro_samples", 0) for m in read_metrics(tmp_path / "up/seed0/metrics.jsonl")) > 0
 
 
 def test_diffro_raises_the_token2text_likelihood_and_its_negation_does_not(tmp_path, monkeypatch):
