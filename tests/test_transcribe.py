@@ -75,6 +75,19 @@ def test_whisper_edge_cases_and_cache(speech):
     assert isinstance(by_path, WhisperCT2Transcriber)
 
 
+def test_a_shorter_window_transcribes_the_clips_that_fit_and_leaves_the_others_to_30_seconds(speech):
+    """window_s: clips that fit are encoded in that window (the cheaper encoder pass), longer ones as before."""
+    lengths = [w.size / 16000 for w in speech]
+    window = (min(lengths) + max(lengths)) / 2  # the shortest clip fits, the longest does not
+    wide, narrow = WhisperCT2Transcriber(), WhisperCT2Transcriber(window_s=window)
+    clips = [speech[int(np.argmax(lengths))], speech[int(np.argmin(lengths))], np.zeros(0, np.float32)]
+    full, short = wide.transcribe(clips), narrow.transcribe(clips)
+    assert short[0] == full[0] and short[2] == ""  # the longer clip: the same 30 s pass; silence stays silent
+    assert wer([SENTENCES[int(np.argmin(lengths))]], short[1:2]) <= 0.2, short
+    with pytest.raises(ValueError, match="1 to 30 seconds"):
+        WhisperCT2Transcriber(window_s=40)
+
+
 def test_bad_input_raises(speech):
     asr = make_transcriber("whisper-tiny")
     with pytest.raises(AudioError, match="mono"):

@@ -188,6 +188,12 @@ class WhisperCT2Transcriber(Transcriber):
     ``WhisperModel.transcribe`` uses at temperature 0, so results match it (batch size 1 is
     bit-identical; larger batches can differ in rare near-ties). A clip judged silent (no-speech
     prob > ``no_speech_threshold`` and avg log-prob < ``log_prob_threshold``) gives ``""``.
+
+    ``window_s``: the encoder's input for a clip at most this long is padded to this many seconds
+    instead of 30 (CTranslate2 accepts shorter features, like whisper.cpp's ``audio_ctx``); the
+    encoder's cost falls with it. Whisper was trained on 30 s windows, so this is opt-in: measured
+    on 120 grammar sentences of ≤ 4 s (five voices, half of them through the phoneme vocoder), a
+    10 s window transcribed 3.7× faster at WER 0.328 against 0.324 with 30 s; 8 s: 4.4×, 0.338.
     """
 
     name = "whisper-tiny"
@@ -195,7 +201,10 @@ class WhisperCT2Transcriber(Transcriber):
     def __init__(self, model_path: str | Path | None = None, *, device: str = "cpu",
                  compute_type: str = "int8", cpu_threads: int | None = None,
                  batch_size: int = 4, language: str = "en", max_new_tokens: int | None = None,
-                 no_speech_threshold: float | None = 0.6, log_prob_threshold: float | None = -1.0):
+                 no_speech_threshold: float | None = 0.6, log_prob_threshold: float | None = -1.0,
+                 window_s: float = 30.0):
+        if not 1.0 <= window_s <= WHISPER_WINDOW / SAMPLE_RATE:
+            raise ValueError(f"window_s={window_s}: Whisper's encoder window is 1 to 30 seconds")
         self.model_path = Path(model_path) if model_path else whisper_tiny_path()
         if model_path:
             self.name = f"whisper-ct2:{self.model_path.name}"
@@ -210,6 +219,7 @@ class WhisperCT2Transcriber(Transcriber):
         self.max_new_tokens = max_new_tokens
         self.no_speech_threshold = no_speech_threshold
         self.log_prob_threshold = log_prob_threshold
+        self.window_s = window_s
 
     def _model(self):
         from faster_whisper import WhisperModel
@@ -241,17 +251,19 @@ class WhisperCT2Transcriber(Transcriber):
     def _transcribe_ct2(self, wavs: list[np.ndarray]) -> list[str]:
         model = self._model()
         out: list[str | None] = [None] * len(wavs)
-        short = [i for i, w in enumerate(wavs) if w.size <= WHISPER_WINDOW]
         for i, w in enumerate(wavs):
             if w.size > WHISPER_WINDOW:  # long-form: faster-whisper's own sequential loop
                 segments, _ = model.transcribe(w, **self._options())
                 out[i] = " ".join(s.text.strip() for s in segments)
-        if short:
-            for i, text in zip(short, self._generate_short(model, [wavs[i] for i in short])):
-                out[i] = text
+        window = int(self.window_s * SAMPLE_RATE)
+        for lo, hi in ((-1, window), (window, WHISPER_WINDOW)):  # clips that fit window_s, the rest of ≤ 30 s
+            batch = [i for i, w in enumerate(wavs) if lo < w.size <= hi]
+            if batch:  # log-mel frames: one per 160 samples
+                for i, text in zip(batch, self._generate_short(model, [wavs[i] for i in batch], hi // 160)):
+                    out[i] = text
         return [t or "" for t in out]
 
-    def _generate_short(self, model, wavs: list[np.ndarray]) -> list[str]:
+    def _generate_short(self, model, wavs: list[np.ndarray], frames: int = 3000) -> list[str]:
         from faster_whisper.audio import pad_or_trim
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_ctranslate2_storage, get_suppressed_tokens
@@ -265,8 +277,8 @@ class WhisperCT2Transcriber(Transcriber):
             max_length = min(max_length, len(prompt) + self.max_new_tokens)
         fe = model.feature_extractor
         # same as WhisperModel.transcribe: log-mel of the clip (+160 zero samples), last frame
-        # dropped, zero-padded *in feature space* to 3000 frames
-        feats = np.stack([pad_or_trim(fe(w)[:, :-1]) for w in wavs]).astype(np.float32)
+        # dropped, zero-padded *in feature space* to 3000 frames (``frames``: window_s of them)
+        feats = np.stack([pad_or_trim(fe(w)[:, :-1], frames) for w in wavs]).astype(np.float32)
         encoder_output = model.model.encode(get_ctranslate2_storage(feats))
         results = model.model.generate(
             encoder_output, [list(prompt) for _ in wavs], beam_size=1, patience=1,
