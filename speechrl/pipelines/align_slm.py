@@ -185,8 +185,8 @@ class AlignSLMRecipe:
     eval_continuations: int = doc("continuations per test prompt for the generative metrics", 2, ge=1)
     asr_window_s: float = doc("Whisper's encoder window, seconds, for the clips the feedback transcribes that are "
                               "at most this long (continuations ≈ sampling.max_new_units / 12 s; longer clips get "
-                              "Whisper's own 30 s): 10 s transcribes 3.7× faster than 30 s at the same WER "
-                              "(speechrl.speech.transcribe.WhisperCT2Transcriber)", 10.0, ge=1, le=30)
+                              "Whisper's own 30 s): 10 transcribes short clips 3.75× faster at about the same WER "
+                              "(benchmarks/whisper_window.py)", 30.0, ge=1, le=30)
     samples: int = doc("test prompts with audio kept for the report", 12, ge=0)
     eval_all_rounds: bool = doc("evaluate every curriculum round (off: only the last, as the demo does)", True,
                                 affects_results=False)

@@ -191,9 +191,10 @@ class WhisperCT2Transcriber(Transcriber):
 
     ``window_s``: the encoder's input for a clip at most this long is padded to this many seconds
     instead of 30 (CTranslate2 accepts shorter features, like whisper.cpp's ``audio_ctx``); the
-    encoder's cost falls with it. Whisper was trained on 30 s windows, so this is opt-in: measured
-    on 120 grammar sentences of ≤ 4 s (five voices, half of them through the phoneme vocoder), a
-    10 s window transcribed 3.7× faster at WER 0.328 against 0.324 with 30 s; 8 s: 4.4×, 0.338.
+    encoder's cost falls with it. Whisper was trained on 30 s windows, so this is opt-in: on 120
+    grammar sentences of 1–4 s (five voices, half through the phoneme vocoder;
+    ``benchmarks/whisper_window.py``) a 10 s window transcribed 3.75× faster at WER 0.338 against
+    0.333, though 42 % of the transcripts changed; 8 s: 4.3×, WER 0.346.
     """
 
     name = "whisper-tiny"
