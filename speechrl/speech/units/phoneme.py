@@ -20,7 +20,11 @@ def hama_tokens() -> tuple[str, ...]:
     """hama's ASR output symbols indexed by id: decoder vocabulary + ``<wb>`` + ``<blank>``."""
     from hama import Vocabulary
 
-    return tuple(Vocabulary.load().decoder) + ("<wb>", "<blank>")
+    toks = tuple(Vocabulary.load().decoder) + ("<wb>", "<blank>")
+    if toks[WORD_BOUNDARY_ID] != "<wb>" or len(toks) != BLANK_ID + 1:
+        raise RuntimeError(f"unexpected hama vocabulary ({len(toks)} tokens); speechrl expects hama 1.7.0 "
+                           "(blank=190, word boundary=189)")
+    return toks
 
 
 WORD_BOUNDARY_ID = 189  # hama 1.7.0: len(decoder vocabulary); checked against the model on load
@@ -34,12 +38,20 @@ def _hama_asr():
     from hama import ASRModel
 
     model = ASRModel()
-    toks = hama_tokens()
-    if model.blank_id != BLANK_ID or toks[WORD_BOUNDARY_ID] != "<wb>" or len(toks) != BLANK_ID + 1:
-        raise RuntimeError(
-            f"unexpected hama vocabulary (blank id {model.blank_id}, {len(toks)} tokens); "
-            "speechrl expects hama 1.7.0 (blank=190, word boundary=189)")
+    if model.blank_id != BLANK_ID or len(hama_tokens()) != BLANK_ID + 1:
+        raise RuntimeError(f"unexpected hama ASR model (blank id {model.blank_id}); speechrl expects hama 1.7.0")
     return model
+
+
+@functools.lru_cache(maxsize=1)
+def _decode_config():
+    """hama's default CTC decoding (temperature, blank bias), what its ``ASRModel`` applies."""
+    from hama.asr import ASRDecodeConfig
+
+    cfg = ASRDecodeConfig()
+    if cfg.unk_bias or not cfg.collapse_repeats or cfg.temperature <= 0:
+        raise RuntimeError(f"unexpected hama decoding defaults {cfg}; speechrl expects hama 1.7.0's")
+    return cfg
 
 
 def ctc_frames_to_units(frame_ids: Sequence[int], blank_id: int = BLANK_ID,
@@ -87,7 +99,10 @@ class PhonemeUnitTokenizer(UnitTokenizer):
     name = "phoneme"
     frame_rate = 50.0
 
-    def __init__(self) -> None:
+    def __init__(self, engine: str = "torch") -> None:
+        if engine not in ("torch", "hama"):
+            raise ValueError(f"engine must be 'torch' or 'hama', not {engine!r}")
+        self.engine = engine
         self._toks = hama_tokens()
 
     @property
@@ -99,12 +114,21 @@ class PhonemeUnitTokenizer(UnitTokenizer):
         return _hama_asr()
 
     def frame_ids(self, wav: np.ndarray, sr: int = SAMPLE_RATE) -> list[int]:
-        """Raw argmax CTC ids, one per 20 ms frame (blank = 190 included)."""
+        """Raw argmax CTC ids, one per 20 ms frame (blank = 190 included), decoded as hama's
+        ``ASRModel`` decodes them (its temperature and blank bias); the model runs in PyTorch
+        (:mod:`~speechrl.speech.units.hama_torch`), or in hama's own engine with ``engine="hama"``."""
         wav = mono_16k(wav, sr)
-        model = _hama_asr()
-        with _HAMA_LOCK:  # one native session per process; keep calls serial
-            res = model.transcribe_waveform(wav, SAMPLE_RATE)
-        return [int(t) for t in res.frame_token_ids]
+        if self.engine == "hama":
+            model = _hama_asr()
+            with _HAMA_LOCK:  # one native session per process; keep calls serial
+                res = model.transcribe_waveform(wav, SAMPLE_RATE)
+            return [int(t) for t in res.frame_token_ids]
+        from speechrl.speech.units.hama_torch import log_probs
+
+        cfg = _decode_config()
+        scores = log_probs(wav) / cfg.temperature
+        scores[:, BLANK_ID] += cfg.blank_bias
+        return scores.argmax(-1).tolist()
 
     def encode(self, wav: np.ndarray, sr: int = SAMPLE_RATE) -> Units:
         return ctc_frames_to_units(self.frame_ids(wav, sr), frame_rate=self.frame_rate, kind=self.name)
