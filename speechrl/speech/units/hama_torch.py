@@ -67,11 +67,10 @@ def read_hamapk(path: str | Path) -> dict[str, torch.Tensor]:
             for name, dtype, shape, offset, size in entries}
 
 
-class HamaConformer(torch.nn.Module):
-    """hama's CTC phoneme model (module docstring): ``forward(wav)`` → log-probs ``[frames, 191]``."""
+class HamaConformer:
+    """hama's CTC phoneme model (module docstring): ``model(wav)`` → log-probs ``[frames, 191]``."""
 
     def __init__(self, weights: dict[str, torch.Tensor]):
-        super().__init__()
         self.w = weights
         matmuls = [k for k in weights if k.startswith("onnx::MatMul")]  # 6 a block, in order
         convs = [k for k in weights if k.startswith("onnx::Conv")]  # subsampling, then each block's depthwise
@@ -88,29 +87,35 @@ class HamaConformer(torch.nn.Module):
                  + F.conv1d(x, self.w["stft_imag_kernel"], stride=HOP) ** 2)
         return torch.einsum("bft,fm->bmt", power, self.w["mel_fb"]).clamp(min=1e-10).log()
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+    def __call__(self, wav: torch.Tensor) -> torch.Tensor:
         w = self.w
         x = F.gelu(F.conv1d(self.log_mel(wav), w[self.subsample[0]], w[self.subsample[1]], stride=2, padding=1))
         x = x.transpose(1, 2)  # [1, frames, 144]
-        for pre, (f1a, f1b, qkv, out, f2a, f2b), (dw, dw_bias) in self.blocks:
-            def norm(h: torch.Tensor, name: str) -> torch.Tensor:
-                return F.layer_norm(h, (D_MODEL,), w[f"{pre}{name}.weight"], w[f"{pre}{name}.bias"])
-
-            def ffn(h: torch.Tensor, name: str, a: str, b: str) -> torch.Tensor:
-                h = F.silu(norm(h, f"{name}.norm") @ w[a] + w[f"{pre}{name}.fc1.bias"])
-                return h @ w[b] + w[f"{pre}{name}.fc2.bias"]
-
-            x = x + 0.5 * ffn(x, "ffn1", f1a, f1b)
-            q, k, v = (norm(x, "attn_norm") @ w[qkv] + w[f"{pre}attn.in_proj_bias"]).split(D_MODEL, -1)
-            heads = [h.unflatten(-1, (HEADS, -1)).transpose(1, 2) for h in (q, k, v)]
-            x = x + F.scaled_dot_product_attention(*heads).transpose(1, 2).flatten(2) @ w[out] + w[f"{pre}attn.out_proj.bias"]
-            h = norm(x, "conv.norm").transpose(1, 2)
-            h = F.glu(F.conv1d(h, w[f"{pre}conv.pointwise1.weight"], w[f"{pre}conv.pointwise1.bias"]), dim=1)
-            h = F.silu(F.conv1d(h, w[dw], w[dw_bias], padding=w[dw].shape[-1] // 2, groups=D_MODEL))
-            x = x + F.conv1d(h, w[f"{pre}conv.pointwise2.weight"], w[f"{pre}conv.pointwise2.bias"]).transpose(1, 2)
-            x = norm(x + 0.5 * ffn(x, "ffn2", f2a, f2b), "norm")
+        for block in self.blocks:
+            x = self.block(x, *block)
         logits = F.conv1d(x.transpose(1, 2), w["acoustic_model.model.proj.weight"], w["acoustic_model.model.proj.bias"])
         return F.log_softmax(logits[0].T, dim=-1)
+
+    def block(self, x: torch.Tensor, pre: str, matmuls: list[str], depthwise: list[str]) -> torch.Tensor:
+        """One Conformer block: ½ FFN, self-attention, convolution, ½ FFN, LayerNorm."""
+        w, (f1a, f1b, qkv, out, f2a, f2b), (dw, dw_bias) = self.w, matmuls, depthwise
+
+        def norm(h: torch.Tensor, name: str) -> torch.Tensor:
+            return F.layer_norm(h, (D_MODEL,), w[f"{pre}{name}.weight"], w[f"{pre}{name}.bias"])
+
+        def ffn(h: torch.Tensor, name: str, a: str, b: str) -> torch.Tensor:
+            h = F.silu(norm(h, f"{name}.norm") @ w[a] + w[f"{pre}{name}.fc1.bias"])
+            return h @ w[b] + w[f"{pre}{name}.fc2.bias"]
+
+        x = x + 0.5 * ffn(x, "ffn1", f1a, f1b)
+        q, k, v = (norm(x, "attn_norm") @ w[qkv] + w[f"{pre}attn.in_proj_bias"]).split(D_MODEL, -1)
+        heads = [h.unflatten(-1, (HEADS, -1)).transpose(1, 2) for h in (q, k, v)]
+        x = x + F.scaled_dot_product_attention(*heads).transpose(1, 2).flatten(2) @ w[out] + w[f"{pre}attn.out_proj.bias"]
+        h = norm(x, "conv.norm").transpose(1, 2)
+        h = F.glu(F.conv1d(h, w[f"{pre}conv.pointwise1.weight"], w[f"{pre}conv.pointwise1.bias"]), dim=1)
+        h = F.silu(F.conv1d(h, w[dw], w[dw_bias], padding=w[dw].shape[-1] // 2, groups=D_MODEL))
+        x = x + F.conv1d(h, w[f"{pre}conv.pointwise2.weight"], w[f"{pre}conv.pointwise2.bias"]).transpose(1, 2)
+        return norm(x + 0.5 * ffn(x, "ffn2", f2a, f2b), "norm")
 
 
 @functools.lru_cache(maxsize=1)
