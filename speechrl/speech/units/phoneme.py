@@ -38,7 +38,7 @@ def _hama_asr():
     from hama import ASRModel
 
     model = ASRModel()
-    if model.blank_id != BLANK_ID or len(hama_tokens()) != BLANK_ID + 1:
+    if model.blank_id != BLANK_ID:
         raise RuntimeError(f"unexpected hama ASR model (blank id {model.blank_id}); speechrl expects hama 1.7.0")
     return model
 
