@@ -110,14 +110,12 @@ def test_pytorch_model_gives_the_units_of_hamas_own_engine(phon, speech):
     """hama's weights run in PyTorch (the default) against hama's native engine: the same frame count and
     log-probs within 0.3 on real speech of two engines' voices, rates and levels, a clipped one, a
     ~10-s one and a 10-ms one; the same frame ids on ≥ 99.9 % of frames and the same units."""
-    from hama.asr import ASRModel
-
+    from speechrl.speech.synthesize import get_voice, synthesize
     from speechrl.speech.units.hama_torch import log_probs
 
     assert phon.engine == "torch"
-    engine, native = ASRModel(), PhonemeUnitTokenizer("hama")
-    from speechrl.speech.synthesize import get_voice, synthesize
-
+    native = PhonemeUnitTokenizer("hama")
+    engine = native.model  # hama's ASRModel, loaded once per process
     espeak = synthesize(SENTENCES[0], get_voice("espeak-gb-m6"), speed=1.1)
     clips = [*speech, espeak, 0.5 * speech[1], np.clip(3.0 * speech[0], -1, 1), 3.0 * espeak,
              np.concatenate([*speech, espeak]), np.random.default_rng(0).normal(0, 0.1, 160).astype(np.float32)]
