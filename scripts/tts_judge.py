@@ -16,9 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from speechrl import checkpoint
 from speechrl.models.token2text import Token2Text
@@ -27,32 +25,8 @@ from speechrl.pipelines.tts_rl import SYSTEMS, TTSRLRecipe, splits, system_confi
 from speechrl.rewards.tts import UnitRenderer
 from speechrl.runfolder import read_config
 from speechrl.runlog import MetricsLogger, read_json, write_json
-from speechrl.text import sentence_wer
-from speechrl.eval.tts import evaluate_tts
+from speechrl.eval.tts import evaluate_tts, reward_ranking
 from speechrl.trainers.tts_rl import train_tts_rl
-
-
-def proxy_rank(policy: TTSLM, t2t: Token2Text, texts: list[str], renderer: UnitRenderer, samples: int = 4,
-               temperature: float = 0.7) -> dict[str, float]:
-    """Spearman ρ between Token2Text's mean log-likelihood of the text and −WER of the rendered sample,
-    within each text's ``samples`` samples (what a group advantage sees) and pooled over all."""
-    torch.manual_seed(1)
-    group = [t for t in texts for _ in range(samples)]
-    lps, wers = [], []
-    for i in range(0, len(group), 32):
-        chunk = group[i:i + 32]
-        with torch.no_grad():
-            ids = policy.generate(policy.encode(chunk), 128, temperature=temperature)
-            mask = policy.completion_mask(ids) * (ids < policy.vocab.num_unit_tokens)
-            text_ids, text_mask = t2t.text_targets(chunk)
-            lps += (t2t.text_logprob(ids, mask, text_ids, text_mask) / text_mask.sum(-1)).tolist()
-        _, hyps = renderer(policy.to_units(ids))
-        wers += [sentence_wer(t, h) for t, h in zip(chunk, hyps)]
-    lp, neg_wer = np.array(lps).reshape(-1, samples), -np.array(wers).reshape(-1, samples)
-    within = [spearmanr(a, b)[0] for a, b in zip(lp, neg_wer) if a.std() > 0 and b.std() > 0]
-    return {"within_group_spearman": round(float(np.mean(within)), 3), "groups": len(within),
-            "pooled_spearman": round(float(spearmanr(lp.ravel(), neg_wer.ravel())[0]), 3),
-            "sample_wer": round(float(-neg_wer.mean()), 4)}
 
 
 def main() -> None:
@@ -90,7 +64,7 @@ def main() -> None:
         if "sft" not in results:
             results["sft"] = evaluate_tts(sft, judge, renderer, recipe.decode, "judge sft")[0]
         if args.proxy:
-            results[f"proxy:{args.token2text or 'run'}"] = proxy_rank(
+            results[f"proxy:{args.token2text or 'run'}"] = reward_ranking(
                 sft, token2text(), [e.text for e in judge[:args.proxy]], renderer)
         del sft
     if args.system:

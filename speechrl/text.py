@@ -49,6 +49,7 @@ dominate), never NaN or inf — clip them yourself if a reward needs [0, 1].
 from __future__ import annotations
 
 import functools
+import math
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -314,3 +315,25 @@ def sentence_wer(ref: str, hyp: str, norm: bool = True, language: str | None = N
 def sentence_cer(ref: str, hyp: str, norm: bool = True, language: str | None = None) -> float:
     """CER of one hypothesis."""
     return cer([ref], [hyp], norm, language)
+
+
+def content_word_accuracy(refs: Sequence[str], hyps: Sequence[str], function_words: frozenset[str] | set[str],
+                          language: str | None = None) -> float:
+    """Share of the references' content words (normalised words not in ``function_words``) that the
+    word alignment of WER matches in the hypothesis (an *equal* op); nan with no content word.
+
+    >>> content_word_accuracy(["Peter went to the beach"], ["David went to a beach"], {"to", "the", "a"})
+    0.6666666666666666
+    """
+    refs, hyps = _pairs(refs, hyps)
+    refs = [normalize_for_scoring(r, language) for r in refs]
+    hyps = [normalize_for_scoring(h, language) for h in hyps]
+    keep = [i for i, r in enumerate(refs) if r]
+    total = sum(w not in function_words for i in keep for w in refs[i].split())
+    if not total:
+        return math.nan
+    out = jiwer.process_words([refs[i] for i in keep], [hyps[i] for i in keep])
+    hits = sum(w not in function_words
+               for ref, chunks in zip(out.references, out.alignments)
+               for c in chunks if c.type == "equal" for w in ref[c.ref_start_idx:c.ref_end_idx])
+    return hits / total

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from speechrl.text import (ErrorCounts, cer, char_errors, is_english, normalize, normalize_for_scoring,
+from speechrl.text import (ErrorCounts, cer, char_errors, content_word_accuracy, is_english, normalize, normalize_for_scoring,
                            number_to_words, sentence_cer, sentence_wer, wer, word_errors)
 
 
@@ -59,6 +59,17 @@ def test_wer_hand_computed():
     assert sentence_wer("the cat sat", "the cat sat") == 0.0
     assert sentence_wer("the cat sat", "") == 1.0                       # 3 deletions / 3
     assert sentence_wer("the cat", "a dog barked") == pytest.approx(1.5)  # 2 sub + 1 ins / 2
+
+
+def test_content_word_accuracy_hand_computed():
+    function = {"the", "to", "a", "on"}
+    # content words: peter went beach saturday | sam sat; matched by the alignment: went, beach | sam sat
+    refs = ["Peter went to the beach on Saturday.", "Sam sat", ""]
+    hyps = ["David went to a beach on Thursday", "Sam sat down", "spurious words"]
+    assert content_word_accuracy(refs, hyps, function) == pytest.approx(4 / 6)
+    # order matters: the alignment (delete beach, keep house, insert beach) matches one of the two words
+    assert content_word_accuracy(["beach house"], ["house beach"], set()) == pytest.approx(0.5)
+    assert math.isnan(content_word_accuracy(["the a"], ["the a"], function))
 
 
 def test_wer_uses_normalisation():

@@ -33,7 +33,8 @@ def tiny_run_args(tmp_path, out, **sets):
 
 def test_tts_recipe_end_to_end_and_rerun_is_cached(tiny_corpus, unit_features, tmp_path):
     out = tmp_path / "run"
-    args = tiny_run_args(tmp_path, out, corpus_dir=tiny_corpus)
+    args = tiny_run_args(tmp_path, out, corpus_dir=tiny_corpus, token2text_samples=3, ranking_texts=2,
+                         **{"rl.reward_window_s": 10})
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     systems = {"sft", "grpo", "diffro", "combined", "combined_filtered"}
@@ -41,7 +42,11 @@ def test_tts_recipe_end_to_end_and_rerun_is_cached(tiny_corpus, unit_features, t
     for metrics in summary["metrics"].values():
         assert {"wer", "cer", "duration_ratio", "step_s"} <= set(metrics)
     assert {"wer", "duration_ratio"} <= set(summary["ground_truth"])
-    assert {"dev_wer", "test_wer"} <= set(summary["token2text"])
+    # Token2Text also learned the SFT model's own samples (those Whisper heard something in), and its
+    # ranking of the SFT model's samples on dev is reported
+    heard = json.loads((out / "token2text_samples.json").read_text())
+    assert len(heard) == 3 and summary["token2text"]["policy_samples"] == sum(bool(r["heard"].strip()) for r in heard)
+    assert {"dev_wer", "test_wer", "within_group_spearman", "pooled_spearman"} <= set(summary["token2text"])
     # stage fingerprints (tests/test_determinism.py compares them across runs)
     assert {"units", "rl_prompts", "token2text", *systems, *(f"test {s}" for s in systems)} <= set(summary["fingerprints"])
     # each RL system's corpus WER/CER difference to SFT with its paired bootstrap interval over the test texts
@@ -51,6 +56,9 @@ def test_tts_recipe_end_to_end_and_rerun_is_cached(tiny_corpus, unit_features, t
         for metric, ci in per_metric.items():
             assert ci["low"] <= ci["diff"] <= ci["high"]
             assert abs(ci["diff"] - (summary["metrics"][name][metric] - summary["metrics"]["sft"][metric])) < 2e-4
+    # the judge set: the dev texts after the RL selection ones, scored for every system with intervals
+    assert summary["judge"]["texts"] >= 1 and set(summary["judge"]["metrics"]) == systems
+    assert set(summary["judge"]["intervals"]) == systems - {"sft"}
     for name in systems | {"ground_truth"}:
         rows = [json.loads(line) for line in (out / "samples" / f"{name}.jsonl").read_text().splitlines()]
         assert len(rows) == 1 and set(rows[0]["systems"]) == {name}

@@ -26,12 +26,18 @@ speaking-rate multiplier). A split with no utterance left is an error before any
 ``summary.json``: ``metrics`` per system, ``baseline`` ("sft") and ``intervals`` ``{system: {metric:
 {"diff", "low", "high", "significant"}}}``: each RL system's corpus ``wer``/``cer`` difference to SFT with
 its paired bootstrap 95% interval over the test texts (:mod:`speechrl.eval.bootstrap`), from the per-text
-edit counts kept in ``items_test.json``.
+edit counts kept in ``items_test.json``. ``judge``: the same on the *judge set* (``judge_set``), the unseen dev
+texts after the first ``rl.dev_examples`` — those pick each RL system's step, the judge set is read by no
+choice, so a gain that is selection luck shows there before test is read (``metrics_judge.json``,
+``items_judge.json``). ``token2text``: how the reward model reads reference units (``dev_wer``, ``test_wer``)
+and how it ranks the SFT model's own samples (``within_group_spearman`` against their rendered WER,
+:func:`~speechrl.eval.tts.reward_ranking`).
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -41,7 +47,7 @@ from typing import Any
 import torch
 
 from speechrl import checkpoint, fingerprint
-from speechrl.audio import save_audio
+from speechrl.audio import SAMPLE_RATE, save_audio
 from speechrl.config import ConfigError, check, doc
 from speechrl.corpus.build import CorpusConfig
 from speechrl.corpus.grammar import fresh_sentences
@@ -52,10 +58,11 @@ from speechrl.models.token2text import Token2Text
 from speechrl.models.tts_lm import DURATION_EDGES, SpeechVocab, TextInput, TTSLM
 from speechrl.pipelines.common import dataset_rows, extra_speech_rows, kept_with_features
 from speechrl.rewards.tts import UnitRenderer
+from speechrl.speech.units import Units
 from speechrl.runlog import MetricsLogger, atomic_write_text, read_json, write_json
 from speechrl.text import wer
 from speechrl.trainers.sft import SFTConfig
-from speechrl.eval.tts import DecodeConfig, evaluate_tts, tts_metrics
+from speechrl.eval.tts import DecodeConfig, evaluate_tts, reward_ranking, sample_speech, tts_metrics
 from speechrl.trainers.tts_rl import TTSRLConfig, train_tts_rl
 from speechrl.trainers.tts_sft import (TTSExample, train_token2text, train_tts_lm, tts_examples,
                                        unit_tokens)
@@ -119,10 +126,19 @@ class TTSRLRecipe:
                             "grammar (in no split), spoken by the corpus's training voices and unit-extracted like "
                             "the corpus, built once in the shared cache (1,000: 28 s of Hibari synthesis + 10 s of units on 2 cores); "
                             "0: none. The corpus only, not your `data:`", 0, ge=0)
+    token2text_samples: int = doc("Token2Text also learns the SFT model's own speech: this many samples (RL prompts, "
+                                  "rl.temperature) rendered and heard by the reward transcriber, each paired with "
+                                  "what Whisper heard, so the DiffRO reward is trained on the distribution it scores; "
+                                  "0: reference units only", 0, ge=0)
+    ranking_texts: int = doc("dev texts on which Token2Text's ranking of the SFT model's samples is measured (4 "
+                             "samples each; within-group Spearman ρ against the rendered WER, in summary.json)", 40,
+                             ge=1)
     rl_texts: int = doc("RL prompts: this many new sentences of the corpus grammar, text only and never in "
                         "train/dev/test (RL needs no reference speech); 0: the training texts", 0, ge=0)
     unseen_texts: bool = doc("dev and test keep only texts never spoken in training (model selection and "
                              "evaluation on unseen texts)", True)
+    judge_set: bool = doc("also score every system on the dev texts after the first rl.dev_examples (which pick "
+                          "each RL system's step): a second unseen set that no choice reads, beside test", True)
     samples: int = doc("test texts whose audio is kept under samples/ (for the report)", 12, ge=0)
 
 
@@ -133,6 +149,9 @@ class TTSRLRecipe:
             raise ConfigError(f"systems: unknown system(s) {unknown}; choose from {sorted(SYSTEMS)}")
         if self.corpus_dir and self.data.source != "corpus":
             raise ConfigError(f"corpus_dir: set it or data.{self.data.source}, not both (one data source)")
+        if self.token2text_samples and self.model.rate_head:
+            raise ConfigError("token2text_samples: the policy's samples have no speaking rate for the rate head; set "
+                              "model.rate_head: false or token2text_samples: 0")
         if self.extra_speech and (self.data.source != "corpus" or self.corpus_dir):
             raise ConfigError("extra_speech: the extra sentences are the synthetic corpus's grammar, spoken by its "
                               "voices; set it to 0 with your own data or a built corpus_dir")
@@ -213,13 +232,31 @@ def token2text_wer(model: Token2Text, examples: list[TTSExample], max_tokens: in
     return round(wer([e.text for e in examples], hyps), 4)
 
 
+def policy_speech(policy: TTSLM, prompts: list[str], recipe: TTSRLRecipe, renderer: UnitRenderer,
+                  path: Path) -> list[TTSExample]:
+    """``token2text_samples`` samples of the SFT model (a seeded draw of the RL prompts, cycled when too
+    few; ``rl.temperature``), rendered and transcribed as GRPO's reward does: (sample units → what Whisper
+    heard) pairs for Token2Text, an empty transcript left out. Cached in ``path``."""
+    if not path.is_file():
+        order = random.Random(recipe.rl.seed).sample(prompts, len(prompts))
+        texts = [order[i % len(order)] for i in range(recipe.token2text_samples)]
+        units, wavs, hyps = sample_speech(policy, texts, renderer.windowed(recipe.rl.reward_window_s),
+                                          recipe.rl.temperature, recipe.rl.max_new_tokens, recipe.rl.seed,
+                                          desc="token2text samples")
+        write_json(path, [{"prompt": t, "heard": h, "ids": u.ids, "durations": u.durations,
+                           "seconds": round(len(w) / SAMPLE_RATE, 3)} for t, u, w, h in zip(texts, units, wavs, hyps)])
+    return [TTSExample(f"sample-{i}", r["heard"], Units(r["ids"], r["durations"], "phoneme", policy.vocab.frame_rate),
+                       r["seconds"]) for i, r in enumerate(read_json(path)) if r["heard"].strip()]
+
+
 def stages(recipe: TTSRLRecipe) -> list[tuple[str, str, str | None]]:
     """The stages :func:`run` caches in its folder, in order: (name, the file that marks it done, the key
     that file must hold or None) — for ``speechrl run --dry-run``."""
     t2t = [("token2text", "token2text/result.json", None)] if any(SYSTEMS[s][0] != "grpo"
                                                                    for s in recipe.systems) else []
     trained = [("sft", "sft/result.json", None), *t2t, *[(s, f"{s}/result.json", None) for s in recipe.systems]]
-    return trained + [(f"test {s}", "metrics_test.json", s) for s in ("ground_truth", "sft", *recipe.systems)]
+    judged = [(f"judge {s}", "metrics_judge.json", s) for s in ("sft", *recipe.systems)] if recipe.judge_set else []
+    return trained + [(f"test {s}", "metrics_test.json", s) for s in ("ground_truth", "sft", *recipe.systems)] + judged
 
 
 def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
@@ -229,19 +266,31 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
     logger = MetricsLogger(out)
     data, prompts, data_report = splits(recipe, out)
     train, dev, test = data["train"], data["dev"], data["test"]
-    results: dict[str, Any] = read_json(out / "metrics_test.json") if (out / "metrics_test.json").is_file() else {}
-    items: dict[str, Any] = read_json(out / "items_test.json") if (out / "items_test.json").is_file() else {}
+    judge = dev[recipe.rl.dev_examples:] if recipe.judge_set else []  # unseen dev texts that no choice reads
+    stored = {split: tuple(read_json(out / f"{kind}_{split}.json") if (out / f"{kind}_{split}.json").is_file() else {}
+                           for kind in ("metrics", "items")) for split in ("test", "judge")}
+    results, items = stored["test"]
     renderer = UnitRenderer()
     training: dict[str, Any] = {}
 
-    def save_results(name: str, metrics: dict[str, Any], details: list[dict[str, Any]]) -> None:
+    def save_results(name: str, metrics: dict[str, Any], details: list[dict[str, Any]], split: str = "test") -> None:
         texts, hyps = [d["text"] for d in details], [d["hypothesis"] for d in details]
-        items[name] = {"wer": error_stats(texts, hyps).tolist(), "cer": error_stats(texts, hyps, "char").tolist()}
-        write_json(out / "items_test.json", items)  # before the metrics: a cached result always has its items
-        results[name] = metrics
-        write_json(out / "metrics_test.json", results)
-        _write_samples(out, name, details, recipe.samples)
-        logger.log({f"test_{k}": v for k, v in metrics.items()}, stage=name)
+        split_results, split_items = stored[split]
+        split_items[name] = {"wer": error_stats(texts, hyps).tolist(), "cer": error_stats(texts, hyps, "char").tolist()}
+        write_json(out / f"items_{split}.json", split_items)  # before the metrics: a cached result has its items
+        split_results[name] = metrics
+        write_json(out / f"metrics_{split}.json", split_results)
+        if split == "test":
+            _write_samples(out, name, details, recipe.samples)
+        logger.log({f"{split}_{k}": v for k, v in metrics.items()}, stage=name)
+
+    def evaluate(name: str, policy: TTSLM) -> None:
+        """Test, then the judge set (each once: cached in the run folder)."""
+        if name not in results:
+            metrics, details = evaluate_tts(policy, test, renderer, recipe.decode, f"test {name}")
+            save_results(name, {**metrics, "step_s": training[name]["step_s"]}, details)
+        if judge and name not in stored["judge"][0]:
+            save_results(name, *evaluate_tts(policy, judge, renderer, recipe.decode, f"judge {name}"), split="judge")
 
     # speech vocabulary from the training units
     vocab_path = out / "vocab.json"
@@ -265,29 +314,34 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
     # SFT baseline, to its best dev NLL
     policy = new_policy()
     training["sft"] = train_tts_lm(policy, train, dev, recipe.sft, out / "sft", logger)
-    if "sft" not in results:
-        metrics, details = evaluate_tts(policy, test, renderer, recipe.decode, "test sft")
-        save_results("sft", {**metrics, "step_s": training["sft"]["step_s"]}, details)
+    evaluate("sft", policy)
     sft_weights = out / "sft" / "best" / "model.safetensors"
     dev_rl = dev[: recipe.rl.dev_examples]
     sft_dev_path = out / "sft" / "dev_rendered.json"
     if dev_rl and not sft_dev_path.is_file():
         write_json(sft_dev_path, evaluate_tts(policy, dev_rl, renderer, recipe.decode, "dev sft")[0])
     sft_dev = read_json(sft_dev_path) if dev_rl else None
-    del policy
 
     # Token2Text reward model, frozen after training — only the systems with a DiffRO term need it
     t2t = None
     if any(SYSTEMS[name][0] != "grpo" for name in recipe.systems):
         rates = sorted({e.speed for e in train}) if recipe.model.rate_head else []
+        samples = (policy_speech(policy, prompts, recipe, renderer, out / "token2text_samples.json")
+                   if recipe.token2text_samples else [])
         torch.manual_seed(recipe.token2text.seed)
         t2t = Token2Text.create(vocab, recipe.model.lm, recipe.model.token2text_layers, rates)
-        training["token2text"] = train_token2text(t2t, train, dev, recipe.token2text, out / "token2text", logger)
-        if "token2text" not in results:
+        training["token2text"] = train_token2text(t2t, train + samples, dev, recipe.token2text, out / "token2text",
+                                                  logger)
+        if "token2text" not in results:  # how it reads reference units, and ranks the SFT model's samples
             results["token2text"] = {"dev_wer": token2text_wer(t2t, dev, recipe.token2text.max_tokens),
-                                     "test_wer": token2text_wer(t2t, test, recipe.token2text.max_tokens)}
+                                     "test_wer": token2text_wer(t2t, test, recipe.token2text.max_tokens),
+                                     "policy_samples": len(samples),
+                                     **reward_ranking(policy, t2t, [e.text for e in dev[:recipe.ranking_texts]],
+                                                      renderer, temperature=recipe.rl.temperature,
+                                                      max_new_tokens=recipe.rl.max_new_tokens)}
             write_json(out / "metrics_test.json", results)
             logger.log({f"token2text_{k}": v for k, v in results["token2text"].items()}, stage="token2text")
+    del policy
 
     # RL systems, each from the SFT weights (its own reference)
     for name in recipe.systems:
@@ -296,15 +350,15 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
         checkpoint.load_weights(sft_weights, policy)
         training[name] = train_tts_rl(policy, t2t, prompts, dev, cfg, out / name, logger, name, renderer,
                                       recipe.decode, sft_dev)
-        if name not in results:
-            metrics, details = evaluate_tts(policy, test, renderer, recipe.decode, f"test {name}")
-            save_results(name, {**metrics, "step_s": training[name]["step_s"]}, details)
+        evaluate(name, policy)
         del policy
 
     systems = ["sft", *recipe.systems]
     summary = {"test_size": len(test), "wall_s": round(time.time() - start, 1),
                "metrics": {k: results[k] for k in systems}, "baseline": "sft",
                "intervals": intervals(items, "sft", systems),
+               "judge": {"texts": len(judge), "metrics": {k: stored["judge"][0][k] for k in systems},
+                         "intervals": intervals(stored["judge"][1], "sft", systems)} if judge else None,
                "ground_truth": results["ground_truth"], "token2text": results.get("token2text"),
                "training": {k: {kk: vv for kk, vv in v.items() if kk != "dev"} for k, v in training.items()},
                "data": {**data_report, "train": len(train), "dev": len(dev), "test": len(test),
@@ -314,6 +368,7 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
                                                                   for e in v] for k, v in data.items()}),
                                 "rl_prompts": fingerprint.of_json(prompts),
                                 **fingerprint.of_stages(out, ["sft", "token2text", *recipe.systems]),
-                                **{f"test {k}": fingerprint.of_json(v) for k, v in items.items()}}}
+                                **{f"{split} {k}": fingerprint.of_json(v) for split, (_, split_items) in stored.items()
+                                   for k, v in split_items.items()}}}
     write_json(out / "summary.json", summary)
     return summary

@@ -17,6 +17,7 @@ implemented.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import defaultdict
 from typing import Any, Sequence
@@ -53,11 +54,26 @@ class UnitRenderer:
         return self._transcriber
 
     def render(self, units: Sequence[Any]) -> list[np.ndarray]:
-        """One 16 kHz waveform per unit sequence (silence for a sequence with nothing speakable)."""
-        return [self.vocoder.render(u) for u in units]
+        """One 16 kHz waveform per unit sequence (silence for a sequence with nothing speakable), through
+        the vocoder's batch path (Piper speaks as many clips at once as torch has threads)."""
+        return self.vocoder.render_batch(units)
 
     def transcribe(self, wavs: Sequence[np.ndarray]) -> list[str]:
         return self.transcriber.transcribe(list(wavs))
+
+    def windowed(self, window_s: float) -> "UnitRenderer":
+        """This renderer (the same vocoder) with Whisper's encoder window cut to ``window_s`` seconds for
+        the clips that fit it (:class:`~speechrl.speech.transcribe.WhisperCT2Transcriber`'s ``window_s``):
+        a cheaper reward transcriber. 30: this renderer itself."""
+        if window_s >= 30.0:
+            return self
+        transcriber = self.transcriber
+        if not hasattr(transcriber, "window_s"):
+            raise ValueError(f"a {window_s} s encoder window needs a CTranslate2 Whisper transcriber, not "
+                             f"{type(transcriber).__name__}; set the window to 30")
+        transcriber = copy.copy(transcriber)  # the loaded model is shared (cached per process)
+        transcriber.window_s = window_s
+        return UnitRenderer(self.vocoder, transcriber)
 
     def __call__(self, units: Sequence[Any]) -> tuple[list[np.ndarray], list[str]]:
         wavs = self.render(units)

@@ -68,6 +68,9 @@ class TTSRLConfig(GRPOConfig):
     rewards: dict[str, float] = doc("GRPO reward name → weight (tanh_wer/accuracy_wer = R1, tts_duration = R2, "
                                     "tts_diversity = R3)", default_factory=lambda: {"tanh_wer": 1.0,
                                                                                    "tts_duration": 1.0})
+    reward_window_s: float = doc("Whisper's encoder window (s) when transcribing the rollouts for R1 (the clips that "
+                                 "fit; dev and test always use 30 s): a cheaper reward transcriber "
+                                 "(benchmarks/tts_render.py)", 30.0, ge=1, le=30)
     diffro_beta: float = doc("DiffRO: full token-level KL weight to the reference", 0.1, ge=0)
     tau: float = doc("Gumbel-Softmax temperature τ", 1.0, gt=0)
     straight_through: bool = doc("hard one-hot forward, soft gradient (straight-through Gumbel)", False)
@@ -165,6 +168,7 @@ def train_tts_rl(policy: Any, token2text: Any, prompts: Sequence[str], dev: Sequ
         token2text.to(accelerator.device)
     ref_policy = reference_policy(policy)
     reward_fn = make_reward(cfg.rewards) if cfg.uses_rewards else None
+    reward_renderer = renderer.windowed(cfg.reward_window_s) if cfg.uses_rewards else None
     dev = list(dev[: cfg.dev_examples])
     g, temperature = cfg.group_size, cfg.temperature
     filtered = cfg.method == "combined" and cfg.sample_filter
@@ -187,7 +191,8 @@ def train_tts_rl(policy: Any, token2text: Any, prompts: Sequence[str], dev: Sequ
         advantages, keep, metrics = torch.zeros(ids.shape[0]), torch.ones(ids.shape[0], dtype=torch.bool), {}
         if cfg.uses_rewards:
             t1 = time.time()
-            rewards, hyps = _rewards(policy, ids, texts, [k // g for k in range(len(texts))], renderer, reward_fn)
+            rewards, hyps = _rewards(policy, ids, texts, [k // g for k in range(len(texts))], reward_renderer,
+                                     reward_fn)
             groups = score_groups(rewards, mask.sum(1), cfg, accelerator)
             advantages, keep, metrics = groups.advantages, groups.keep, groups.metrics
             local.update(render_s=time.time() - t1, **reward_fn.metrics(),
