@@ -8,6 +8,11 @@ system trained again from that run's SFT and Token2Text with any recipe override
     .venv/bin/python scripts/tts_judge.py runs/tts runs/tts-judge                      # SFT only
     .venv/bin/python scripts/tts_judge.py runs/tts runs/tts-judge --system grpo rl.max_steps=60
     .venv/bin/python scripts/tts_judge.py runs/tts runs/tts-judge --proxy 40           # Token2Text vs WER
+    .venv/bin/python scripts/tts_judge.py runs/tts runs/tts-judge --proxy 40 --train-token2text token2text_samples=0
+
+``--train-token2text`` trains a Token2Text for the run's SFT model as the recipe (with the overrides) does —
+``token2text_samples`` of the SFT model's own samples beside the reference units — into
+``OUT/token2text_<samples>``, and ranks or trains with it instead of the run's.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ import torch
 from speechrl import checkpoint
 from speechrl.models.token2text import Token2Text
 from speechrl.models.tts_lm import SpeechVocab, TTSLM
-from speechrl.pipelines.tts_rl import SYSTEMS, TTSRLRecipe, splits, system_config
+from speechrl.pipelines.tts_rl import SYSTEMS, TTSRLRecipe, policy_speech, splits, system_config
 from speechrl.rewards.tts import UnitRenderer
 from speechrl.runfolder import read_config
 from speechrl.runlog import MetricsLogger, read_json, write_json
 from speechrl.eval.tts import evaluate_tts, reward_ranking
 from speechrl.trainers.tts_rl import train_tts_rl
+from speechrl.trainers.tts_sft import train_token2text
 
 
 def main() -> None:
@@ -36,6 +42,8 @@ def main() -> None:
     parser.add_argument("--system", choices=sorted(SYSTEMS), help="train this RL system again and judge it")
     parser.add_argument("--token2text", type=Path, help="Token2Text weights (default: the run's)")
     parser.add_argument("--proxy", type=int, default=0, help="Token2Text-vs-WER ranking on this many judge texts")
+    parser.add_argument("--train-token2text", action="store_true",
+                        help="train a Token2Text as the recipe (with the overrides) does, instead of the run's")
     parser.add_argument("overrides", nargs="*", help="recipe overrides, key=value (e.g. rl.lr=1e-3)")
     args = parser.parse_intermixed_args()
     run, out = args.run, args.out
@@ -52,6 +60,16 @@ def main() -> None:
         return policy
 
     def token2text() -> Token2Text:
+        if args.train_token2text:
+            folder = out / f"token2text_{recipe.token2text_samples}"
+            folder.mkdir(parents=True, exist_ok=True)
+            samples = (policy_speech(sft_policy(), prompts, recipe, renderer, folder / "samples.json")
+                       if recipe.token2text_samples else [])
+            torch.manual_seed(recipe.token2text.seed)
+            t2t = Token2Text.create(vocab, recipe.model.lm, recipe.model.token2text_layers, [])
+            train_token2text(t2t, data["train"] + samples, data["dev"], recipe.token2text, folder, MetricsLogger(out),
+                             folder.name)
+            return t2t.eval()
         t2t = Token2Text.create(vocab, recipe.model.lm, recipe.model.token2text_layers, [])
         checkpoint.load_weights(args.token2text or run / "token2text" / "best" / "model.safetensors", t2t)
         return t2t.eval()
@@ -64,7 +82,9 @@ def main() -> None:
         if "sft" not in results:
             results["sft"] = evaluate_tts(sft, judge, renderer, recipe.decode, "judge sft")[0]
         if args.proxy:
-            results[f"proxy:{args.token2text or 'run'}"] = reward_ranking(
+            source = (f"trained, token2text_samples={recipe.token2text_samples}" if args.train_token2text
+                      else args.token2text or "run")
+            results[f"proxy:{source}"] = reward_ranking(
                 sft, token2text(), [e.text for e in judge[:args.proxy]], renderer)
         del sft
     if args.system:

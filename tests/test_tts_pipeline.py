@@ -24,7 +24,9 @@ def tiny_run_args(tmp_path, out, **sets):
             "sft.dev_examples": 4, "token2text.max_steps": 3, "token2text.eval_every": 3, "token2text.batch_size": 4,
             "token2text.dev_examples": 4, "rl.max_steps": 1, "rl.group_size": 2, "rl.prompts_per_step": 1,
             "rl.max_new_tokens": 6, "rl.dev_examples": 1, "diffro_steps": 1, "rl.lora.r": 2, "decode.max_new_tokens": 6,
-            "test_examples": 2, "samples": 1, "unseen_texts": "false", **sets}
+            "test_examples": 2, "samples": 1, "unseen_texts": "false",
+            # the recipe's corpus-scale data: none here (the tiny corpus, or the test's own manifest)
+            "extra_speech": 0, "rl_texts": 0, "token2text_samples": 0, **sets}
     args = ["run", "recipes/tts_rl.yaml", "--out", str(out)]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
