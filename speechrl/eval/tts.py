@@ -68,12 +68,18 @@ def evaluate_tts(policy: Any, examples: Sequence[TTSExample], renderer: UnitRend
     t0 = time.time()
     texts = [e.text for e in examples]
     units = synthesize(policy, texts, decode)
+    wavs, hyps = render(renderer, units, desc)
+    return tts_metrics(examples, wavs, hyps, [len(u) for u in units], time.time() - t0)
+
+
+def render(renderer: UnitRenderer, units: Sequence[Any], desc: str) -> tuple[list[np.ndarray], list[str]]:
+    """``renderer`` over ``units`` 8 at a time, with a progress bar: (waveforms, transcripts)."""
     wavs, hyps = [], []
     for i in tqdm(range(0, len(units), 8), desc=desc, unit="batch", leave=False):
         w, h = renderer(units[i:i + 8])
         wavs += w
         hyps += h
-    return tts_metrics(examples, wavs, hyps, [len(u) for u in units], time.time() - t0)
+    return wavs, hyps
 
 
 def tts_metrics(examples: Sequence[TTSExample], wavs: Sequence[np.ndarray], hyps: Sequence[str],
@@ -92,24 +98,13 @@ def tts_metrics(examples: Sequence[TTSExample], wavs: Sequence[np.ndarray], hyps
     return metrics, details
 
 
-@torch.no_grad()
 def sample_speech(policy: Any, texts: Sequence[str], renderer: UnitRenderer, temperature: float,
-                  max_new_tokens: int = 128, seed: int = 0, batch_size: int = 32, desc: str = "samples"
+                  max_new_tokens: int = 128, seed: int = 0, desc: str = "samples"
                   ) -> tuple[list[Any], list[np.ndarray], list[str]]:
-    """One sample per text (repeat a text for a group) at ``temperature``, seeded: (units, rendered
-    waveforms, transcripts)."""
-    was_training = policy.training
-    policy.eval()
-    gen = torch.Generator(device=policy.device).manual_seed(seed)
-    units, wavs, hyps = [], [], []
-    for i in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", leave=False):
-        ids = policy.generate(policy.encode(list(texts[i:i + batch_size])), max_new_tokens,
-                              temperature=temperature, generator=gen)
-        u = policy.to_units(ids)
-        w, h = renderer(u)
-        units, wavs, hyps = units + u, wavs + w, hyps + h
-    policy.train(was_training)
-    return units, wavs, hyps
+    """One sample per text (repeat a text for a group) at ``temperature``, seeded (:func:`synthesize`):
+    (units, rendered waveforms, transcripts)."""
+    units = synthesize(policy, texts, DecodeConfig(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed))
+    return (units, *render(renderer, units, desc))
 
 
 def reward_ranking(policy: Any, token2text: Any, texts: Sequence[str], renderer: UnitRenderer, samples: int = 4,
@@ -122,7 +117,7 @@ def reward_ranking(policy: Any, token2text: Any, texts: Sequence[str], renderer:
     from speechrl.trainers.tts_sft import unit_tokens
 
     group = [t for t in texts for _ in range(samples)]
-    units, _, hyps = sample_speech(policy, group, renderer, temperature, max_new_tokens, seed, desc="reward ranking")
+    units, _, hyps = sample_speech(policy, group, renderer, temperature, max_new_tokens, seed, "reward ranking")
     lps = []
     with torch.no_grad():
         for i in range(0, len(group), 32):

@@ -242,7 +242,7 @@ def policy_speech(policy: TTSLM, prompts: list[str], recipe: TTSRLRecipe, render
         texts = [order[i % len(order)] for i in range(recipe.token2text_samples)]
         units, wavs, hyps = sample_speech(policy, texts, renderer.windowed(recipe.rl.reward_window_s),
                                           recipe.rl.temperature, recipe.rl.max_new_tokens, recipe.rl.seed,
-                                          desc="token2text samples")
+                                          "token2text samples")
         write_json(path, [{"prompt": t, "heard": h, "ids": u.ids, "durations": u.durations,
                            "seconds": round(len(w) / SAMPLE_RATE, 3)} for t, u, w, h in zip(texts, units, wavs, hyps)])
     return [TTSExample(f"sample-{i}", r["heard"], Units(r["ids"], r["durations"], "phoneme", policy.vocab.frame_rate),
