@@ -168,7 +168,7 @@ def train_tts_rl(policy: Any, token2text: Any, prompts: Sequence[str], dev: Sequ
         token2text.to(accelerator.device)
     ref_policy = reference_policy(policy)
     reward_fn = make_reward(cfg.rewards) if cfg.uses_rewards else None
-    reward_renderer = renderer.windowed(cfg.reward_window_s) if cfg.uses_rewards else None
+    reward_renderer = renderer.windowed(cfg.reward_window_s) if cfg.reward_window_s < 30 else renderer
     dev = list(dev[: cfg.dev_examples])
     g, temperature = cfg.group_size, cfg.temperature
     filtered = cfg.method == "combined" and cfg.sample_filter
