@@ -29,13 +29,10 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from speechrl import checkpoint
 from speechrl.config import doc
-from speechrl.models.tts_lm import SpeechVocab, TTSLM
-from speechrl.pipelines.tts_rl import TTSRLRecipe, splits
+from speechrl.pipelines.tts_rl import TTSRLRecipe, sft_policy, splits
 from speechrl.rewards.tts import UnitRenderer
 from speechrl.runfolder import read_config
-from speechrl.runlog import read_json
 from speechrl.speech.transcribe import make_transcriber
 from speechrl.text import sentence_wer
 
@@ -59,10 +56,7 @@ def samples(run: Path, args: Args) -> tuple[list[str], list[Any]]:
     """``texts`` × ``group`` sampled units of the run's SFT model, its RL prompts in order."""
     recipe = read_config(run, TTSRLRecipe, [])
     _, prompts, _ = splits(recipe)
-    torch.manual_seed(recipe.sft.seed)
-    policy = TTSLM.create(SpeechVocab.from_dict(read_json(run / "vocab.json")), recipe.model.lm,
-                          recipe.model.decoder_layers, recipe.model.text_input)
-    checkpoint.load_weights(run / "sft" / "best" / "model.safetensors", policy)
+    policy = sft_policy(run, recipe)
     texts = [t for t in prompts[:args.texts] for _ in range(args.group)]
     torch.manual_seed(args.seed)
     with torch.no_grad():

@@ -25,8 +25,8 @@ import torch
 
 from speechrl import checkpoint
 from speechrl.models.token2text import Token2Text
-from speechrl.models.tts_lm import SpeechVocab, TTSLM
-from speechrl.pipelines.tts_rl import SYSTEMS, TTSRLRecipe, policy_speech, splits, system_config
+from speechrl.models.tts_lm import SpeechVocab
+from speechrl.pipelines.tts_rl import SYSTEMS, TTSRLRecipe, policy_speech, sft_policy, splits, system_config
 from speechrl.rewards.tts import UnitRenderer
 from speechrl.runfolder import read_config
 from speechrl.runlog import MetricsLogger, read_json, write_json
@@ -53,17 +53,11 @@ def main() -> None:
     vocab = SpeechVocab.from_dict(read_json(run / "vocab.json"))
     renderer = UnitRenderer()
 
-    def sft_policy() -> TTSLM:
-        torch.manual_seed(recipe.sft.seed)
-        policy = TTSLM.create(vocab, recipe.model.lm, recipe.model.decoder_layers, recipe.model.text_input)
-        checkpoint.load_weights(run / "sft" / "best" / "model.safetensors", policy)
-        return policy
-
     def token2text() -> Token2Text:
         if args.train_token2text:
             folder = out / f"token2text_{recipe.token2text_samples}"
             folder.mkdir(parents=True, exist_ok=True)
-            samples = (policy_speech(sft_policy(), prompts, recipe, renderer, folder / "samples.json")
+            samples = (policy_speech(sft_policy(run, recipe), prompts, recipe, renderer, folder / "samples.json")
                        if recipe.token2text_samples else [])
             torch.manual_seed(recipe.token2text.seed)
             t2t = Token2Text.create(vocab, recipe.model.lm, recipe.model.token2text_layers, [])
@@ -78,7 +72,7 @@ def main() -> None:
     results = read_json(out / "judge.json") if (out / "judge.json").is_file() else {}
     results["judge_texts"] = len(judge)
     if "sft" not in results or args.proxy:
-        sft = sft_policy().eval()  # untouched: the RL variant below trains a copy of its own
+        sft = sft_policy(run, recipe).eval()  # untouched: the RL variant below trains a copy of its own
         if "sft" not in results:
             results["sft"] = evaluate_tts(sft, judge, renderer, recipe.decode, "judge sft")[0]
         if args.proxy:
@@ -89,7 +83,7 @@ def main() -> None:
         del sft
     if args.system:
         cfg = system_config(recipe, args.system)
-        policy = sft_policy()
+        policy = sft_policy(run, recipe)
         name = "_".join([args.system, *args.overrides]).replace("=", "-")
         trained = train_tts_rl(policy, token2text() if cfg.method != "grpo" else None, prompts, data["dev"], cfg,
                                out / name, MetricsLogger(out), name, renderer, recipe.decode)

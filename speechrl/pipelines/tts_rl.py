@@ -249,6 +249,16 @@ def policy_speech(policy: TTSLM, prompts: list[str], recipe: TTSRLRecipe, render
                        r["seconds"]) for i, r in enumerate(read_json(path)) if r["heard"].strip()]
 
 
+def sft_policy(run: Path, recipe: TTSRLRecipe) -> TTSLM:
+    """The SFT model of a finished run folder (its speech vocabulary and best weights), built as :func:`run`
+    builds it."""
+    torch.manual_seed(recipe.sft.seed)
+    policy = TTSLM.create(SpeechVocab.from_dict(read_json(run / "vocab.json")), recipe.model.lm,
+                          recipe.model.decoder_layers, recipe.model.text_input)
+    checkpoint.load_weights(run / "sft" / "best" / "model.safetensors", policy)
+    return policy
+
+
 def stages(recipe: TTSRLRecipe) -> list[tuple[str, str, str | None]]:
     """The stages :func:`run` caches in its folder, in order: (name, the file that marks it done, the key
     that file must hold or None) — for ``speechrl run --dry-run``."""
