@@ -27,7 +27,7 @@ from speechrl import checkpoint
 from speechrl.models.token2text import Token2Text
 from speechrl.models.tts_lm import SpeechVocab
 from speechrl.pipelines.tts_rl import SYSTEMS, TTSRLRecipe, policy_speech, sft_policy, splits, system_config
-from speechrl.rewards.tts import UnitRenderer
+from speechrl.rewards.tts import UnitRenderer, evaluation_renderer
 from speechrl.runfolder import read_config
 from speechrl.runlog import MetricsLogger, read_json, write_json
 from speechrl.eval.tts import evaluate_tts, reward_ranking
@@ -51,7 +51,7 @@ def main() -> None:
     data, prompts, _ = splits(recipe)
     judge = data["dev"][recipe.rl.dev_examples:]
     vocab = SpeechVocab.from_dict(read_json(run / "vocab.json"))
-    renderer = UnitRenderer()
+    renderer, evaluator = UnitRenderer(), evaluation_renderer()  # the recipe's: rollouts and samples; evaluations
 
     def token2text() -> Token2Text:
         if args.train_token2text:
@@ -74,7 +74,7 @@ def main() -> None:
     if "sft" not in results or args.proxy:
         sft = sft_policy(run, recipe).eval()  # untouched: the RL variant below trains a copy of its own
         if "sft" not in results:
-            results["sft"] = evaluate_tts(sft, judge, renderer, recipe.decode, "judge sft")[0]
+            results["sft"] = evaluate_tts(sft, judge, evaluator, recipe.decode, "judge sft")[0]
         if args.proxy:
             source = (f"trained, token2text_samples={recipe.token2text_samples}" if args.train_token2text
                       else args.token2text or "run")
@@ -86,8 +86,8 @@ def main() -> None:
         policy = sft_policy(run, recipe)
         name = "_".join([args.system, *args.overrides]).replace("=", "-")
         trained = train_tts_rl(policy, token2text() if cfg.method != "grpo" else None, prompts, data["dev"], cfg,
-                               out / name, MetricsLogger(out), name, renderer, recipe.decode)
-        results[name] = {**evaluate_tts(policy, judge, renderer, recipe.decode, f"judge {name}")[0],
+                               out / name, MetricsLogger(out), name, renderer, recipe.decode, evaluator=evaluator)
+        results[name] = {**evaluate_tts(policy, judge, evaluator, recipe.decode, f"judge {name}")[0],
                          "best_step": trained["best_step"],
                          "selection_dev_wer": {k: v["wer"] for k, v in trained["dev"].items()}}
     write_json(out / "judge.json", results)

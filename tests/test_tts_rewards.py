@@ -34,3 +34,25 @@ def test_tts_rewards_are_registered_and_combine_with_r1():
     # tanh_wer: 1 and 1 − tanh(1); duration: median 1.5 → −1/3 each
     assert total == pytest.approx([1 - 0.5 / 3, 1 - math.tanh(1.0) - 0.5 / 3])
     assert set(reward.last_values) == {"tanh_wer", "tts_duration"}
+
+
+def test_the_evaluation_renderer_transcribes_each_unit_sequence_once_with_the_same_result(phon):
+    """evaluation_renderer: a unit sequence heard before gives its remembered transcript without Whisper
+    (Piper renders it to the same audio), and what it returns equals a fresh one-clip-at-a-time
+    transcription."""
+    import numpy as np
+
+    from conftest import speak
+    from speechrl.rewards.tts import UnitRenderer, evaluation_renderer
+
+    units = [phon.encode(w) for w in speak(["Anna went home.", "Tom found a red key."])]
+    evaluator = evaluation_renderer()
+    heard = []
+    transcribe = evaluator.transcribe
+    evaluator.transcribe = lambda wavs: heard.append(len(wavs)) or transcribe(wavs)
+    wavs, first = evaluator(units)
+    again_wavs, again = evaluator([units[1], units[0], units[1]])
+    assert heard == [2, 0] and again == [first[1], first[0], first[1]]
+    assert all(np.array_equal(a, b) for a, b in zip(again_wavs, [wavs[1], wavs[0], wavs[1]]))
+    assert first == UnitRenderer(transcriber=evaluator.transcriber)(units)[1] and "home" in first[0].lower()
+    assert evaluator.windowed(10) is not evaluator and evaluator.windowed(10)._heard is None  # another listener

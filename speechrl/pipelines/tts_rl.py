@@ -57,7 +57,7 @@ from speechrl.eval.bootstrap import error_stats, intervals
 from speechrl.models.token2text import Token2Text
 from speechrl.models.tts_lm import DURATION_EDGES, SpeechVocab, TextInput, TTSLM
 from speechrl.pipelines.common import dataset_rows, extra_speech_rows, kept_with_features
-from speechrl.rewards.tts import UnitRenderer
+from speechrl.rewards.tts import UnitRenderer, evaluation_renderer
 from speechrl.speech.units import Units
 from speechrl.runlog import MetricsLogger, atomic_write_text, read_json, write_json
 from speechrl.text import wer
@@ -280,7 +280,9 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
     stored = {split: tuple(read_json(out / f"{kind}_{split}.json") if (out / f"{kind}_{split}.json").is_file() else {}
                            for kind in ("metrics", "items")) for split in ("test", "judge")}
     results, items = stored["test"]
-    renderer = UnitRenderer()
+    renderer = UnitRenderer()  # hears rollouts and samples
+    evaluator = evaluation_renderer()  # hears every evaluation, each unit sequence once (an RL system's greedy
+    # outputs mostly equal its SFT model's: only the changed ones are transcribed again)
     training: dict[str, Any] = {}
 
     def save_results(name: str, metrics: dict[str, Any], details: list[dict[str, Any]], split: str = "test") -> None:
@@ -297,10 +299,10 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
     def evaluate(name: str, policy: TTSLM) -> None:
         """Test, then the judge set (each once: cached in the run folder)."""
         if name not in results:
-            metrics, details = evaluate_tts(policy, test, renderer, recipe.decode, f"test {name}")
+            metrics, details = evaluate_tts(policy, test, evaluator, recipe.decode, f"test {name}")
             save_results(name, {**metrics, "step_s": training[name]["step_s"]}, details)
         if judge and name not in stored["judge"][0]:
-            save_results(name, *evaluate_tts(policy, judge, renderer, recipe.decode, f"judge {name}"), split="judge")
+            save_results(name, *evaluate_tts(policy, judge, evaluator, recipe.decode, f"judge {name}"), split="judge")
 
     # speech vocabulary from the training units
     vocab_path = out / "vocab.json"
@@ -313,7 +315,7 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
     # ceiling: the reference speech's own units rendered through the same vocoder
     if "ground_truth" not in results:
         t0 = time.time()
-        wavs, hyps = renderer([e.units for e in test])
+        wavs, hyps = evaluator([e.units for e in test])
         save_results("ground_truth", tts_metrics(test, wavs, hyps, None, time.time() - t0)[0],
                      tts_metrics(test, wavs, hyps)[1])
 
@@ -329,7 +331,7 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
     dev_rl = dev[: recipe.rl.dev_examples]
     sft_dev_path = out / "sft" / "dev_rendered.json"
     if dev_rl and not sft_dev_path.is_file():
-        write_json(sft_dev_path, evaluate_tts(policy, dev_rl, renderer, recipe.decode, "dev sft")[0])
+        write_json(sft_dev_path, evaluate_tts(policy, dev_rl, evaluator, recipe.decode, "dev sft")[0])
     sft_dev = read_json(sft_dev_path) if dev_rl else None
 
     # Token2Text reward model, frozen after training — only the systems with a DiffRO term need it
@@ -359,7 +361,7 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
         policy = new_policy()
         checkpoint.load_weights(sft_weights, policy)
         training[name] = train_tts_rl(policy, t2t, prompts, dev, cfg, out / name, logger, name, renderer,
-                                      recipe.decode, sft_dev)
+                                      recipe.decode, sft_dev, evaluator)
         evaluate(name, policy)
         del policy
 

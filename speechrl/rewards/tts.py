@@ -27,15 +27,22 @@ from rapidfuzz.distance import Levenshtein
 
 from speechrl.rewards.batch import completion_texts, reward
 
-__all__ = ["UnitRenderer", "tts_duration", "tts_diversity", "TTS_REWARDS"]
+__all__ = ["UnitRenderer", "evaluation_renderer", "tts_duration", "tts_diversity", "TTS_REWARDS"]
 
 
 class UnitRenderer:
     """Speech units → audio (``vocoder``, default Piper) → transcripts (``transcriber``, default
-    Whisper tiny.en, batched). Both are built lazily on first use and may be given as objects."""
+    Whisper tiny.en, batched). Both are built lazily on first use and may be given as objects.
 
-    def __init__(self, vocoder: Any = "piper", transcriber: Any = "whisper-tiny"):
+    ``remember``: transcripts are kept per unit sequence, and a sequence heard before is not transcribed
+    again (its audio, rendered deterministically, is the same). An evaluation of an RL system whose greedy
+    outputs mostly equal its SFT model's then transcribes only the ones that changed. The transcriber
+    should not depend on its batch (Whisper with ``batch_size=1``, as :func:`evaluation_renderer` builds
+    it), so a remembered transcript is what a fresh transcription would give."""
+
+    def __init__(self, vocoder: Any = "piper", transcriber: Any = "whisper-tiny", remember: bool = False):
         self._vocoder, self._transcriber = vocoder, transcriber
+        self._heard: dict[tuple, str] | None = {} if remember else None
 
     @property
     def vocoder(self):
@@ -77,7 +84,21 @@ class UnitRenderer:
 
     def __call__(self, units: Sequence[Any]) -> tuple[list[np.ndarray], list[str]]:
         wavs = self.render(units)
-        return wavs, self.transcribe(wavs)
+        if self._heard is None:
+            return wavs, self.transcribe(wavs)
+        keys = [(u.kind, u.frame_rate, tuple(u.ids), tuple(u.durations or ())) for u in units]
+        new = [i for i, k in enumerate(keys) if k not in self._heard]
+        for i, text in zip(new, self.transcribe([wavs[i] for i in new])):
+            self._heard[keys[i]] = text
+        return wavs, [self._heard[k] for k in keys]
+
+
+def evaluation_renderer() -> UnitRenderer:
+    """The renderer TTS evaluations use: Piper, Whisper tiny.en one clip at a time (a transcript that does not
+    depend on its batch), transcripts remembered per unit sequence."""
+    from speechrl.speech.transcribe import make_transcriber
+
+    return UnitRenderer(transcriber=make_transcriber("whisper-tiny", batch_size=1), remember=True)
 
 
 def _groups(group: Sequence[Any] | None, n: int) -> dict[Any, list[int]]:

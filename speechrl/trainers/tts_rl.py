@@ -144,12 +144,13 @@ def _rewards(policy: Any, ids: torch.Tensor, texts: list[str], group: list[int],
 def train_tts_rl(policy: Any, token2text: Any, prompts: Sequence[str], dev: Sequence[TTSExample],
                  cfg: TTSRLConfig, out_dir: str | Path, logger: MetricsLogger | None = None, stage: str | None = None,
                  renderer: UnitRenderer | None = None, decode: DecodeConfig | None = None,
-                 initial_dev: dict[str, float] | None = None) -> dict[str, Any]:
+                 initial_dev: dict[str, float] | None = None, evaluator: UnitRenderer | None = None) -> dict[str, Any]:
     """RL on ``policy`` (a :class:`~speechrl.models.tts_lm.TTSLM`, LoRA added; its SFT weights are the
     reference) in place on the texts ``prompts`` (RL needs no reference speech). ``token2text``: the frozen
     reward model (DiffRO; may be None for ``grpo``). The best-on-dev weights (dev WER of rendered,
     transcribed samples) are the result; with no dev texts, the last weights.
-    ``initial_dev``: the policy's dev metrics when already known (skips the step-0 evaluation).
+    ``initial_dev``: the policy's dev metrics when already known (skips the step-0 evaluation). ``renderer``
+    hears the rollouts (in ``cfg.reward_window_s``), ``evaluator`` the dev texts (default: ``renderer``).
     Returns ``{best_score, best_step, steps, train_s, step_s, ...}``
     (:func:`~speechrl.trainers.grpo_core.train_loop`)."""
     out_dir = Path(out_dir)
@@ -174,7 +175,7 @@ def train_tts_rl(policy: Any, token2text: Any, prompts: Sequence[str], dev: Sequ
     filtered = cfg.method == "combined" and cfg.sample_filter
 
     def evaluate_dev() -> tuple[float, dict[str, float]]:
-        metrics = evaluate_tts(policy, dev, renderer, decode, f"{stage} dev")[0]
+        metrics = evaluate_tts(policy, dev, evaluator or renderer, decode, f"{stage} dev")[0]
         return selection_score("tts", metrics), metrics
 
     def step(i: int, state: dict[str, Any]) -> dict[str, float]:
