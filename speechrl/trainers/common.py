@@ -44,14 +44,12 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int, lengths: Sequen
     epoch, i = divmod(step, per_epoch)
     rng = np.random.default_rng(seed * 100_003 + epoch)
     perm = rng.permutation(n)
-    if lengths is None:
+    if lengths is None or n <= batch_size:
         return perm[i * batch_size:(i + 1) * batch_size].tolist()
-    order = np.asarray(lengths)
-    used = perm[:per_epoch * batch_size]
-    runs = [r[np.argsort(-order[r], kind="stable")] for r in np.array_split(used, range(group * batch_size, used.size,
-                                                                                          group * batch_size))]
-    batches = np.concatenate(runs).reshape(-1, batch_size) if used.size == per_epoch * batch_size else [used]
-    return list(map(int, batches[rng.permutation(len(batches))[i]]))
+    order, used = np.asarray(lengths), perm[:per_epoch * batch_size]
+    runs = np.array_split(used, range(group * batch_size, used.size, group * batch_size))
+    batches = np.concatenate([r[np.argsort(-order[r], kind="stable")] for r in runs]).reshape(-1, batch_size)
+    return batches[rng.permutation(per_epoch)[i]].tolist()
 
 
 def rank_batch(items, step: int, batch_size: int, seed: int, lengths: Sequence[int] | None = None) -> list:
