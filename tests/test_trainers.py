@@ -2,7 +2,6 @@
 
 import shutil
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -190,32 +189,3 @@ def test_rank_weight_and_mean_over_ranks_on_one_process():
     acc = make_accelerator(0)
     assert rank_weight(acc, torch.tensor(37)).item() == 1.0 and rank_weight(acc, 0).item() == 0.0
     assert mean_over_ranks(acc, {"loss": 0.25, "kl": 2}) == {"loss": 0.25, "kl": 2.0}
-
-
-def test_length_grouped_batches_hold_each_epochs_examples_with_less_padding():
-    """group_by_length: an epoch's batches are the same examples as the random batches' epoch, each once,
-    grouped by length (far less padding), in a seeded order that is a pure function of the step."""
-    from speechrl.trainers.common import batch_indices
-
-    lengths = np.random.default_rng(0).integers(5, 100, size=203)
-    per_epoch = 203 // 8
-
-    def padding(batches):
-        return sum(len(b) * lengths[b].max() - lengths[b].sum() for b in batches)
-
-    for epoch in range(2):
-        steps = range(epoch * per_epoch, (epoch + 1) * per_epoch)
-        grouped = [batch_indices(s, 203, 8, 3, lengths, group=4) for s in steps]
-        plain = [batch_indices(s, 203, 8, 3) for s in steps]
-        flat = [i for b in grouped for i in b]
-        assert len(flat) == len(set(flat)) == per_epoch * 8 and set(flat) == {i for b in plain for i in b}
-        assert all(len(b) == 8 for b in grouped)
-        assert padding(grouped) < 0.4 * padding(plain)
-        assert grouped[5] == batch_indices(epoch * per_epoch + 5, 203, 8, 3, lengths, group=4)
-    assert batch_indices(0, 5, 8, 0, [1, 2, 3, 4, 5]) == batch_indices(0, 5, 8, 0)  # fewer examples than a batch
-
-
-def test_group_by_length_needs_a_trainer_that_knows_its_examples_lengths(asr, tmp_path):
-    train, dev, feats = asr
-    with pytest.raises(ValueError, match="group_by_length"):
-        run_sft(tmp_path, train, dev, feats, group_by_length=True)

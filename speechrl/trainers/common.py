@@ -3,7 +3,7 @@ and the weight that makes DDP's gradient average a global-batch mean."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,30 +33,20 @@ def make_optimizer(param_groups: list[dict], total_steps: int, warmup_steps: int
     return optimizer, scheduler
 
 
-def batch_indices(step: int, n: int, batch_size: int, seed: int, lengths: Sequence[int] | None = None,
-                  group: int = 32) -> list[int]:
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> list[int]:
     """The example indices of batch ``step``: epoch-wise permutations, a pure function of the step,
-    so a resumed run sees exactly the batches an uninterrupted one would. With ``lengths`` (one per
-    example) the batches hold examples of similar length, as transformers' ``LengthGroupedSampler``
-    does: the epoch's permutation is cut into runs of ``group`` batches, each run sorted by length
-    and cut into batches, and the epoch's batches shuffled — less padding, the same examples an epoch."""
+    so a resumed run sees exactly the batches an uninterrupted one would."""
     per_epoch = max(1, n // batch_size)
     epoch, i = divmod(step, per_epoch)
-    rng = np.random.default_rng(seed * 100_003 + epoch)
-    perm = rng.permutation(n)
-    if lengths is None or n <= batch_size:
-        return perm[i * batch_size:(i + 1) * batch_size].tolist()
-    order, used = np.asarray(lengths), perm[:per_epoch * batch_size]
-    runs = np.array_split(used, range(group * batch_size, used.size, group * batch_size))
-    batches = np.concatenate([r[np.argsort(-order[r], kind="stable")] for r in runs]).reshape(-1, batch_size)
-    return batches[rng.permutation(per_epoch)[i]].tolist()
+    perm = np.random.default_rng(seed * 100_003 + epoch).permutation(n)
+    return perm[i * batch_size:(i + 1) * batch_size].tolist()
 
 
-def rank_batch(items, step: int, batch_size: int, seed: int, lengths: Sequence[int] | None = None) -> list:
+def rank_batch(items, step: int, batch_size: int, seed: int) -> list:
     """This rank's share of global batch ``step`` (all of it on one process; see :func:`batch_indices`)."""
     from speechrl.parallel import rank_share
 
-    return rank_share([items[i] for i in batch_indices(step, len(items), batch_size, seed, lengths)])
+    return rank_share([items[i] for i in batch_indices(step, len(items), batch_size, seed)])
 
 
 def reference_tokens(policy: Any, texts: list[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:

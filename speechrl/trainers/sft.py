@@ -60,9 +60,6 @@ class SFTConfig:
     checkpoint_every: int = doc("write a resumable checkpoint every N steps", 100, ge=1, affects_results=False)
     time_budget_s: float = doc("stop after this many seconds of training (0: no budget)", 0.0, ge=0)
     train_embeddings: bool = doc("also train the text LM's token embeddings (off is ≈2× faster on CPU)", False)
-    group_by_length: bool = doc("batches of examples of similar length (less padding: the TTS LM's steps ≈ 20 % "
-                                "faster); each epoch still sees every example once. The TTS LM and Token2Text only",
-                                False)
     seed: int = doc("seed for batch order and initialisation", 0)
 
 
@@ -100,20 +97,14 @@ def train_supervised(model: torch.nn.Module, train: Sequence[Any], dev: Sequence
                      new_params: Sequence[torch.nn.Parameter], cfg: SFTConfig, out_dir: str | Path,
                      logger: MetricsLogger | None = None, stage: str = "sft",
                      dev_score: DevScoreFn | None = None,
-                     budget_s: Callable[[], float | None] | None = None,
-                     length: Callable[[Any], int] | None = None) -> dict[str, Any]:
+                     budget_s: Callable[[], float | None] | None = None) -> dict[str, Any]:
     """Minimise ``loss(model, batch) → (mean over the batch's items, number of items)`` in place;
     model selection by ``dev_score(model, dev) → (score, metrics to log)``, higher is better (default:
     :func:`mean_dev_loss`). ``new_params`` get ``cfg.new_lr``, the other trainable parameters
     ``cfg.lr``. Returns ``{best_score, start_score, best_step, steps, train_s, step_s}`` (scores None
     without a dev set); resumable; cached once finished (``result.json``). ``budget_s``, asked before every
     step, replaces ``cfg.time_budget_s``: the seconds of training allowed, None while not known yet (a
-    control trained beside the run whose time it gets, :mod:`speechrl.pipelines.speech_grpo`). ``length``
-    (an example's padded size) lets ``cfg.group_by_length`` batch examples of similar length."""
-    if cfg.group_by_length and length is None:
-        raise ValueError(f"{stage}.group_by_length: this trainer's examples have no length to group by; set it "
-                         "to false")
-    lengths = [length(x) for x in train] if cfg.group_by_length else None
+    control trained beside the run whose time it gets, :mod:`speechrl.pipelines.speech_grpo`)."""
     out_dir = Path(out_dir)
     best_path = out_dir / "best" / "model.safetensors"
     if (out_dir / "result.json").is_file():  # finished before: reuse (the stage is cached)
@@ -161,7 +152,7 @@ def train_supervised(model: torch.nn.Module, train: Sequence[Any], dev: Sequence
         if (limit := budget_s()) is not None and state["train_s"] >= limit:
             break
         t0 = time.time()
-        batch = rank_batch(train, step, cfg.batch_size, cfg.seed, lengths)
+        batch = rank_batch(train, step, cfg.batch_size, cfg.seed)
         mean, count = loss(wrapped, batch)  # through the wrapper's forward: DDP synchronises the gradients
         value = mean * rank_weight(accelerator, count)  # DDP's average = the global batch's mean
         accelerator.backward(value)

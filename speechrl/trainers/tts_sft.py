@@ -92,18 +92,12 @@ def _freeze_text_embeddings(model: torch.nn.Module, embeddings: torch.nn.Module,
     embeddings.requires_grad_(train)
 
 
-def example_length(example: TTSExample) -> int:
-    """How much of a padded batch an example takes, for length-grouped batches: its speech tokens plus
-    its text's characters (the text's BPE tokens or phonemes grow with them)."""
-    return len(example.units.ids) + len(example.text)
-
-
 def train_tts_lm(model: Any, train: Sequence[TTSExample], dev: Sequence[TTSExample], cfg: SFTConfig,
                  out_dir: str | Path, logger: MetricsLogger | None = None, stage: str = "sft") -> dict[str, Any]:
     """SFT of the TTS LM on (text → ground-truth speech tokens), to its best dev NLL."""
     _freeze_text_embeddings(model, model.text_embeddings(), cfg.train_embeddings)
     return train_supervised(model, train, dev, lambda m, b: tts_nll(m, b, cfg.max_tokens), model.new_parameters(),
-                            cfg, out_dir, logger, stage, length=example_length)
+                            cfg, out_dir, logger, stage)
 
 
 def train_token2text(model: Any, train: Sequence[TTSExample], dev: Sequence[TTSExample], cfg: SFTConfig,
@@ -113,6 +107,6 @@ def train_token2text(model: Any, train: Sequence[TTSExample], dev: Sequence[TTSE
     _freeze_text_embeddings(model, model.lm.get_input_embeddings(), cfg.train_embeddings)
     new = list(model.unit_embed.parameters()) + (list(model.rate_head.parameters()) if model.rate_head else [])
     result = train_supervised(model, train, dev, lambda m, b: token2text_nll(m, b, cfg.max_tokens),
-                              new, cfg, out_dir, logger, stage, length=example_length)
+                              new, cfg, out_dir, logger, stage)
     model.eval().requires_grad_(False)
     return result
