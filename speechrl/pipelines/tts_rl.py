@@ -281,8 +281,9 @@ def run(recipe: TTSRLRecipe, out: str | Path) -> dict[str, Any]:
                            for kind in ("metrics", "items")) for split in ("test", "judge")}
     results, items = stored["test"]
     renderer = UnitRenderer()  # hears rollouts and samples
-    evaluator = evaluation_renderer()  # hears every evaluation, each unit sequence once (an RL system's greedy
-    # outputs mostly equal its SFT model's: only the changed ones are transcribed again)
+    # hears every evaluation, each unit sequence once: an RL system's greedy outputs that equal its SFT model's
+    # are not transcribed again
+    evaluator = evaluation_renderer()
     training: dict[str, Any] = {}
 
     def save_results(name: str, metrics: dict[str, Any], details: list[dict[str, Any]], split: str = "test") -> None:
